@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class RealtimeConfig(AppConfig):
+    name = "realtime"
+    verbose_name = "Realtime"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from realtime import checks  # noqa: F401  (registers the system checks)

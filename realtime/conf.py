@@ -1,0 +1,121 @@
+"""The app's settings, resolved in one place.
+
+A project configures the app with one dict in its settings::
+
+    REALTIME = {
+        "HEARTBEAT_INTERVAL": 15,
+        "RETENTION": {"chat:*": {"max_events": 500}, "*": {"max_age": 86400}},
+    }
+
+Every key is optional; ``DEFAULTS`` documents them (``docs/settings.md`` in full). Unknown keys
+are rejected, so a typo fails loudly instead of being ignored. Values are read lazily on first
+use and reloaded when Django's ``setting_changed`` fires (``override_settings`` in tests).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    # --- Connections -------------------------------------------------------------------
+    # Seconds between client heartbeats; sent to clients in ``welcome`` and used as the
+    # SSE keep-alive comment interval.
+    "HEARTBEAT_INTERVAL": 15,
+    # Seconds of silence after which the server closes a WebSocket (close code 4408).
+    "HEARTBEAT_TIMEOUT": 30,
+    # Milliseconds an EventSource waits before reconnecting (the SSE ``retry:`` hint).
+    "SSE_RETRY": 2000,
+    # --- Limits ------------------------------------------------------------------------
+    # Largest client WebSocket frame accepted, in bytes (larger: error ``frame_too_large``).
+    "MAX_FRAME_SIZE": 64 * 1024,
+    # Largest event payload (``data`` encoded as JSON), in bytes.
+    "MAX_EVENT_SIZE": 64 * 1024,
+    # Longest stream name accepted (at most 200, the database column's size).
+    "MAX_STREAM_NAME_LENGTH": 200,
+    # Streams one connection may subscribe to at once.
+    "MAX_SUBSCRIPTIONS": 100,
+    # --- Delivery ----------------------------------------------------------------------
+    # Events read from the database per page while replaying missed history.
+    "REPLAY_BATCH_SIZE": 500,
+    # Seconds between each process's check of its streams' positions in the database, the
+    # safety net that delivers events whose channel-layer message was lost.
+    "RECONCILE_INTERVAL": 5.0,
+    # Channel layer alias (in CHANNEL_LAYERS) used for fan-out between processes.
+    "CHANNEL_LAYER": "default",
+    # --- History -----------------------------------------------------------------------
+    # Retention per stream pattern (fnmatch-style, first match wins): ``max_events`` and/or
+    # ``max_age`` (seconds or timedelta). ``None`` keeps without limit.
+    "RETENTION": {"*": {"max_events": 10_000, "max_age": timedelta(days=7)}},
+    # Seconds between in-process sweeps that delete events older than their ``max_age``.
+    "PRUNE_INTERVAL": 60.0,
+    # --- Policy ------------------------------------------------------------------------
+    # Dotted path of the class deciding who may subscribe to and publish on which stream.
+    "POLICY": "realtime.policy.DefaultPolicy",
+}
+
+IMPORT_STRINGS = {"POLICY"}
+
+# The column holding stream names is this wide; the setting may only lower it.
+STREAM_NAME_COLUMN = 200
+
+
+class RealtimeSettings:
+    """Attribute access to ``settings.REALTIME`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cached: dict[str, Any] = {}
+        self._user: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if self._user is None:
+            value = getattr(settings, "REALTIME", {}) or {}
+            if not isinstance(value, dict):
+                raise ImproperlyConfigured("settings.REALTIME must be a dict.")
+            unknown = sorted(set(value) - set(DEFAULTS))
+            if unknown:
+                raise ImproperlyConfigured(
+                    f"Unknown key(s) in settings.REALTIME: {', '.join(unknown)}. "
+                    f"Valid keys are: {', '.join(sorted(DEFAULTS))}."
+                )
+            self._user = value
+        return self._user
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid realtime setting: {name!r}")
+        if name not in self._cached:
+            value = self.user_settings.get(name, DEFAULTS[name])
+            if name in IMPORT_STRINGS and isinstance(value, str):
+                try:
+                    value = import_string(value)
+                except ImportError as exc:
+                    raise ImproperlyConfigured(
+                        f"REALTIME[{name!r}] = {value!r} could not be imported: {exc}"
+                    ) from exc
+            self._cached[name] = value
+        return self._cached[name]
+
+    def reload(self) -> None:
+        self._cached.clear()
+        self._user = None
+
+
+realtime_settings = RealtimeSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "REALTIME":
+        realtime_settings.reload()
+        from realtime import retention
+
+        retention.rules.cache_clear()
+
+
+setting_changed.connect(_reload, dispatch_uid="realtime.conf.reload")

@@ -1,0 +1,283 @@
+"""The wire protocol, in one place: frames, codes, JSON and SSE encoding, resume cursors.
+
+``docs/protocol.md`` is the reader's version of this module, with a JSON Schema per frame.
+Every event frame is encoded to JSON text once, where it is published, and that same text
+travels through the channel layer and out to every WebSocket and SSE client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal, NotRequired, TypedDict
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from realtime.exceptions import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+# --- Close codes (WebSocket) -------------------------------------------------------------
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # the server is shutting down; reconnect and resume
+CLOSE_INTERNAL_ERROR = 1011  # unexpected server error; reconnect and resume
+CLOSE_HEARTBEAT_TIMEOUT = 4408  # nothing received for HEARTBEAT_TIMEOUT seconds
+
+# --- Error codes (``error`` frames, SSE ``realtime.error`` events, HTTP error bodies) -----
+MALFORMED_JSON = "malformed_json"  # the frame is not UTF-8 JSON text
+INVALID_FRAME = "invalid_frame"  # JSON, but not an object with the fields its type needs
+UNKNOWN_TYPE = "unknown_type"  # ``type`` is not one of the client frame types
+UNSUPPORTED_FRAME = "unsupported_frame"  # a binary WebSocket frame
+FRAME_TOO_LARGE = "frame_too_large"  # over MAX_FRAME_SIZE bytes
+INVALID_STREAM = "invalid_stream"  # the stream name breaks the naming rules
+FORBIDDEN = "forbidden"  # unknown or forbidden stream: the policy said no
+INVALID_EVENT = "invalid_event"  # bad event type, or data too large
+ALREADY_SUBSCRIBED = "already_subscribed"
+NOT_SUBSCRIBED = "not_subscribed"
+TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+INVALID_CURSOR = "invalid_cursor"  # an SSE Last-Event-ID / last_event_id that is not ours
+INTERNAL_ERROR = "internal_error"
+
+ERROR_CODES = (
+    MALFORMED_JSON,
+    INVALID_FRAME,
+    UNKNOWN_TYPE,
+    UNSUPPORTED_FRAME,
+    FRAME_TOO_LARGE,
+    INVALID_STREAM,
+    FORBIDDEN,
+    INVALID_EVENT,
+    ALREADY_SUBSCRIBED,
+    NOT_SUBSCRIBED,
+    TOO_MANY_SUBSCRIPTIONS,
+    INVALID_CURSOR,
+    INTERNAL_ERROR,
+)
+
+# Event types under these prefixes are the protocol's own (SSE system events, presence).
+RESERVED_EVENT_PREFIXES = ("realtime.", "presence.")
+
+# SSE event names of the system events.
+SSE_SUBSCRIBED = "realtime.subscribed"
+SSE_ERROR = "realtime.error"
+
+FrameId = str | int
+
+
+# --- Server frames -----------------------------------------------------------------------
+class WelcomeFrame(TypedDict):
+    type: Literal["welcome"]
+    connection_id: str
+    protocol: int
+    heartbeat: float
+
+
+class SubscribedFrame(TypedDict):
+    type: Literal["subscribed"]
+    id: FrameId | None
+    stream: str
+    epoch: str
+    seq: int
+    recovered: bool
+
+
+class EventFrame(TypedDict):
+    type: Literal["event"]
+    stream: str
+    seq: NotRequired[int]  # absent on ephemeral events
+    event: str
+    data: Any
+    ts: str
+
+
+class ErrorFrame(TypedDict):
+    type: Literal["error"]
+    id: FrameId | None
+    code: str
+    message: str
+
+
+# --- Client frames -----------------------------------------------------------------------
+class SubscribeFrame(TypedDict):
+    type: Literal["subscribe"]
+    id: NotRequired[FrameId]
+    stream: str
+    since: NotRequired[int]
+    epoch: NotRequired[str]
+
+
+class UnsubscribeFrame(TypedDict):
+    type: Literal["unsubscribe"]
+    id: NotRequired[FrameId]
+    stream: str
+
+
+class PublishFrame(TypedDict):
+    type: Literal["publish"]
+    id: NotRequired[FrameId]
+    stream: str
+    event: str
+    data: NotRequired[Any]
+    ephemeral: NotRequired[bool]
+
+
+class PingFrame(TypedDict):
+    type: Literal["ping"]
+    id: NotRequired[FrameId]
+
+
+CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "ping")
+
+
+# --- JSON --------------------------------------------------------------------------------
+def dumps(value: Any) -> str:
+    """Compact JSON; datetimes, UUIDs and Decimals become strings (DjangoJSONEncoder)."""
+    return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_ts(value: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds: ``2026-11-27T21:00:00.123Z``."""
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def normalize(data: Any) -> tuple[Any, str]:
+    """``data`` as plain JSON values, and its encoded text — what every subscriber sees."""
+    try:
+        text = dumps(data)
+    except (TypeError, ValueError) as exc:
+        from realtime.exceptions import InvalidEvent
+
+        raise InvalidEvent(f"Event data is not JSON-serialisable: {exc}") from exc
+    return json.loads(text), text
+
+
+def event_frame(stream: str, seq: int | None, event: str, data_json: str, ts: str) -> str:
+    """The ``event`` frame as JSON text, built around already-encoded ``data``."""
+    seq_part = "" if seq is None else f',"seq":{seq}'
+    return (
+        f'{{"type":"event","stream":{json.dumps(stream)}{seq_part},'
+        f'"event":{json.dumps(event)},"data":{data_json},"ts":"{ts}"}}'
+    )
+
+
+def error_frame(code: str, message: str, frame_id: FrameId | None = None) -> ErrorFrame:
+    return {"type": "error", "id": frame_id, "code": code, "message": message}
+
+
+def _check_id(frame: dict[str, Any]) -> None:
+    frame_id = frame.get("id")
+    if frame_id is not None and (
+        isinstance(frame_id, bool)
+        or not isinstance(frame_id, str | int)
+        or (isinstance(frame_id, str) and len(frame_id) > 64)
+    ):
+        raise ProtocolError("'id' must be a string (up to 64 characters) or an integer.")
+
+
+def parse_client_frame(text: str) -> dict[str, Any]:
+    """Decode one client frame, checking the fields its ``type`` needs.
+
+    Raises ``ProtocolError`` whose ``code`` is ``malformed_json``, ``invalid_frame`` or
+    ``unknown_type``; stream names and policy are checked by the consumer.
+    """
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("Frame is not valid JSON.", code=MALFORMED_JSON) from exc
+    if not isinstance(frame, dict):
+        raise ProtocolError("Frame must be a JSON object.")
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("Frame needs a string 'type'.")
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError(f"Unknown frame type {kind[:40]!r}.", code=UNKNOWN_TYPE)
+    _check_id(frame)
+    if kind in ("subscribe", "unsubscribe", "publish") and not isinstance(frame.get("stream"), str):
+        raise ProtocolError(f"'{kind}' needs a string 'stream'.")
+    if kind == "subscribe":
+        since = frame.get("since")
+        if since is not None and (
+            isinstance(since, bool) or not isinstance(since, int) or since < 0
+        ):
+            raise ProtocolError("'since' must be a non-negative integer.")
+        epoch = frame.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
+            raise ProtocolError("'epoch' must be a string.")
+    elif kind == "publish":
+        if not isinstance(frame.get("event"), str):
+            raise ProtocolError("'publish' needs a string 'event'.")
+        if not isinstance(frame.get("ephemeral", False), bool):
+            raise ProtocolError("'ephemeral' must be a boolean.")
+    return frame
+
+
+# --- SSE ---------------------------------------------------------------------------------
+def _sse_field(value: str) -> str:
+    # A CR, LF or NUL inside a field would end it early or be dropped by the browser.
+    return value.replace("\r", " ").replace("\n", " ").replace("\0", " ")
+
+
+def sse_message(data: str, *, event: str | None = None, id: str | None = None) -> str:
+    """One SSE message; ``data`` spanning lines becomes several ``data:`` lines."""
+    parts = []
+    if id is not None:
+        parts.append(f"id: {_sse_field(id)}\n")
+    if event is not None:
+        parts.append(f"event: {_sse_field(event)}\n")
+    for line in data.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "").split("\n"):
+        parts.append(f"data: {line}\n")
+    parts.append("\n")
+    return "".join(parts)
+
+
+def sse_comment(text: str) -> str:
+    return f": {_sse_field(text)}\n\n"
+
+
+# --- Resume cursors ----------------------------------------------------------------------
+CURSOR_PREFIX = "1."
+MAX_CURSOR_LENGTH = 8192
+
+Position = tuple[str, int]  # (epoch, seq)
+
+
+def encode_cursor(positions: dict[str, Position]) -> str:
+    """An opaque SSE ``id`` holding each stream's (epoch, seq)."""
+    payload = json.dumps(
+        [[stream, epoch, seq] for stream, (epoch, seq) in positions.items()],
+        separators=(",", ":"),
+    ).encode()
+    return CURSOR_PREFIX + base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> dict[str, Position]:
+    """Inverse of ``encode_cursor``; ``ProtocolError(invalid_cursor)`` for anything else."""
+    invalid = ProtocolError("The resume cursor is not one this server issued.", code=INVALID_CURSOR)
+    if len(cursor) > MAX_CURSOR_LENGTH or not cursor.startswith(CURSOR_PREFIX):
+        raise invalid
+    body = cursor[len(CURSOR_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        entries = json.loads(raw)
+    except (binascii.Error, ValueError, RecursionError):
+        raise invalid from None
+    if not isinstance(entries, list):
+        raise invalid
+    positions: dict[str, Position] = {}
+    for entry in entries:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not isinstance(entry[0], str)
+            or not isinstance(entry[1], str)
+            or isinstance(entry[2], bool)
+            or not isinstance(entry[2], int)
+            or entry[2] < 0
+        ):
+            raise invalid
+        positions[entry[0]] = (entry[1], entry[2])
+    return positions

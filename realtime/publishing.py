@@ -1,0 +1,195 @@
+"""Publishing: store an event, then fan it out through the channel layer after commit.
+
+``publish`` (sync) and ``apublish`` (async) share one path. The event row is written in the
+caller's transaction if there is one; the channel-layer message is sent only when that
+transaction commits, so a rollback publishes nothing. If the channel layer fails after the
+commit, the event is still stored and every server's reconciler delivers it within
+``RECONCILE_INTERVAL`` — a publish never half-happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from realtime import store
+from realtime.conf import realtime_settings
+from realtime.exceptions import InvalidEvent, SyncInAsyncContext
+from realtime.models import Event, Stream
+from realtime.protocol import RESERVED_EVENT_PREFIXES, event_frame, format_ts, normalize
+from realtime.streams import group_name, validate_stream_name
+
+logger = logging.getLogger("realtime.publish")
+
+EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}")
+
+LayerMessage = dict[str, Any]
+
+
+def validate_event_type(event: object, *, allow_reserved: bool = False) -> str:
+    """Event types are 1-100 characters of letters, digits and ``_ . : -``."""
+    if not isinstance(event, str) or not EVENT_TYPE_RE.fullmatch(event):
+        raise InvalidEvent(
+            "Event type must be 1 to 100 letters, digits or _ . : - "
+            "(starting with a letter, digit or _)."
+        )
+    if not allow_reserved and event.startswith(RESERVED_EVENT_PREFIXES):
+        raise InvalidEvent(
+            f"Event types starting with {' or '.join(RESERVED_EVENT_PREFIXES)} are reserved."
+        )
+    return event
+
+
+def _prepare(stream: str, event: str, data: Any) -> tuple[str, Any, str]:
+    validate_stream_name(stream)
+    validate_event_type(event)
+    data, data_json = normalize(data)
+    limit = int(realtime_settings.MAX_EVENT_SIZE)
+    if len(data_json) > limit or len(data_json.encode()) > limit:
+        raise InvalidEvent(f"Event data is larger than MAX_EVENT_SIZE ({limit} bytes).")
+    return stream, data, data_json
+
+
+def _message(stored: Event, data_json: str) -> LayerMessage:
+    """The channel-layer message: plain str/int values, safe for msgpack."""
+    frame = event_frame(
+        stored.stream.name, stored.seq, stored.event, data_json, format_ts(stored.ts)
+    )
+    return {
+        "type": "realtime.event",
+        "stream": stored.stream.name,
+        "epoch": stored.stream.epoch,
+        "seq": stored.seq,
+        "event": stored.event,
+        "frame": frame,
+    }
+
+
+async def fan_out(message: LayerMessage) -> None:
+    """Send one message to the stream's group: one layer message per server process."""
+    layer = get_channel_layer(realtime_settings.CHANNEL_LAYER)
+    if layer is None:
+        raise InvalidEvent(
+            f"No channel layer {realtime_settings.CHANNEL_LAYER!r} in CHANNEL_LAYERS."
+        )
+    await layer.group_send(group_name(message["stream"]), message)
+
+
+async def _fan_out_logged(message: LayerMessage) -> None:
+    try:
+        await fan_out(message)
+    except Exception:
+        logger.exception(
+            "Fan-out of %s#%s failed; it is stored and the reconciler will deliver it.",
+            message["stream"],
+            message["seq"],
+        )
+
+
+def _ephemeral(stream: str, event: str, data: Any, data_json: str) -> tuple[Event, LayerMessage]:
+    stored = Event(stream=Stream(name=stream, epoch=""), seq=None, event=event, data=data)
+    stored.ts = timezone.now()
+    return stored, _message(stored, data_json)
+
+
+def _store(stream: str, event: str, data: Any, data_json: str) -> tuple[Event, LayerMessage | None]:
+    """Append in the caller's transaction (or a new one).
+
+    Returns the message for the caller to fan out now, or ``None`` when an outer transaction
+    is open and fan-out was deferred to its commit with ``on_commit``.
+    """
+    outer = transaction.get_connection().in_atomic_block
+    with transaction.atomic():
+        stored = store.append(stream, event, data)
+        message = _message(stored, data_json)
+        if outer:
+            transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+    return stored, None if outer else message
+
+
+def _fan_out_sync(message: LayerMessage) -> None:
+    async_to_sync(_fan_out_logged)(message)
+
+
+def publish(stream: str, event: str, data: Any = None, *, ephemeral: bool = False) -> Event:
+    """Store ``data`` as the next event of ``stream`` and deliver it to every subscriber.
+
+    Returns the stored ``Event`` (with ``seq``). Inside ``transaction.atomic()`` delivery waits
+    for the commit and a rollback delivers nothing. ``ephemeral=True`` skips storage: no seq,
+    no history, sent at once, best effort (cursor moves, typing indicators).
+    """
+    _ensure_sync("publish")
+    stream, data, data_json = _prepare(stream, event, data)
+    if ephemeral:
+        stored, message = _ephemeral(stream, event, data, data_json)
+        async_to_sync(fan_out)(message)
+        return stored
+    stored, message = _store(stream, event, data, data_json)
+    if message is not None:
+        _fan_out_sync(message)
+    return stored
+
+
+async def apublish(stream: str, event: str, data: Any = None, *, ephemeral: bool = False) -> Event:
+    """Async twin of ``publish``; the database write runs off the event loop."""
+    stream, data, data_json = _prepare(stream, event, data)
+    if ephemeral:
+        stored, message = _ephemeral(stream, event, data, data_json)
+        await fan_out(message)
+        return stored
+    stored, pending = await database_sync_to_async(_store)(stream, event, data, data_json)
+    if pending is not None:
+        await _fan_out_logged(pending)
+    return stored
+
+
+def _reset(stream: str) -> tuple[store.StreamInfo, LayerMessage | None]:
+    outer = transaction.get_connection().in_atomic_block
+    info = store.reset(stream)
+    message = _reset_message(info)
+    if outer:
+        transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+    return info, None if outer else message
+
+
+def reset(stream: str) -> store.StreamInfo:
+    """Delete a stream's history and start a new epoch; subscribers are told to start over."""
+    _ensure_sync("reset")
+    validate_stream_name(stream)
+    info, message = _reset(stream)
+    if message is not None:
+        _fan_out_sync(message)
+    return info
+
+
+async def areset(stream: str) -> store.StreamInfo:
+    """Async twin of ``reset``."""
+    validate_stream_name(stream)
+    info, message = await database_sync_to_async(_reset)(stream)
+    if message is not None:
+        await _fan_out_logged(message)
+    return info
+
+
+def _reset_message(info: store.StreamInfo) -> LayerMessage:
+    return {"type": "realtime.reset", "stream": info.name, "epoch": info.epoch, "seq": 0}
+
+
+def _ensure_sync(name: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise SyncInAsyncContext(
+        f"realtime.{name}() was called from a running event loop; "
+        f"use `await realtime.a{name}(...)` in async code."
+    )

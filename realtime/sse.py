@@ -1,0 +1,166 @@
+"""The Server-Sent Events endpoint (``/realtime/sse/?stream=a&stream=b``).
+
+A plain ASGI application, not Channels' ``AsyncHttpConsumer``: that consumer stops when
+``handle()`` returns and dispatches one message at a time, so a streaming response written
+on it never sees ``http.disconnect`` or channel-layer events while it streams
+(django/channels#1302, #1249, #1747). Here the hub writes events as they come and the
+request task only waits for the disconnect, sending keep-alive comments meanwhile.
+
+The response bypasses Django's middleware (it is routed before Django), so GZip cannot
+buffer it; ``X-Accel-Buffering: no`` tells nginx-style proxies not to either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from realtime.connection import BaseConnection
+from realtime.exceptions import RealtimeError
+from realtime.hub import Subscription
+from realtime.protocol import (
+    INVALID_FRAME,
+    SSE_SUBSCRIBED,
+    TOO_MANY_SUBSCRIPTIONS,
+    Position,
+    SubscribedFrame,
+    decode_cursor,
+    dumps,
+    encode_cursor,
+    sse_comment,
+    sse_message,
+)
+
+logger = logging.getLogger("realtime.sse")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+STATUS_FOR_CODE = {"forbidden": 403}
+
+
+class SSEConnection(BaseConnection):
+    """One EventSource, from the request to the disconnect."""
+
+    transport = "sse"
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        super().__init__(scope)
+        self.receive = receive
+        self.send = send
+        self.positions: dict[str, Position] = {}
+
+    @classmethod
+    def as_asgi(cls) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await cls(scope, receive, send).run()
+
+        return app
+
+    # --- transport hooks ---------------------------------------------------------------
+    def encode_event(self, sub: Subscription, event: str, frame: str) -> str:
+        assert sub.epoch is not None
+        self.positions[sub.stream] = (sub.epoch, sub.position)
+        return sse_message(frame, event=event, id=encode_cursor(self.positions))
+
+    def encode_subscribed(self, sub: Subscription, frame: SubscribedFrame) -> str:
+        assert sub.epoch is not None
+        self.positions[sub.stream] = (sub.epoch, sub.position)
+        return sse_message(dumps(frame), event=SSE_SUBSCRIBED, id=encode_cursor(self.positions))
+
+    async def write(self, text: str) -> None:
+        await self.send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
+    # --- request -----------------------------------------------------------------------
+    def header(self, name: bytes) -> str | None:
+        for key, value in self.scope.get("headers", []):
+            if key == name:
+                return bytes(value).decode("latin-1")
+        return None
+
+    async def respond_error(self, status: int, code: str, message: str) -> None:
+        body = dumps({"error": {"code": code, "message": message}}).encode()
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def parse(self) -> tuple[list[str], dict[str, Position]]:
+        """The streams asked for and the resume positions; raises ``RealtimeError``."""
+        query = parse_qs(
+            bytes(self.scope.get("query_string", b"")).decode("utf-8", "replace"),
+            keep_blank_values=True,
+        )
+        streams = list(dict.fromkeys(query.get("stream", [])))
+        if not streams:
+            raise RealtimeError("Name at least one stream: ?stream=NAME.", code=INVALID_FRAME)
+        limit = int(self.settings.MAX_SUBSCRIPTIONS)
+        if len(streams) > limit:
+            raise RealtimeError(
+                f"At most {limit} streams per connection.", code=TOO_MANY_SUBSCRIPTIONS
+            )
+        for stream in streams:
+            await self.check("subscribe", stream)
+        # The browser's own reconnect sends the header, which is newer than the query
+        # parameter of the page that opened the EventSource.
+        cursor = self.header(b"last-event-id") or (query.get("last_event_id") or [""])[0]
+        positions = decode_cursor(cursor) if cursor else {}
+        return streams, positions
+
+    async def run(self) -> None:
+        if self.scope["type"] != "http":
+            return
+        if self.scope.get("method") != "GET":
+            await self.respond_error(405, INVALID_FRAME, "Use GET.")
+            return
+        try:
+            streams, positions = await self.parse()
+        except RealtimeError as exc:
+            await self.respond_error(STATUS_FOR_CODE.get(exc.code, 400), exc.code, exc.message)
+            return
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache, no-transform"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
+        self.queue(f"retry: {int(self.settings.SSE_RETRY)}\n" + sse_comment("connected"))
+        await self.flush()
+        try:
+            for stream in streams:
+                epoch, since = positions.get(stream, (None, None))
+                await self.subscribe(stream, since=since, epoch=epoch)
+            await self.wait_for_disconnect()
+        finally:
+            self.closed = True
+            await self.unsubscribe_all()
+
+    async def wait_for_disconnect(self) -> None:
+        interval = float(self.settings.HEARTBEAT_INTERVAL)
+        while not self.closed:
+            try:
+                async with asyncio.timeout(interval):
+                    message = await self.receive()
+            except TimeoutError:
+                self.queue(sse_comment("keep-alive"))
+                await self.flush()
+                continue
+            if message["type"] == "http.disconnect":
+                return

@@ -1,0 +1,172 @@
+"""The WebSocket endpoint (``/realtime/ws/``): protocol 1, JSON text frames.
+
+A plain ASGI application rather than a Channels consumer: it needs no channel of its own
+(the hub receives for every connection of the process), it must answer pings while a
+subscription replays history, and it enforces the heartbeat timeout with one timer per
+``receive``. Put Channels' ``AuthMiddlewareStack`` and ``AllowedHostsOriginValidator`` in
+front of it as usual (see ``docs/deployment.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from realtime.connection import BaseConnection
+from realtime.exceptions import RealtimeError
+from realtime.hub import Subscription
+from realtime.protocol import (
+    ALREADY_SUBSCRIBED,
+    CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_INTERNAL_ERROR,
+    FRAME_TOO_LARGE,
+    INTERNAL_ERROR,
+    NOT_SUBSCRIBED,
+    PROTOCOL_VERSION,
+    UNSUPPORTED_FRAME,
+    FrameId,
+    SubscribedFrame,
+    dumps,
+    error_frame,
+    parse_client_frame,
+)
+from realtime.publishing import apublish, validate_event_type
+
+logger = logging.getLogger("realtime.websocket")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class WebSocketConnection(BaseConnection):
+    """One WebSocket client, from ``websocket.connect`` to disconnect."""
+
+    transport = "websocket"
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        super().__init__(scope)
+        self.receive = receive
+        self.send = send
+
+    @classmethod
+    def as_asgi(cls) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        """The ASGI application to route to, like a Channels consumer's ``as_asgi()``."""
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await cls(scope, receive, send).run()
+
+        return app
+
+    # --- transport hooks ---------------------------------------------------------------
+    def encode_event(self, sub: Subscription, event: str, frame: str) -> str:
+        return frame
+
+    def encode_subscribed(self, sub: Subscription, frame: SubscribedFrame) -> str:
+        return dumps(frame)
+
+    async def write(self, text: str) -> None:
+        await self.send({"type": "websocket.send", "text": text})
+
+    async def reply(self, frame: dict[str, Any]) -> None:
+        self.queue(dumps(frame))
+        await self.flush()
+
+    async def error(self, code: str, message: str, frame_id: FrameId | None = None) -> None:
+        await self.reply(dict(error_frame(code, message, frame_id)))
+
+    async def close(self, code: int) -> None:
+        if not self.closed:
+            await self.flush()
+            self.closed = True
+            await self.send({"type": "websocket.close", "code": code})
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def run(self) -> None:
+        message = await self.receive()
+        if message["type"] != "websocket.connect":
+            return
+        await self.send({"type": "websocket.accept"})
+        await self.reply(
+            {
+                "type": "welcome",
+                "connection_id": self.id,
+                "protocol": PROTOCOL_VERSION,
+                "heartbeat": self.settings.HEARTBEAT_INTERVAL,
+            }
+        )
+        try:
+            await self.serve()
+        except Exception:
+            logger.exception("WebSocket connection %s failed.", self.id)
+            await self.close(CLOSE_INTERNAL_ERROR)
+        finally:
+            self.closed = True
+            await self.unsubscribe_all()
+
+    async def serve(self) -> None:
+        timeout = float(self.settings.HEARTBEAT_TIMEOUT)
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await self.receive()
+            except TimeoutError:
+                await self.close(CLOSE_HEARTBEAT_TIMEOUT)
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            if message["type"] == "websocket.receive":
+                await self.on_frame(message)
+
+    async def on_frame(self, message: dict[str, Any]) -> None:
+        text = message.get("text")
+        if text is None:
+            await self.error(UNSUPPORTED_FRAME, "Binary frames are not supported; send JSON text.")
+            return
+        limit = int(self.settings.MAX_FRAME_SIZE)
+        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+            await self.error(FRAME_TOO_LARGE, f"Frames are limited to {limit} bytes.")
+            return
+        frame_id: FrameId | None = None
+        try:
+            frame = parse_client_frame(text)
+            frame_id = frame.get("id")
+            handler = getattr(self, f"on_{frame['type']}")
+            await handler(frame)
+        except RealtimeError as exc:
+            await self.error(exc.code, exc.message, frame_id)
+        except Exception:
+            logger.exception("Handling a frame on connection %s failed.", self.id)
+            await self.error(INTERNAL_ERROR, "Internal server error.", frame_id)
+
+    # --- client frames -----------------------------------------------------------------
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        pong: dict[str, Any] = {"type": "pong"}
+        if "id" in frame:
+            pong["id"] = frame["id"]
+        await self.reply(pong)
+
+    async def on_subscribe(self, frame: dict[str, Any]) -> None:
+        stream = await self.check("subscribe", frame["stream"])
+        if stream in self.subscriptions:
+            raise RealtimeError(f"Already subscribed to {stream!r}.", code=ALREADY_SUBSCRIBED)
+        await self.subscribe(
+            stream, sub_id=frame.get("id"), since=frame.get("since"), epoch=frame.get("epoch")
+        )
+
+    async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
+        stream = frame["stream"]
+        if stream not in self.subscriptions:
+            raise RealtimeError(f"Not subscribed to {stream[:200]!r}.", code=NOT_SUBSCRIBED)
+        await self.unsubscribe(stream)
+        await self.reply({"type": "unsubscribed", "id": frame.get("id"), "stream": stream})
+
+    async def on_publish(self, frame: dict[str, Any]) -> None:
+        stream = await self.check("publish", frame["stream"])
+        validate_event_type(frame["event"])
+        stored = await apublish(
+            stream, frame["event"], frame.get("data"), ephemeral=frame.get("ephemeral", False)
+        )
+        await self.reply({"type": "ack", "id": frame.get("id"), "seq": stored.seq})

@@ -1,0 +1,213 @@
+"""The per-process hub over real Redis: exact delivery through gaps, races, losses, resets.
+
+The connection here is a recording implementation of ``realtime.hub.Connection`` (the
+interface WebSocket and SSE implement); everything behind it — Redis, the database, the
+reconciler — is real. Lost channel-layer messages are produced the way they happen in
+production: an event committed without its fan-out (a process dying between the two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import transaction
+
+import realtime
+from realtime import store
+from realtime.hub import get_hub
+from realtime.publishing import _message, fan_out
+from realtime.streams import group_name
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    def deliver(self, sub: Any, event: str, frame: str) -> None:
+        self.frames.append(json.loads(frame))
+
+    def subscribed(self, sub: Any, frame: Any) -> None:
+        self.frames.append(dict(frame))
+
+    async def flush(self) -> None:
+        self._changed.set()
+
+    def seqs(self) -> list[int]:
+        return [f["seq"] for f in self.frames if f["type"] == "event"]
+
+    def subscribed_frames(self) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == "subscribed"]
+
+    async def wait_for_seq(self, seq: int, timeout: float = 5) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.seqs() or self.seqs()[-1] < seq:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.fixture
+async def hub(settings):
+    settings.REALTIME = {"RECONCILE_INTERVAL": 0.3}
+    hub = get_hub()
+    yield hub
+    await hub.close()
+    await hub.layer.flush()
+
+
+@database_sync_to_async
+def store_silently(stream: str, count: int) -> list[dict[str, Any]]:
+    """Commit events without fanning them out; return the messages that were not sent."""
+    messages = []
+    for n in range(count):
+        with transaction.atomic():
+            event = store.append(stream, "silent", {"n": n})
+            messages.append(_message(event, json.dumps({"n": n})))
+    return messages
+
+
+async def test_live_subscription_gets_events_in_order(hub):
+    rec = Recorder()
+    await hub.subscribe(rec, "s", sub_id="a")
+    for n in range(5):
+        await realtime.apublish("s", "e", n)
+    await rec.wait_for_seq(5)
+    first = rec.frames[0]
+    assert first["type"] == "subscribed" and first["id"] == "a" and first["seq"] == 0
+    assert first["recovered"] is True
+    assert rec.seqs() == [1, 2, 3, 4, 5]
+    assert [f["data"] for f in rec.frames[1:]] == [0, 1, 2, 3, 4]
+
+
+async def test_resume_replays_then_goes_live(hub):
+    for n in range(10):
+        await realtime.apublish("s", "e", n)
+    info = await store.astream_info("s")
+    rec = Recorder()
+    await hub.subscribe(rec, "s", since=4, epoch=info.epoch)
+    await rec.wait_for_seq(10)
+    await realtime.apublish("s", "e", 10)
+    await rec.wait_for_seq(11)
+    assert rec.frames[0]["recovered"] is True and rec.frames[0]["seq"] == 10
+    assert rec.seqs() == list(range(5, 12))
+
+
+async def test_replay_pages_through_long_history(hub, settings):
+    settings.REALTIME = {"RECONCILE_INTERVAL": 0.3, "REPLAY_BATCH_SIZE": 7}
+    for n in range(30):
+        await realtime.apublish("s", "e", n)
+    rec = Recorder()
+    await hub.subscribe(rec, "s", since=0)
+    await rec.wait_for_seq(30)
+    assert rec.seqs() == list(range(1, 31))
+
+
+async def test_lost_messages_are_repaired_by_the_next_event(hub):
+    rec = Recorder()
+    await hub.subscribe(rec, "s")
+    await realtime.apublish("s", "e", "first")
+    await rec.wait_for_seq(1)
+    await store_silently("s", 3)  # seqs 2..4 never reach the layer
+    await realtime.apublish("s", "e", "fifth")
+    await rec.wait_for_seq(5)
+    assert rec.seqs() == [1, 2, 3, 4, 5]
+
+
+async def test_out_of_order_and_duplicate_fan_out_delivers_once_in_order(hub):
+    rec = Recorder()
+    await hub.subscribe(rec, "s")
+    messages = await store_silently("s", 3)
+    for message in (messages[2], messages[0], messages[1], messages[0], messages[2]):
+        await fan_out(message)
+    await rec.wait_for_seq(3)
+    await asyncio.sleep(0.3)
+    assert rec.seqs() == [1, 2, 3]
+
+
+async def test_reconciler_delivers_a_lost_last_event(hub):
+    rec = Recorder()
+    await hub.subscribe(rec, "s")
+    await realtime.apublish("s", "e")
+    await rec.wait_for_seq(1)
+    await store_silently("s", 2)  # the end of a burst: no later event will reveal the gap
+    await rec.wait_for_seq(3, timeout=3)  # two reconcile intervals are 0.6 s
+    assert rec.seqs() == [1, 2, 3]
+
+
+async def test_reset_resubscribes_with_recovered_false(hub):
+    rec = Recorder()
+    await hub.subscribe(rec, "s")
+    await realtime.apublish("s", "e")
+    await rec.wait_for_seq(1)
+    info = await realtime.areset("s")
+    await realtime.apublish("s", "e", "after reset")
+    async with asyncio.timeout(5):
+        while len(rec.subscribed_frames()) < 2 or rec.seqs()[-1] != 1 or len(rec.seqs()) < 2:
+            await asyncio.sleep(0.05)
+    again = rec.subscribed_frames()[1]
+    assert again["recovered"] is False and again["epoch"] == info.epoch
+    assert rec.seqs() == [1, 1]
+    assert rec.frames[-1]["data"] == "after reset"
+
+
+@pytest.mark.parametrize(
+    ("since", "epoch", "recovered", "replayed"),
+    [
+        (2, "current", True, [3, 4, 5]),
+        (3, "current", True, [4, 5]),
+        (5, "current", True, []),
+        (3, None, True, [4, 5]),  # no epoch given: taken as current
+        (1, "current", False, [3, 4, 5]),  # seq 2 was trimmed
+        (0, None, False, [3, 4, 5]),
+        (9, "current", False, [3, 4, 5]),  # ahead of the stream: start over
+        (3, "stale", False, [3, 4, 5]),
+    ],
+)
+async def test_resume_outcomes(hub, settings, since, epoch, recovered, replayed):
+    settings.REALTIME = {"RECONCILE_INTERVAL": 0.3, "RETENTION": {"*": {"max_events": 3}}}
+    for n in range(5):
+        await realtime.apublish("s", "e", n)
+    info = await store.astream_info("s")
+    rec = Recorder()
+    wanted = info.epoch if epoch == "current" else epoch
+    await hub.subscribe(rec, "s", since=since, epoch=wanted)
+    if replayed:
+        await rec.wait_for_seq(5)
+    await asyncio.sleep(0.2)
+    assert rec.frames[0]["recovered"] is recovered
+    assert rec.seqs() == replayed
+
+
+async def test_one_group_membership_per_process(hub):
+    recs = [Recorder() for _ in range(3)]
+    subs = [await hub.subscribe(rec, "shared") for rec in recs]
+    layer = hub.layer
+    key = layer._group_key(group_name("shared"))
+    async with layer.connection(layer.consistent_hash(group_name("shared"))) as conn:
+        assert await conn.zcard(key) == 1
+    await realtime.apublish("shared", "e")
+    for rec in recs:
+        await rec.wait_for_seq(1)
+    for sub in subs:
+        await hub.unsubscribe(sub)
+    async with layer.connection(layer.consistent_hash(group_name("shared"))) as conn:
+        assert await conn.zcard(key) == 0
+    assert "shared" not in hub.streams
+
+
+async def test_ephemeral_reaches_live_subscribers_only(hub):
+    rec = Recorder()
+    await hub.subscribe(rec, "c")
+    await asyncio.sleep(0.2)
+    await realtime.apublish("c", "cursor.moved", {"x": 3}, ephemeral=True)
+    async with asyncio.timeout(3):
+        while not any(f["type"] == "event" for f in rec.frames):
+            await asyncio.sleep(0.02)
+    event = rec.frames[-1]
+    assert event["event"] == "cursor.moved" and "seq" not in event

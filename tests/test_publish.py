@@ -1,0 +1,177 @@
+"""Publishing: stored first, fanned out after commit, nothing on rollback — over real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+import realtime
+from realtime.exceptions import InvalidEvent, InvalidStream, SyncInAsyncContext
+from realtime.models import Event
+from realtime.streams import group_name
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Listener:
+    """A bare channel in the streams' groups: sees exactly what a hub would receive."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel = f"test-listener.{uuid.uuid4().hex}"
+
+    async def join(self, *streams: str) -> None:
+        for stream in streams:
+            await self.layer.group_add(group_name(stream), self.channel)
+
+    async def get(self, timeout: float = 3) -> dict:
+        async with asyncio.timeout(timeout):
+            return await self.layer.receive(self.channel)
+
+    async def assert_silent(self, wait: float = 0.4) -> None:
+        with pytest.raises(TimeoutError):
+            message = await self.get(wait)
+            pytest.fail(f"unexpected fan-out: {message}")
+
+
+@pytest.fixture
+async def listener():
+    listener = Listener()
+    yield listener
+    await listener.layer.flush()
+
+
+def stored(stream: str) -> list[int]:
+    return list(Event.objects.filter(stream__name=stream).values_list("seq", flat=True))
+
+
+async def test_apublish_stores_then_fans_out(listener):
+    await listener.join("s")
+    event = await realtime.apublish("s", "thing.happened", {"n": 1})
+    assert event.seq == 1 and event.pk is not None
+    message = await listener.get()
+    assert message["type"] == "realtime.event"
+    assert (message["stream"], message["seq"], message["event"]) == ("s", 1, "thing.happened")
+    assert message["epoch"] == event.stream.epoch
+    frame = json.loads(message["frame"])
+    assert frame["data"] == {"n": 1} and frame["seq"] == 1 and frame["type"] == "event"
+
+
+async def test_sync_publish_in_a_transaction_waits_for_commit(listener):
+    await listener.join("s")
+    committed = asyncio.Event()
+
+    def work() -> None:
+        with transaction.atomic():
+            realtime.publish("s", "e", 1)
+            realtime.publish("s", "e", 2)
+            # Still inside the transaction: nothing may have been sent yet.
+            asyncio.run_coroutine_threadsafe(check_silent(), loop).result(timeout=5)
+        committed.set()
+
+    async def check_silent() -> None:
+        await listener.assert_silent(0.3)
+
+    loop = asyncio.get_running_loop()
+    await sync_to_async(work)()
+    assert committed.is_set()
+    assert [(await listener.get())["seq"] for _ in range(2)] == [1, 2]
+
+
+async def test_rollback_publishes_nothing(listener):
+    await listener.join("s")
+
+    def work() -> None:
+        with transaction.atomic():
+            realtime.publish("s", "e", 1)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await sync_to_async(work)()
+    await listener.assert_silent()
+    assert await sync_to_async(stored)("s") == []
+
+
+async def test_nested_rollback_sends_only_what_committed(listener):
+    await listener.join("s")
+
+    def work() -> None:
+        with transaction.atomic():
+            realtime.publish("s", "outer", 1)
+            try:
+                with transaction.atomic():
+                    realtime.publish("s", "inner", 2)
+                    raise RuntimeError("inner fails")
+            except RuntimeError:
+                pass
+            realtime.publish("s", "outer", 3)
+
+    await sync_to_async(work)()
+    first, second = await listener.get(), await listener.get()
+    assert [(m["seq"], m["event"]) for m in (first, second)] == [(1, "outer"), (2, "outer")]
+    assert json.loads(second["frame"])["data"] == 3
+    await listener.assert_silent()
+    assert await sync_to_async(stored)("s") == [1, 2]
+
+
+async def test_ephemeral_is_sent_not_stored(listener):
+    await listener.join("cursors")
+    event = await realtime.apublish("cursors", "cursor.moved", {"x": 1}, ephemeral=True)
+    assert event.seq is None and event.pk is None
+    message = await listener.get()
+    assert message["seq"] is None
+    assert "seq" not in json.loads(message["frame"])
+    assert await sync_to_async(stored)("cursors") == []
+
+
+async def test_types_msgpack_rejects_arrive_as_json_strings(listener):
+    """channels-redis serialises with msgpack: only JSON-safe values may reach it."""
+    await listener.join("s")
+    ident = uuid.uuid4()
+    when = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    event = await realtime.apublish("s", "e", {"id": ident, "price": Decimal("1.10"), "at": when})
+    assert event.data == {"id": str(ident), "price": "1.10", "at": "2026-01-02T03:04:05.678Z"}
+    frame = json.loads((await listener.get())["frame"])
+    assert frame["data"] == event.data
+
+
+@pytest.mark.parametrize(
+    ("stream", "event", "data", "error"),
+    [
+        ("bad name", "e", None, InvalidStream),
+        ("s", "", None, InvalidEvent),
+        ("s", "has space", None, InvalidEvent),
+        ("s", "realtime.subscribed", None, InvalidEvent),
+        ("s", "presence.join", None, InvalidEvent),
+        ("s", "e", {1, 2}, InvalidEvent),
+        ("s", "e", "x" * (64 * 1024), InvalidEvent),
+    ],
+)
+async def test_invalid_publishes_store_nothing(listener, stream, event, data, error):
+    await listener.join("s")
+    with pytest.raises(error):
+        await realtime.apublish(stream, event, data)
+    await listener.assert_silent(0.2)
+    assert await sync_to_async(Event.objects.count)() == 0
+
+
+async def test_sync_publish_refuses_to_run_on_the_event_loop():
+    with pytest.raises(SyncInAsyncContext, match="apublish"):
+        realtime.publish("s", "e")
+
+
+async def test_reset_tells_subscribers(listener):
+    await listener.join("s")
+    await realtime.apublish("s", "e")
+    await listener.get()
+    info = await realtime.areset("s")
+    message = await listener.get()
+    assert message == {"type": "realtime.reset", "stream": "s", "epoch": info.epoch, "seq": 0}

@@ -1,0 +1,135 @@
+"""The event store: gapless seqs under concurrency, retention, reset."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+import realtime
+from realtime import store
+from realtime.models import Event, Stream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def seqs(stream: str) -> list[int]:
+    return list(
+        Event.objects.filter(stream__name=stream).order_by("seq").values_list("seq", flat=True)
+    )
+
+
+def test_seq_starts_at_one_and_counts_up():
+    events = [realtime.publish("s", "e", {"n": n}) for n in range(5)]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    stream = Stream.objects.get(name="s")
+    assert stream.last_seq == 5 and stream.trimmed_seq == 0
+    assert len(stream.epoch) == 16
+
+
+def test_streams_count_separately():
+    realtime.publish("a", "e")
+    realtime.publish("b", "e")
+    assert realtime.publish("a", "e").seq == 2
+    assert realtime.publish("b", "e").seq == 2
+
+
+def test_concurrent_publishers_get_gapless_unique_seqs():
+    """Many threads, each with its own database connection, publish to one stream at once."""
+    threads, per_thread = 8, 25
+    start = threading.Barrier(threads)
+
+    def work(worker: int) -> list[int]:
+        try:
+            start.wait(timeout=10)
+            return [realtime.publish("busy", "tick", {"w": worker, "i": i}).seq for i in range(per_thread)]
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(work, range(threads)))
+    allocated = sorted(seq for result in results for seq in result)
+    assert allocated == list(range(1, threads * per_thread + 1))
+    assert seqs("busy") == allocated
+    for result in results:  # each publisher saw its own seqs increase
+        assert result == sorted(result)
+    # Timestamps follow seqs: the row lock orders the transactions.
+    stamps = list(Event.objects.filter(stream__name="busy").order_by("seq").values_list("ts", flat=True))
+    assert stamps == sorted(stamps)
+
+
+def test_rolled_back_seq_is_reused():
+    realtime.publish("r", "e")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        realtime.publish("r", "e")
+        raise RuntimeError("roll back")
+    assert realtime.publish("r", "e").seq == 2
+    assert seqs("r") == [1, 2]
+
+
+def test_max_events_is_exact(settings):
+    settings.REALTIME = {"RETENTION": {"capped:*": {"max_events": 3}, "*": {}}}
+    for _ in range(10):
+        realtime.publish("capped:1", "e")
+    realtime.publish("other", "e")
+    assert seqs("capped:1") == [8, 9, 10]
+    assert Stream.objects.get(name="capped:1").trimmed_seq == 7
+    assert seqs("other") == [1]
+
+
+def test_max_events_zero_keeps_only_the_position(settings):
+    settings.REALTIME = {"RETENTION": {"*": {"max_events": 0}}}
+    assert realtime.publish("z", "e").seq == 1
+    assert realtime.publish("z", "e").seq == 2
+    assert seqs("z") == []
+    stream = Stream.objects.get(name="z")
+    assert (stream.last_seq, stream.trimmed_seq) == (2, 2)
+
+
+def test_prune_by_age_keeps_a_gapless_suffix(settings):
+    settings.REALTIME = {"RETENTION": {"old:*": {"max_age": 60}}}
+    for _ in range(6):
+        realtime.publish("old:1", "e")
+    realtime.publish("young", "e")
+    past = timezone.now() - timedelta(minutes=5)
+    Event.objects.filter(stream__name="old:1", seq__in=[1, 2, 4]).update(ts=past)
+    Event.objects.filter(stream__name="young").update(ts=past)
+    assert store.prune() == 4  # 1..4: seq 3 goes too, so history stays contiguous
+    assert seqs("old:1") == [5, 6]
+    assert Stream.objects.get(name="old:1").trimmed_seq == 4
+    assert seqs("young") == [1]  # no rule matches: kept
+
+
+def test_prune_applies_tightened_max_events(settings):
+    for _ in range(5):
+        realtime.publish("t", "e")
+    settings.REALTIME = {"RETENTION": {"*": {"max_events": 2}}}
+    assert store.prune() == 3
+    assert seqs("t") == [4, 5]
+
+
+def test_reset_starts_a_new_epoch():
+    realtime.publish("x", "e")
+    realtime.publish("x", "e")
+    before = Stream.objects.get(name="x").epoch
+    info = realtime.reset("x")
+    assert info.epoch != before and info.last_seq == 0
+    assert seqs("x") == []
+    assert realtime.publish("x", "e").seq == 1
+
+
+def test_read_returns_rows_then_position():
+    for n in range(5):
+        realtime.publish("p", "e", n)
+    rows, info = store.read("p", 2, 2)
+    assert [r.seq for r in rows] == [3, 4]
+    assert [r.data for r in rows] == [2, 3]
+    assert info is not None and info.last_seq == 5
+    assert store.read("missing", 0, 10) == ([], None)
+    assert store.stream_info("missing") is None
+    created = store.stream_info("missing", create=True)
+    assert created is not None and created.last_seq == 0
