@@ -3,5 +3,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("realtime/", include("realtime.urls")),
     path("", include("project.demo.urls")),
 ]

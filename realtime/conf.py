@@ -54,6 +54,18 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION": {"*": {"max_events": 10_000, "max_age": timedelta(days=7)}},
     # Seconds between in-process sweeps that delete events older than their ``max_age``.
     "PRUNE_INTERVAL": 60.0,
+    # --- Presence ----------------------------------------------------------------------
+    # Seconds a connection may go unheard (no frame, no HTTP heartbeat) before its presence
+    # leaves; also bounds how long a crashed process's members linger (its lease expires).
+    "PRESENCE_TIMEOUT": 30,
+    # Seconds a closed connection stays present, so a reloading tab does not flap leave/join.
+    "PRESENCE_GRACE": 3,
+    # Members per stream; a join beyond it is refused with ``presence_full``. None: no cap.
+    "PRESENCE_MAX_MEMBERS": 10_000,
+    # Largest presence metadata, in bytes of JSON.
+    "PRESENCE_MAX_META_SIZE": 2048,
+    # Stream patterns whose presence is sent as occupancy counts only (big rooms).
+    "PRESENCE_COUNTS_ONLY": [],
     # --- Policy ------------------------------------------------------------------------
     # Dotted path of the class deciding who may subscribe to and publish on which stream.
     "POLICY": "realtime.policy.DefaultPolicy",

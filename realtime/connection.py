@@ -1,25 +1,33 @@
-"""What WebSocket and SSE connections share: an ordered outbox and their subscriptions.
+"""What WebSocket and SSE connections share: identity, an ordered outbox, subscriptions and
+presence.
 
 A transport subclasses ``BaseConnection`` and implements ``encode_event``,
-``encode_subscribed`` and ``write``. Frames are queued synchronously (so a subscription's
-frames can never be reordered by an ``await``) and written by ``flush``.
+``encode_subscribed``, ``encode_presence`` and ``write``. Frames are queued synchronously (so
+a subscription's frames can never be reordered by an ``await``) and written by ``flush``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
 import uuid
 from collections import deque
 from typing import Any
+from urllib.parse import parse_qs
 
 from realtime.conf import realtime_settings
 from realtime.exceptions import PermissionDenied, RealtimeError
-from realtime.hub import Hub, Subscription, get_hub
+from realtime.hub import Hub, get_hub
 from realtime.policy import Action, get_policy
-from realtime.protocol import TOO_MANY_SUBSCRIPTIONS, SubscribedFrame
+from realtime.presence import check_meta
+from realtime.protocol import NOT_SUBSCRIBED, TOO_MANY_SUBSCRIPTIONS, SubscribedFrame
 from realtime.streams import validate_stream_name
+from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.connection")
+
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class BaseConnection:
@@ -28,12 +36,19 @@ class BaseConnection:
     def __init__(self, scope: dict[str, Any]) -> None:
         self.scope = scope
         self.id = uuid.uuid4().hex
+        self.settings = realtime_settings
         self.subscriptions: dict[str, Subscription] = {}
+        self.presence_meta: dict[str, Any] = {}
         self.closed = False
+        self.last_seen = time.monotonic()
         self._outbox: deque[str] = deque()
         self._flushing = False
         self._hub: Hub | None = None
-        self.settings = realtime_settings
+        self._attached = False
+        self.query = parse_qs(
+            bytes(scope.get("query_string", b"")).decode("utf-8", "replace"),
+            keep_blank_values=True,
+        )
 
     @property
     def hub(self) -> Hub:
@@ -41,9 +56,59 @@ class BaseConnection:
             self._hub = get_hub()
         return self._hub
 
+    # --- who is on the other end ---------------------------------------------------------
     @property
     def user(self) -> Any:
         return self.scope.get("user")
+
+    @property
+    def user_id(self) -> Any:
+        user = self.user
+        return user.pk if user is not None and user.is_authenticated else None
+
+    @property
+    def client_id(self) -> str:
+        """The ``client_id`` query parameter (one per browser, kept by the client), if valid."""
+        value = (self.query.get("client_id") or [""])[0]
+        return value if CLIENT_ID_RE.fullmatch(value) else self.id
+
+    @property
+    def presence_key(self) -> str:
+        """Presence member key: the user's pk, or ``anon:<client id>`` for anonymous clients."""
+        user_id = self.user_id
+        return str(user_id) if user_id is not None else f"anon:{self.client_id}"
+
+    @property
+    def remote_addr(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else ""
+
+    @property
+    def user_agent(self) -> str:
+        return self.header(b"user-agent") or ""
+
+    def header(self, name: bytes) -> str | None:
+        for key, value in self.scope.get("headers", []):
+            if key == name:
+                return bytes(value).decode("latin-1")
+        return None
+
+    def touch(self) -> None:
+        """The client was heard from (any frame, or an HTTP heartbeat)."""
+        self.last_seen = time.monotonic()
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def attach(self) -> None:
+        """Record the connection (after the handshake succeeded)."""
+        await self.hub.attach(self)
+        self._attached = True
+
+    async def detach(self) -> None:
+        """Drop subscriptions now; presence and the record go after the grace period."""
+        self.closed = True
+        await self.unsubscribe_all()
+        if self._attached:
+            self.hub.detach(self)
 
     # --- hub callbacks (queue only) ----------------------------------------------------
     def deliver(self, sub: Subscription, event: str, frame: str) -> None:
@@ -53,6 +118,10 @@ class BaseConnection:
     def subscribed(self, sub: Subscription, frame: SubscribedFrame) -> None:
         if not self.closed:
             self._outbox.append(self.encode_subscribed(sub, frame))
+
+    def presence(self, sub: Subscription, kind: str, frame: str) -> None:
+        if not self.closed:
+            self._outbox.append(self.encode_presence(sub, kind, frame))
 
     def queue(self, text: str) -> None:
         if not self.closed:
@@ -82,6 +151,9 @@ class BaseConnection:
     def encode_subscribed(self, sub: Subscription, frame: SubscribedFrame) -> str:
         raise NotImplementedError
 
+    def encode_presence(self, sub: Subscription, kind: str, frame: str) -> str:
+        raise NotImplementedError
+
     async def write(self, text: str) -> None:
         raise NotImplementedError
 
@@ -107,8 +179,11 @@ class BaseConnection:
 
     async def unsubscribe(self, stream: str) -> None:
         sub = self.subscriptions.pop(stream, None)
-        if sub is not None:
-            await self.hub.unsubscribe(sub)
+        if sub is None:
+            return
+        if stream in self.presence_meta and not self.closed:
+            await self.hub.leave_presence(self, [stream])
+        await self.hub.unsubscribe(sub)
 
     async def unsubscribe_all(self) -> None:
         for stream in list(self.subscriptions):
@@ -116,3 +191,20 @@ class BaseConnection:
                 await self.unsubscribe(stream)
             except Exception:
                 logger.exception("Unsubscribing %s from %s failed.", self.id, stream)
+
+    # --- presence ----------------------------------------------------------------------
+    async def leave_presence(self, stream: str) -> None:
+        if stream not in self.subscriptions:
+            raise RealtimeError(f"Not subscribed to {stream!r}.", code=NOT_SUBSCRIBED)
+        await self.hub.leave_presence(self, [stream])
+
+    async def join_presence(self, stream: str, meta: Any) -> str:
+        """Join (or update metadata in) the presence of a subscribed stream; returns the ref."""
+        sub = self.subscriptions.get(stream)
+        if sub is None:
+            raise RealtimeError(
+                f"Subscribe to {stream!r} before joining its presence.", code=NOT_SUBSCRIBED
+            )
+        await self.check("presence", stream)
+        meta = check_meta(meta)
+        return await self.hub.join_presence(sub, self.presence_key, self.user_id, meta)

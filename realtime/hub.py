@@ -4,18 +4,18 @@ Each server process (each event loop) has one ``Hub``. It owns one channel-layer
 joins a stream's group once, when the first local connection subscribes, so a publish costs
 one channel-layer message per process, not one per connection; the hub then hands the
 already-encoded frame to every local subscriber (the design of Socket.IO's Redis adapter).
+Exact delivery per subscriber is the job of ``realtime.subscription``.
 
-Delivery is exact per subscription. Each ``Subscription`` knows the last seq it delivered:
-live events that continue it are sent at once; a duplicate is dropped; a gap — a lost layer
-message, a race between two publishers' fan-outs, a resume — switches the subscription to
-*syncing*, where history is read from the database page by page while live events are
-buffered, until the buffer continues what the database gave. The database is the source of
-truth, so nothing in the buffer is ever the only copy.
+The hub also keeps the process's side of liveness (``realtime.registry``): its lease, its
+connections' records, presence timeouts and the leave grace period, and it sweeps what dead
+processes left behind. Its maintenance loop runs the periodic jobs:
 
-A reconciler in every hub compares its streams' positions with the database every
-``RECONCILE_INTERVAL`` seconds, so even the last event of a burst whose layer message was
-lost arrives within two intervals, and the hub keeps delivering (from the database) while
-the channel layer is down.
+* the reconciler compares its streams' positions with the database every
+  ``RECONCILE_INTERVAL`` seconds, so even the last event of a burst whose layer message was
+  lost arrives within two intervals, and delivery goes on (from the database) while the
+  channel layer is down;
+* the lease is renewed and expired leases are swept every ``PRESENCE_TIMEOUT / 3`` seconds;
+* expired history is pruned every ``PRUNE_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
@@ -25,229 +25,39 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 import weakref
-from typing import Any, Protocol
+from collections.abc import Coroutine
+from typing import Any
 
 from channels.layers import get_channel_layer
 
-from realtime import store
+from realtime import presence, registry, store
 from realtime.conf import realtime_settings
-from realtime.protocol import SubscribedFrame, dumps, event_frame, format_ts
+from realtime.protocol import dumps
 from realtime.streams import group_name
+from realtime.subscription import Connection, Subscription
 
 logger = logging.getLogger("realtime.hub")
 
-# Live events buffered per syncing subscription before the buffer is dropped (the database
-# has them all; the sync loop then reads once more instead of trusting the buffer).
-MAX_PENDING = 10_000
 # Re-add group memberships this often, before the channel layer's group_expiry drops them.
 GROUP_REFRESH = 600.0
-
-
-class Connection(Protocol):
-    """What the hub needs of a WebSocket or SSE connection.
-
-    ``deliver`` and ``subscribed`` only queue (they must not await), which is what keeps a
-    subscription's frames in order; ``flush`` writes the queue out.
-    """
-
-    def deliver(self, sub: Subscription, event: str, frame: str) -> None: ...
-
-    def subscribed(self, sub: Subscription, frame: SubscribedFrame) -> None: ...
-
-    async def flush(self) -> None: ...
-
-
-class Subscription:
-    """One connection's subscription to one stream, and its delivery position."""
-
-    __slots__ = (
-        "active",
-        "conn",
-        "epoch",
-        "id",
-        "overflowed",
-        "pending",
-        "position",
-        "requested_epoch",
-        "since",
-        "stream",
-        "syncing",
-        "task",
-    )
-
-    def __init__(
-        self,
-        conn: Connection,
-        stream: str,
-        *,
-        sub_id: Any = None,
-        since: int | None = None,
-        epoch: str | None = None,
-    ) -> None:
-        self.conn = conn
-        self.stream = stream
-        self.id = sub_id
-        self.since = since
-        self.requested_epoch = epoch
-        self.epoch: str | None = None  # None until the hub has read the stream
-        self.position = 0
-        self.syncing = True
-        self.pending: list[dict[str, Any]] = []
-        self.overflowed = False
-        self.active = True
-        self.task: asyncio.Task[None] | None = None
-
-    def offer(self, message: dict[str, Any]) -> bool:
-        """Take one live layer message; returns whether a frame was queued.
-
-        Never awaits: the hub calls it for every local subscriber of the stream in turn.
-        """
-        seq = message["seq"]
-        if seq is None:  # ephemeral: best effort, only once the subscription is live
-            if self.syncing:
-                return False
-            self.conn.deliver(self, message["event"], message["frame"])
-            return True
-        if self.syncing:
-            self._buffer(message)
-            return False
-        if message["epoch"] == self.epoch:
-            if seq <= self.position:
-                return False
-            if seq == self.position + 1:
-                self.position = seq
-                self.conn.deliver(self, message["event"], message["frame"])
-                return True
-        self._buffer(message)
-        self.start_sync()
-        return False
-
-    def _buffer(self, message: dict[str, Any]) -> None:
-        if len(self.pending) >= MAX_PENDING:
-            self.pending.clear()
-            self.overflowed = True
-        self.pending.append(message)
-
-    def start_sync(self) -> None:
-        """Catch up from the database (no-op if already doing so)."""
-        if not self.active or (self.task is not None and not self.task.done()):
-            return
-        self.syncing = True
-        self.task = asyncio.get_running_loop().create_task(self._sync())
-
-    def subscribed_frame(self, head: int, recovered: bool) -> SubscribedFrame:
-        assert self.epoch is not None
-        return {
-            "type": "subscribed",
-            "id": self.id,
-            "stream": self.stream,
-            "epoch": self.epoch,
-            "seq": head,
-            "recovered": recovered,
-        }
-
-    async def _sync(self) -> None:
-        delay = 0.1
-        while self.active:
-            try:
-                done = await self._sync_step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("Catching up %s from the database failed; retrying.", self.stream)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            await self.conn.flush()
-            if done:
-                return
-
-    async def _sync_step(self) -> bool:
-        """One round of catching up; returns True once the subscription is live."""
-        batch = int(realtime_settings.REPLAY_BATCH_SIZE)
-        rows, info = await store.aread(self.stream, self.position, batch)
-        if not self.active:
-            return True
-        if info is None or info.epoch != self.epoch:
-            # The stream was reset (or deleted) since we last looked: start over.
-            if info is None:
-                info = await store.astream_info(self.stream, create=True)
-                assert info is not None
-            self.requested_epoch, self.since = None, 0
-            self._start_from(info, force_unrecovered=True)
-            return False
-        lost = (rows and rows[0].seq != self.position + 1) or (
-            not rows and info.trimmed_seq > self.position
-        )
-        if lost:
-            # Retention deleted events this subscription had not delivered yet.
-            self.position = (rows[0].seq - 1) if rows else info.trimmed_seq
-            self.conn.subscribed(self, self.subscribed_frame(info.last_seq, False))
-        for row in rows:
-            self.position = row.seq
-            self.conn.deliver(
-                self,
-                row.event,
-                event_frame(self.stream, row.seq, row.event, dumps(row.data), format_ts(row.ts)),
-            )
-        if len(rows) == batch or self.overflowed:
-            self.overflowed = False
-            return False
-        return self._drain()
-
-    def _start_from(self, info: store.StreamInfo, *, force_unrecovered: bool = False) -> None:
-        """Decide where delivery starts, and announce it with a ``subscribed`` frame."""
-        since, wanted = self.since, self.requested_epoch
-        recovered = not force_unrecovered
-        if since is None:
-            start = info.last_seq  # live only: nothing to recover
-        elif (
-            (wanted is not None and wanted != info.epoch)
-            or since > info.last_seq
-            or since < info.trimmed_seq
-        ):
-            start, recovered = info.trimmed_seq, False
-        else:
-            start = since
-        self.epoch, self.position = info.epoch, start
-        self.pending = [m for m in self.pending if m["epoch"] == info.epoch]
-        self.conn.subscribed(self, self.subscribed_frame(info.last_seq, recovered))
-
-    def _drain(self) -> bool:
-        """Deliver buffered live events that continue the position; True when live again."""
-        pending, self.pending = sorted(self.pending, key=lambda m: m["seq"]), []
-        for index, message in enumerate(pending):
-            seq = message["seq"]
-            if message["epoch"] != self.epoch:
-                return False  # the database will say which epoch is current
-            if seq <= self.position:
-                continue
-            if seq != self.position + 1:
-                self.pending = pending[index:]
-                return False
-            self.position = seq
-            self.conn.deliver(self, message["event"], message["frame"])
-        self.syncing = False
-        return True
-
-    def close(self) -> None:
-        self.active = False
-        self.pending = []
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+# Occupancy of counts-only streams is sent at most this often.
+COUNT_INTERVAL = 1.0
 
 
 class StreamState:
-    """A hub's local subscribers of one stream, and its group membership."""
+    """A hub's local subscribers of one stream, its group membership and presence versions."""
 
-    __slots__ = ("checked_head", "joined", "lock", "subs")
+    __slots__ = ("checked_head", "count_task", "joined", "lock", "presence_versions", "subs")
 
     def __init__(self) -> None:
         self.subs: dict[Subscription, None] = {}  # insertion-ordered set
         self.joined = False
         self.lock = asyncio.Lock()
         self.checked_head = 0
+        self.presence_versions: dict[str, int] = {}
+        self.count_task: asyncio.Task[None] | None = None
 
 
 class Hub:
@@ -260,12 +70,21 @@ class Hub:
                 f"realtime needs a channel layer: CHANNEL_LAYERS has no "
                 f"{realtime_settings.CHANNEL_LAYER!r} alias."
             )
+        self.id = uuid.uuid4().hex
         self.streams: dict[str, StreamState] = {}
+        self.connections: dict[str, Any] = {}
         self.channel: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
         self._started: asyncio.Future[None] | None = None
-        self._last_refresh = time.monotonic()
-        self._last_prune = time.monotonic() + random.uniform(0, 10)
+        now = time.monotonic()
+        self._due = {
+            "reconcile": now,
+            "lease": now,
+            "refresh": now + GROUP_REFRESH,
+            "prune": now + self._jitter(float(realtime_settings.PRUNE_INTERVAL)),
+        }
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -273,8 +92,10 @@ class Hub:
             self._started = asyncio.get_running_loop().create_future()
             try:
                 self.channel = await self.layer.new_channel("realtime.hub.")
+                await registry.aregister_server(self.id, self.channel)
             except BaseException as exc:
                 self._started.set_exception(exc)
+                self._started.exception()  # retrieved: callers get it from the raise below
                 self._started = None
                 raise
             loop = asyncio.get_running_loop()
@@ -286,17 +107,64 @@ class Hub:
         await asyncio.shield(self._started)
 
     async def close(self) -> None:
-        """Stop the hub's tasks (tests and orderly shutdown)."""
+        """Stop the hub and remove this process's lease with everything under it."""
         for state in self.streams.values():
             for sub in state.subs:
                 sub.close()
-        for task in self._tasks:
+            if state.count_task is not None:
+                state.count_task.cancel()
+        for timer in self._timers:
+            timer.cancel()  # the lease sweep below removes what they would have
+        self._timers.clear()
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
         self.streams.clear()
+        self.connections.clear()
+        if self._started is not None:
+            with contextlib.suppress(Exception):
+                await self._fan_out_all(await registry.aunregister_server(self.id))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- connections -----------------------------------------------------------------
+    async def attach(self, conn: Any) -> None:
+        """Record a new connection (``Connection`` row; the user goes online)."""
+        await self.start()
+        self.connections[conn.id] = conn
+        await registry.aadd_connection(
+            conn.id, self.id, conn.user_id, conn.transport, conn.remote_addr, conn.user_agent
+        )
+
+    def detach(self, conn: Any) -> None:
+        """Forget a closed connection after the leave grace period.
+
+        A tab that reconnects within ``PRESENCE_GRACE`` seconds joins again before its old
+        connection leaves, so the other members see updates, not a leave and a join.
+        """
+        if self.connections.pop(conn.id, None) is None:
+            return
+        args = (conn.id, conn.user_id, bool(conn.presence_meta))
+        grace = float(realtime_settings.PRESENCE_GRACE)
+        if grace <= 0:
+            self.spawn(self._release(*args))
+            return
+        timer = asyncio.get_running_loop().call_later(
+            grace, lambda: (self._timers.discard(timer), self.spawn(self._release(*args)))
+        )
+        self._timers.add(timer)
+
+    async def _release(self, conn_id: str, user_id: Any, had_presence: bool) -> None:
+        if had_presence:
+            await self._fan_out_all(await presence.aleave(conn_id))
+        await registry.aremove_connection(conn_id, user_id)
 
     # --- subscriptions ---------------------------------------------------------------
     async def subscribe(
@@ -352,6 +220,8 @@ class Hub:
                 except Exception:
                     logger.warning("Leaving the group of %s failed.", sub.stream, exc_info=True)
             if not state.subs and self.streams.get(sub.stream) is state:
+                if state.count_task is not None:
+                    state.count_task.cancel()
                 del self.streams[sub.stream]
 
     async def _join(self, stream: str, state: StreamState) -> None:
@@ -367,6 +237,70 @@ class Hub:
                 logger.warning("Joining the group of %s failed; will retry.", stream, exc_info=True)
                 return
             state.joined = True
+
+    # --- presence --------------------------------------------------------------------
+    async def join_presence(self, sub: Subscription, key: str, user_id: Any, meta: Any) -> str:
+        """Join (or update) ``sub``'s connection in the stream's presence; returns its ref.
+
+        The joining connection gets ``presence.state`` (or ``presence.count``) before any
+        presence frame that follows the snapshot.
+        """
+        stream = sub.stream
+        first = sub.presence_buffer is None and stream not in sub.conn.presence_meta
+        if first:
+            sub.presence_buffer = []
+        try:
+            message, ref = await presence.ajoin(stream, key, user_id, sub.conn.id, self.id, meta)
+            sub.conn.presence_meta[stream] = meta
+            await self._fan_out_all([message])
+            if first:
+                if presence.counts_only(stream):
+                    counts = await presence.acounts(stream)
+                    frame = {"type": "presence.count", "stream": stream, **counts}
+                    sub.conn.presence(sub, "count", dumps(frame))
+                else:
+                    members, versions = await presence.asnapshot(stream)
+                    self._merge_versions(stream, versions)
+                    state_frame = {
+                        "type": "presence.state",
+                        "stream": stream,
+                        "ref": ref,
+                        "members": members,
+                    }
+                    sub.conn.presence(sub, "state", dumps(state_frame))
+                    for buffered in sub.presence_buffer or []:
+                        if buffered["version"] > versions.get(buffered["key"], 0):
+                            sub.conn.presence(sub, buffered["kind"], presence_frame(buffered))
+        finally:
+            if first:
+                sub.presence_buffer = None
+        await sub.conn.flush()
+        return ref
+
+    async def leave_presence(self, conn: Any, streams: list[str] | None = None) -> None:
+        """Leave presence now (no grace): on ``streams``, or on every stream."""
+        names = list(conn.presence_meta) if streams is None else streams
+        if not names:
+            return
+        for name in names:
+            conn.presence_meta.pop(name, None)
+        await self._fan_out_all(await presence.aleave(conn.id, names))
+
+    def _merge_versions(self, stream: str, versions: dict[str, int]) -> None:
+        state = self.streams.get(stream)
+        if state is not None:
+            for key, version in versions.items():
+                if version > state.presence_versions.get(key, 0):
+                    state.presence_versions[key] = version
+
+    async def _fan_out_all(self, messages: list[dict[str, Any]]) -> None:
+        from realtime.publishing import fan_out
+
+        for message in messages:
+            try:
+                await fan_out(message)
+            except Exception:
+                logger.warning("Presence fan-out on %s failed.", message["stream"], exc_info=True)
 
     # --- receiving -------------------------------------------------------------------
     async def _read_layer(self) -> None:
@@ -390,38 +324,116 @@ class Hub:
                 logger.exception("Dispatching a %s message failed.", message.get("type"))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Hand one layer message to the local subscribers of its stream."""
+        """Hand one layer message to the local subscribers (or connection) it is for."""
+        kind = message.get("type")
+        if kind == "realtime.touch":
+            conn = self.connections.get(message.get("connection", ""))
+            if conn is not None:
+                conn.touch()
+            return
         state = self.streams.get(message.get("stream", ""))
         if state is None:
             return
-        kind = message.get("type")
         if kind == "realtime.event":
             dirty = [sub.conn for sub in list(state.subs) if sub.offer(message)]
+            for conn in dirty:
+                await conn.flush()
+        elif kind == "realtime.presence":
+            key, version = message["key"], message["version"]
+            if version <= state.presence_versions.get(key, 0):
+                return  # older than what this process already delivered
+            state.presence_versions[key] = version
+            if presence.counts_only(message["stream"]):
+                self._schedule_count(message["stream"], state)
+                return
+            frame = presence_frame(message)
+            dirty = [sub.conn for sub in list(state.subs) if sub.offer_presence(message, frame)]
             for conn in dirty:
                 await conn.flush()
         elif kind == "realtime.reset":
             for sub in list(state.subs):
                 sub.start_sync()
 
+    def _schedule_count(self, stream: str, state: StreamState) -> None:
+        if state.count_task is None or state.count_task.done():
+            state.count_task = asyncio.get_running_loop().create_task(
+                self._send_count(stream, state)
+            )
+
+    async def _send_count(self, stream: str, state: StreamState) -> None:
+        await asyncio.sleep(COUNT_INTERVAL)
+        try:
+            counts = await presence.acounts(stream)
+        except Exception:
+            logger.warning("Counting presence on %s failed.", stream, exc_info=True)
+            return
+        text = dumps({"type": "presence.count", "stream": stream, **counts})
+        conns = {sub.conn: sub for sub in state.subs}
+        for conn, sub in conns.items():
+            conn.presence(sub, "count", text)
+            await conn.flush()
+
     # --- maintenance -----------------------------------------------------------------
     async def _maintain(self) -> None:
         while True:
-            await asyncio.sleep(float(realtime_settings.RECONCILE_INTERVAL))
+            tick = min(float(realtime_settings.RECONCILE_INTERVAL), registry.lease_interval())
+            await asyncio.sleep(max(0.05, tick))
             try:
-                await self.reconcile()
-                now = time.monotonic()
-                if now - self._last_refresh > GROUP_REFRESH:
-                    self._last_refresh = now
-                    await self._rejoin_all()
-                if now - self._last_prune > float(realtime_settings.PRUNE_INTERVAL):
-                    self._last_prune = now + random.uniform(0, 5)
-                    deleted = await store.aprune()
-                    if deleted:
-                        logger.info("Retention deleted %d events.", deleted)
+                await self.maintain()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("Hub maintenance failed; retrying next interval.")
+
+    async def maintain(self) -> None:
+        """Run whichever periodic jobs are due."""
+        now = time.monotonic()
+        due = self._due
+        if now >= due["reconcile"]:
+            due["reconcile"] = now + float(realtime_settings.RECONCILE_INTERVAL)
+            await self.reconcile()
+        await self._expire_presence(now)
+        if now >= due["lease"]:
+            due["lease"] = now + self._jitter(registry.lease_interval())
+            if not await registry.arenew_server(self.id):
+                await self._recover_lease()
+            await self._fan_out_all(await registry.asweep())
+        if now >= due["refresh"]:
+            due["refresh"] = now + GROUP_REFRESH
+            await self._rejoin_all()
+        if now >= due["prune"]:
+            due["prune"] = now + self._jitter(float(realtime_settings.PRUNE_INTERVAL))
+            deleted = await store.aprune()
+            if deleted:
+                logger.info("Retention deleted %d events.", deleted)
+
+    @staticmethod
+    def _jitter(seconds: float) -> float:
+        # So the processes of a deployment do not all renew or sweep at once.
+        return seconds * random.uniform(0.75, 1.0)
+
+    async def _expire_presence(self, now: float) -> None:
+        """Members whose connection went silent for PRESENCE_TIMEOUT leave."""
+        timeout = float(realtime_settings.PRESENCE_TIMEOUT)
+        for conn in list(self.connections.values()):
+            if conn.presence_meta and now - conn.last_seen > timeout:
+                logger.info("Connection %s missed its presence heartbeats.", conn.id)
+                await self.leave_presence(conn)
+
+    async def _recover_lease(self) -> None:
+        """Our lease was swept while this process stalled: record everything again."""
+        logger.warning("This process's lease had expired and was swept; re-registering.")
+        assert self.channel is not None
+        await registry.aregister_server(self.id, self.channel)
+        for conn in list(self.connections.values()):
+            await registry.aadd_connection(
+                conn.id, self.id, conn.user_id, conn.transport, conn.remote_addr, conn.user_agent
+            )
+            for stream, meta in list(conn.presence_meta.items()):
+                message, _ = await presence.ajoin(
+                    stream, conn.presence_key, conn.user_id, conn.id, self.id, meta
+                )
+                await self._fan_out_all([message])
 
     async def reconcile(self) -> None:
         """Catch up every subscription that is behind the database by more than one round."""
@@ -444,6 +456,19 @@ class Hub:
         for stream, state in list(self.streams.items()):
             state.joined = False
             await self._join(stream, state)
+
+
+def presence_frame(message: dict[str, Any]) -> str:
+    """The client frame of a presence layer message."""
+    kind = message["kind"]
+    frame: dict[str, Any] = {
+        "type": f"presence.{kind}",
+        "stream": message["stream"],
+        "key": message["key"],
+    }
+    if kind != "leave":
+        frame["metas"] = message["metas"]
+    return dumps(frame)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -1,10 +1,13 @@
-"""Durable history: one ``Stream`` row per stream, one ``Event`` row per stored event."""
+"""The app's models: durable history (``Stream``, ``Event``), liveness (``Server`` leases and the
+``Connection`` rows hanging off them, ``UserStatus``) and presence (``PresenceMember``,
+``Presence``, ``PresenceSession``)."""
 
 from __future__ import annotations
 
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
@@ -68,3 +71,136 @@ class Event(models.Model):
             "data": self.data,
             "ts": format_ts(self.ts),
         }
+
+
+class Server(models.Model):
+    """One server process's lease, renewed every ``LEASE_INTERVAL``.
+
+    Liveness costs one write per process per interval, however many clients it holds:
+    connection and presence rows hang off the lease, and whichever process finds a lease
+    expired sweeps them (so a process killed with ``kill -9`` leaves no ghosts).
+    """
+
+    id = models.CharField(primary_key=True, max_length=32)
+    channel = models.CharField(max_length=200, help_text="The hub's channel-layer channel.")
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"
+
+
+class Connection(models.Model):
+    """A live WebSocket or SSE connection, recorded for presence, the admin and operations."""
+
+    TRANSPORTS = [("websocket", "WebSocket"), ("sse", "Server-Sent Events")]
+
+    id = models.CharField(primary_key=True, max_length=32)
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="connections")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="realtime_connections",
+    )
+    transport = models.CharField(max_length=10, choices=TRANSPORTS)
+    remote_addr = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    connected_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-connected_at"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class UserStatus(models.Model):
+    """Whether a user has any live connection; flipped under a row lock, so ``user_online``
+    and ``user_offline`` fire exactly once per transition across all processes."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    online = models.BooleanField(default=False)
+    changed_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "user statuses"
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {'online' if self.online else 'offline'}"
+
+
+class PresenceMember(models.Model):
+    """A member (a user, or an anonymous client) of one stream's presence.
+
+    ``version`` grows with every change under the row lock; presence messages carry it, so
+    the hub can drop one that arrives after a newer one from another process.
+    """
+
+    stream = models.CharField(max_length=STREAM_NAME_COLUMN)
+    key = models.CharField(max_length=100)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    present = models.BooleanField(default=False)
+    version = models.BigIntegerField(default=0)
+    since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["stream", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["stream", "key"], name="realtime_member_stream_key")
+        ]
+        indexes = [models.Index(fields=["stream", "present"], name="realtime_member_present")]
+
+    def __str__(self) -> str:
+        return f"{self.stream} {self.key}"
+
+
+class Presence(models.Model):
+    """One connection's place in a member's presence, with that connection's metadata."""
+
+    member = models.ForeignKey(PresenceMember, on_delete=models.CASCADE, related_name="metas")
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="presences")
+    connection = models.CharField(max_length=32, db_index=True)
+    ref = models.CharField(max_length=16)
+    meta = models.JSONField(encoder=DjangoJSONEncoder, default=dict)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["joined_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["member", "connection"], name="realtime_presence_member_connection"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member} via {self.connection}"
+
+
+class PresenceSession(models.Model):
+    """History: a member was present on a stream from ``started_at`` to ``ended_at``."""
+
+    stream = models.CharField(max_length=STREAM_NAME_COLUMN, db_index=True)
+    key = models.CharField(max_length=100)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.key} on {self.stream} from {self.started_at:%Y-%m-%d %H:%M}"

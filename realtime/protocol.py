@@ -38,6 +38,8 @@ ALREADY_SUBSCRIBED = "already_subscribed"
 NOT_SUBSCRIBED = "not_subscribed"
 TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
 INVALID_CURSOR = "invalid_cursor"  # an SSE Last-Event-ID / last_event_id that is not ours
+PRESENCE_FULL = "presence_full"  # PRESENCE_MAX_MEMBERS reached: join refused
+INVALID_PRESENCE = "invalid_presence"  # metadata not an object, or too large
 INTERNAL_ERROR = "internal_error"
 
 ERROR_CODES = (
@@ -53,6 +55,8 @@ ERROR_CODES = (
     NOT_SUBSCRIBED,
     TOO_MANY_SUBSCRIPTIONS,
     INVALID_CURSOR,
+    PRESENCE_FULL,
+    INVALID_PRESENCE,
     INTERNAL_ERROR,
 )
 
@@ -62,6 +66,7 @@ RESERVED_EVENT_PREFIXES = ("realtime.", "presence.")
 # SSE event names of the system events.
 SSE_SUBSCRIBED = "realtime.subscribed"
 SSE_ERROR = "realtime.error"
+SSE_WELCOME = "realtime.welcome"
 
 FrameId = str | int
 
@@ -128,7 +133,15 @@ class PingFrame(TypedDict):
     id: NotRequired[FrameId]
 
 
-CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "ping")
+class PresenceFrame(TypedDict):
+    type: Literal["presence"]
+    id: NotRequired[FrameId]
+    stream: str
+    meta: NotRequired[dict[str, Any]]
+    leave: NotRequired[bool]
+
+
+CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping")
 
 
 # --- JSON --------------------------------------------------------------------------------
@@ -196,7 +209,9 @@ def parse_client_frame(text: str) -> dict[str, Any]:
     if kind not in CLIENT_TYPES:
         raise ProtocolError(f"Unknown frame type {kind[:40]!r}.", code=UNKNOWN_TYPE)
     _check_id(frame)
-    if kind in ("subscribe", "unsubscribe", "publish") and not isinstance(frame.get("stream"), str):
+    if kind in ("subscribe", "unsubscribe", "publish", "presence") and not isinstance(
+        frame.get("stream"), str
+    ):
         raise ProtocolError(f"'{kind}' needs a string 'stream'.")
     if kind == "subscribe":
         since = frame.get("since")
@@ -207,6 +222,13 @@ def parse_client_frame(text: str) -> dict[str, Any]:
         epoch = frame.get("epoch")
         if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
             raise ProtocolError("'epoch' must be a string.")
+        if not isinstance(frame.get("presence", {}), dict | None):
+            raise ProtocolError("'presence' must be an object (the member's metadata).")
+    elif kind == "presence":
+        if not isinstance(frame.get("meta", {}), dict):
+            raise ProtocolError("'meta' must be an object.")
+        if not isinstance(frame.get("leave", False), bool):
+            raise ProtocolError("'leave' must be a boolean.")
     elif kind == "publish":
         if not isinstance(frame.get("event"), str):
             raise ProtocolError("'publish' needs a string 'event'.")

@@ -13,23 +13,29 @@ buffer it; ``X-Accel-Buffering: no`` tells nginx-style proxies not to either.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from realtime.connection import BaseConnection
 from realtime.exceptions import RealtimeError
 from realtime.hub import Subscription
+from realtime.presence import check_meta
 from realtime.protocol import (
     INVALID_FRAME,
+    INVALID_PRESENCE,
+    PROTOCOL_VERSION,
+    SSE_ERROR,
     SSE_SUBSCRIBED,
+    SSE_WELCOME,
     TOO_MANY_SUBSCRIPTIONS,
     Position,
     SubscribedFrame,
     decode_cursor,
     dumps,
     encode_cursor,
+    error_frame,
     sse_comment,
     sse_message,
 )
@@ -72,16 +78,13 @@ class SSEConnection(BaseConnection):
         self.positions[sub.stream] = (sub.epoch, sub.position)
         return sse_message(dumps(frame), event=SSE_SUBSCRIBED, id=encode_cursor(self.positions))
 
+    def encode_presence(self, sub: Subscription, kind: str, frame: str) -> str:
+        return sse_message(frame, event=f"presence.{kind}")
+
     async def write(self, text: str) -> None:
         await self.send({"type": "http.response.body", "body": text.encode(), "more_body": True})
 
     # --- request -----------------------------------------------------------------------
-    def header(self, name: bytes) -> str | None:
-        for key, value in self.scope.get("headers", []):
-            if key == name:
-                return bytes(value).decode("latin-1")
-        return None
-
     async def respond_error(self, status: int, code: str, message: str) -> None:
         body = dumps({"error": {"code": code, "message": message}}).encode()
         await self.send(
@@ -97,12 +100,9 @@ class SSEConnection(BaseConnection):
         )
         await self.send({"type": "http.response.body", "body": body})
 
-    async def parse(self) -> tuple[list[str], dict[str, Position]]:
-        """The streams asked for and the resume positions; raises ``RealtimeError``."""
-        query = parse_qs(
-            bytes(self.scope.get("query_string", b"")).decode("utf-8", "replace"),
-            keep_blank_values=True,
-        )
+    async def parse(self) -> tuple[list[str], dict[str, Position], dict[str, Any]]:
+        """Streams, resume positions and presence asked for; raises ``RealtimeError``."""
+        query = self.query
         streams = list(dict.fromkeys(query.get("stream", [])))
         if not streams:
             raise RealtimeError("Name at least one stream: ?stream=NAME.", code=INVALID_FRAME)
@@ -117,7 +117,23 @@ class SSEConnection(BaseConnection):
         # parameter of the page that opened the EventSource.
         cursor = self.header(b"last-event-id") or (query.get("last_event_id") or [""])[0]
         positions = decode_cursor(cursor) if cursor else {}
-        return streams, positions
+        joins: dict[str, Any] = {}
+        wanted = list(dict.fromkeys(query.get("presence", [])))
+        if wanted:
+            try:
+                meta = json.loads((query.get("meta") or ["{}"])[0])
+            except ValueError:
+                raise RealtimeError("'meta' is not valid JSON.", code=INVALID_PRESENCE) from None
+            meta = check_meta(meta)
+            for stream in wanted:
+                if stream not in streams:
+                    raise RealtimeError(
+                        f"presence={stream!r} names a stream that is not subscribed.",
+                        code=INVALID_FRAME,
+                    )
+                await self.check("presence", stream)
+                joins[stream] = meta
+        return streams, positions, joins
 
     async def run(self) -> None:
         if self.scope["type"] != "http":
@@ -126,7 +142,7 @@ class SSEConnection(BaseConnection):
             await self.respond_error(405, INVALID_FRAME, "Use GET.")
             return
         try:
-            streams, positions = await self.parse()
+            streams, positions, joins = await self.parse()
         except RealtimeError as exc:
             await self.respond_error(STATUS_FOR_CODE.get(exc.code, 400), exc.code, exc.message)
             return
@@ -141,16 +157,33 @@ class SSEConnection(BaseConnection):
                 ],
             }
         )
-        self.queue(f"retry: {int(self.settings.SSE_RETRY)}\n" + sse_comment("connected"))
-        await self.flush()
         try:
+            await self.attach()
+            welcome = {
+                "type": "welcome",
+                "connection_id": self.id,
+                "protocol": PROTOCOL_VERSION,
+                "heartbeat": self.settings.HEARTBEAT_INTERVAL,
+            }
+            self.queue(
+                f"retry: {int(self.settings.SSE_RETRY)}\n"
+                + sse_message(dumps(welcome), event=SSE_WELCOME)
+            )
+            await self.flush()
             for stream in streams:
                 epoch, since = positions.get(stream, (None, None))
                 await self.subscribe(stream, since=since, epoch=epoch)
+            for stream, meta in joins.items():
+                try:
+                    await self.join_presence(stream, meta)
+                except RealtimeError as exc:
+                    self.queue(
+                        sse_message(dumps(error_frame(exc.code, exc.message)), event=SSE_ERROR)
+                    )
+                    await self.flush()
             await self.wait_for_disconnect()
         finally:
-            self.closed = True
-            await self.unsubscribe_all()
+            await self.detach()
 
     async def wait_for_disconnect(self) -> None:
         interval = float(self.settings.HEARTBEAT_INTERVAL)

@@ -67,6 +67,9 @@ class WebSocketConnection(BaseConnection):
     def encode_subscribed(self, sub: Subscription, frame: SubscribedFrame) -> str:
         return dumps(frame)
 
+    def encode_presence(self, sub: Subscription, kind: str, frame: str) -> str:
+        return frame
+
     async def write(self, text: str) -> None:
         await self.send({"type": "websocket.send", "text": text})
 
@@ -89,22 +92,22 @@ class WebSocketConnection(BaseConnection):
         if message["type"] != "websocket.connect":
             return
         await self.send({"type": "websocket.accept"})
-        await self.reply(
-            {
-                "type": "welcome",
-                "connection_id": self.id,
-                "protocol": PROTOCOL_VERSION,
-                "heartbeat": self.settings.HEARTBEAT_INTERVAL,
-            }
-        )
         try:
+            await self.attach()
+            await self.reply(
+                {
+                    "type": "welcome",
+                    "connection_id": self.id,
+                    "protocol": PROTOCOL_VERSION,
+                    "heartbeat": self.settings.HEARTBEAT_INTERVAL,
+                }
+            )
             await self.serve()
         except Exception:
             logger.exception("WebSocket connection %s failed.", self.id)
             await self.close(CLOSE_INTERNAL_ERROR)
         finally:
-            self.closed = True
-            await self.unsubscribe_all()
+            await self.detach()
 
     async def serve(self) -> None:
         timeout = float(self.settings.HEARTBEAT_TIMEOUT)
@@ -118,6 +121,7 @@ class WebSocketConnection(BaseConnection):
             if message["type"] == "websocket.disconnect":
                 return
             if message["type"] == "websocket.receive":
+                self.touch()
                 await self.on_frame(message)
 
     async def on_frame(self, message: dict[str, Any]) -> None:
@@ -155,6 +159,17 @@ class WebSocketConnection(BaseConnection):
         await self.subscribe(
             stream, sub_id=frame.get("id"), since=frame.get("since"), epoch=frame.get("epoch")
         )
+        if frame.get("presence") is not None:
+            await self.join_presence(stream, frame["presence"])
+
+    async def on_presence(self, frame: dict[str, Any]) -> None:
+        stream = frame["stream"]
+        if frame.get("leave"):
+            await self.leave_presence(stream)
+            await self.reply({"type": "ack", "id": frame.get("id")})
+            return
+        ref = await self.join_presence(stream, frame.get("meta", {}))
+        await self.reply({"type": "ack", "id": frame.get("id"), "ref": ref})
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
         stream = frame["stream"]

@@ -211,3 +211,21 @@ async def test_ephemeral_reaches_live_subscribers_only(hub):
             await asyncio.sleep(0.02)
     event = rec.frames[-1]
     assert event["event"] == "cursor.moved" and "seq" not in event
+
+
+async def test_the_hub_sweeps_expired_history(hub, settings):
+    settings.REALTIME = {
+        "RECONCILE_INTERVAL": 0.1,
+        "PRUNE_INTERVAL": 0.2,
+        "RETENTION": {"*": {"max_age": 0.5}},
+    }
+    hub._due["prune"] = 0  # the settings changed after the hub was made
+    rec = Recorder()
+    await hub.subscribe(rec, "old")  # the sweep runs in a hub that is started
+    await realtime.apublish("old", "e")
+    await realtime.apublish("old", "e")
+    async with asyncio.timeout(5):
+        while (await store.astream_info("old")).trimmed_seq < 2:
+            await asyncio.sleep(0.1)
+    rows, info = await store.aread("old", 0, 10)
+    assert rows == [] and info.last_seq == 2

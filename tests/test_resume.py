@@ -123,9 +123,17 @@ async def sse_events(sse: Any, stream: str, last: int) -> list[dict[str, Any]]:
     found = []
     while not found or found[-1]["data"]["seq"] < last:
         event = await sse.next_event(timeout=10)
-        if event["event"] != "realtime.subscribed" and event["data"]["stream"] == stream:
+        if not event["event"].startswith("realtime.") and event["data"]["stream"] == stream:
             found.append(event)
     return found
+
+
+async def sse_subscribed(sse: Any) -> dict[str, Any]:
+    """The next ``realtime.subscribed`` event, past the ``realtime.welcome``."""
+    while True:
+        event = await sse.next_event()
+        if event["event"] == "realtime.subscribed":
+            return event
 
 
 async def test_sse_drop_and_resume_with_last_event_id(daphne_server):
@@ -133,7 +141,7 @@ async def test_sse_drop_and_resume_with_last_event_id(daphne_server):
     stream = "public:sse-resume"
     url = f"{server.http_url}/realtime/sse/?stream={stream}"
     async with open_sse(url) as sse:
-        assert (await sse.next_event())["event"] == "realtime.subscribed"
+        await sse_subscribed(sse)
         for n in range(3):
             await realtime.apublish(stream, "e", n)
         got = await sse_events(sse, stream, 3)
@@ -143,8 +151,7 @@ async def test_sse_drop_and_resume_with_last_event_id(daphne_server):
     for n in range(3, 6):
         await realtime.apublish(stream, "e", n)
     async with open_sse(url, headers={"Last-Event-ID": cursor}) as sse:
-        subscribed = await sse.next_event()
-        assert subscribed["event"] == "realtime.subscribed"
+        subscribed = await sse_subscribed(sse)
         assert subscribed["data"]["recovered"] is True
         await realtime.apublish(stream, "e", 6)
         got = await sse_events(sse, stream, 7)
@@ -168,7 +175,7 @@ async def test_switching_transport_mid_stream(daphne_server):
     cursor = encode_cursor({stream: (epoch, seen[-1])})
     url = f"{b.http_url}/realtime/sse/?stream={stream}&last_event_id={cursor}"
     async with open_sse(url) as sse:
-        assert (await sse.next_event())["data"]["recovered"] is True
+        assert (await sse_subscribed(sse))["data"]["recovered"] is True
         await realtime.apublish(stream, "e", 3)
         seen += [e["data"]["seq"] for e in await sse_events(sse, stream, 4)]
         await sse.aclose()

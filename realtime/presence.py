@@ -1,0 +1,232 @@
+"""Presence: who is on a stream, per member, across tabs, devices and server processes.
+
+A member is a user (key: the user's pk) or an anonymous client (key: ``anon:<client id>``);
+each of its connections that joined adds one *meta* (that connection's metadata) under it.
+``presence.join`` is sent when a member's first connection joins, ``presence.leave`` when its
+last one leaves, ``presence.update`` for everything in between (another tab, new metadata).
+
+Every change runs in one transaction holding the member's row lock and bumps the member's
+``version``; the resulting message carries it, so a hub can drop a message that arrives after
+a newer one from another process, and a subscriber can drop buffered messages its snapshot
+already contains. Messages are idempotent (they carry the member's full metas), so the state
+a client builds from ``presence.state`` plus the messages is the database's.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from realtime import signals
+from realtime.conf import realtime_settings
+from realtime.exceptions import RealtimeError
+from realtime.models import Presence, PresenceMember, PresenceSession
+from realtime.protocol import INVALID_PRESENCE, PRESENCE_FULL, normalize
+from realtime.streams import matches, validate_stream_name
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Meta:
+    """One connection of a member: its metadata and when it joined."""
+
+    ref: str
+    meta: Any
+    connection: str
+    joined_at: datetime
+
+
+@dataclass(frozen=True)
+class Member:
+    key: str
+    user_id: Any
+    since: datetime | None
+    metas: list[Meta]
+
+
+def counts_only(stream: str) -> bool:
+    """Whether ``stream`` matches ``PRESENCE_COUNTS_ONLY``: occupancy counts, no member lists."""
+    return any(matches(stream, pattern) for pattern in realtime_settings.PRESENCE_COUNTS_ONLY)
+
+
+def check_meta(meta: Any) -> Any:
+    """Normalised metadata, or ``RealtimeError(invalid_presence)``."""
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise RealtimeError("Presence metadata must be a JSON object.", code=INVALID_PRESENCE)
+    value, text = normalize(meta)
+    limit = int(realtime_settings.PRESENCE_MAX_META_SIZE)
+    if len(text.encode()) > limit:
+        raise RealtimeError(
+            f"Presence metadata is larger than PRESENCE_MAX_META_SIZE ({limit} bytes).",
+            code=INVALID_PRESENCE,
+        )
+    return value
+
+
+def _metas(member: PresenceMember) -> list[dict[str, Any]]:
+    return [
+        {"ref": p.ref, "meta": p.meta}
+        for p in Presence.objects.filter(member=member).order_by("joined_at", "pk")
+    ]
+
+
+def _message(member: PresenceMember, kind: str, metas: list[dict[str, Any]]) -> Message:
+    return {
+        "type": "realtime.presence",
+        "stream": member.stream,
+        "key": member.key,
+        "version": member.version,
+        "kind": kind,
+        "metas": metas,
+    }
+
+
+def join(
+    stream: str, key: str, user_id: Any, connection: str, server: str, meta: Any
+) -> tuple[Message, str]:
+    """Add (or refresh) ``connection``'s meta under member ``key``; returns message and ref."""
+    with transaction.atomic():
+        member, _ = PresenceMember.objects.get_or_create(
+            stream=stream, key=key, defaults={"user_id": user_id}
+        )
+        member = PresenceMember.objects.select_for_update().get(pk=member.pk)
+        limit = realtime_settings.PRESENCE_MAX_MEMBERS
+        if not member.present and limit is not None:
+            present = PresenceMember.objects.filter(stream=stream, present=True).count()
+            if present >= int(limit):
+                raise RealtimeError(
+                    f"Presence on {stream!r} is full ({limit} members).", code=PRESENCE_FULL
+                )
+        ref = secrets.token_hex(6)
+        row, created = Presence.objects.get_or_create(
+            member=member,
+            connection=connection,
+            defaults={"server_id": server, "ref": ref, "meta": meta},
+        )
+        if not created:
+            row.meta = meta
+            row.save(update_fields=["meta"])
+        member.version += 1
+        kind = "update" if member.present else "join"
+        if kind == "join":
+            member.present, member.since = True, timezone.now()
+            PresenceSession.objects.create(
+                stream=stream, key=key, user_id=user_id, started_at=member.since
+            )
+        member.save(update_fields=["present", "version", "since"])
+        message = _message(member, kind, _metas(member))
+        if kind == "join":
+            transaction.on_commit(
+                lambda: signals.presence_joined.send(
+                    sender=PresenceMember, stream=stream, key=key, user=member.user, meta=meta
+                ),
+                robust=True,
+            )
+    return message, row.ref
+
+
+def leave(connection: str, streams: list[str] | None = None) -> list[Message]:
+    """Remove ``connection``'s metas (on ``streams``, or everywhere); returns the messages."""
+    rows = Presence.objects.filter(connection=connection)
+    if streams is not None:
+        rows = rows.filter(member__stream__in=streams)
+    return _leave_rows(list(rows.values_list("member_id", "pk")))
+
+
+def leave_server(server: str) -> list[Message]:
+    """Remove every meta of a (dead) server process."""
+    return _leave_rows(
+        list(Presence.objects.filter(server_id=server).values_list("member_id", "pk"))
+    )
+
+
+def _leave_rows(rows: list[tuple[int, int]]) -> list[Message]:
+    by_member: dict[int, list[int]] = {}
+    for member_id, pk in rows:
+        by_member.setdefault(member_id, []).append(pk)
+    messages = []
+    for member_id, pks in by_member.items():
+        with transaction.atomic():
+            member = PresenceMember.objects.select_for_update().get(pk=member_id)
+            Presence.objects.filter(pk__in=pks).delete()
+            metas = _metas(member)
+            member.version += 1
+            kind = "update" if metas else "leave"
+            if kind == "leave":
+                member.present = False
+                PresenceSession.objects.filter(
+                    stream=member.stream, key=member.key, ended_at__isnull=True
+                ).update(ended_at=timezone.now())
+                transaction.on_commit(
+                    _left_signal(member.stream, member.key, member.user_id), robust=True
+                )
+            member.save(update_fields=["present", "version"])
+            messages.append(_message(member, kind, metas))
+    return messages
+
+
+def _left_signal(stream: str, key: str, user_id: Any) -> Any:
+    def send() -> None:
+        user = None
+        if user_id is not None:
+            from django.contrib.auth import get_user_model
+
+            user = get_user_model()._default_manager.filter(pk=user_id).first()
+        signals.presence_left.send(sender=PresenceMember, stream=stream, key=key, user=user)
+
+    return send
+
+
+def snapshot(stream: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """``members`` as sent in ``presence.state``, and each member's version."""
+    members: dict[str, Any] = {}
+    versions: dict[str, int] = {}
+    present = PresenceMember.objects.filter(stream=stream, present=True)
+    for member in present:
+        members[member.key] = {"metas": []}
+        versions[member.key] = member.version
+    rows = Presence.objects.filter(member__stream=stream, member__present=True).select_related(
+        "member"
+    )
+    for row in rows.order_by("joined_at", "pk"):
+        if row.member.key in members:
+            members[row.member.key]["metas"].append({"ref": row.ref, "meta": row.meta})
+    return members, versions
+
+
+def counts(stream: str) -> dict[str, int]:
+    """Occupancy: unique members and connections present on ``stream``."""
+    connections = Presence.objects.filter(member__stream=stream, member__present=True).count()
+    members = PresenceMember.objects.filter(stream=stream, present=True).count()
+    return {"members": members, "connections": connections}
+
+
+def members(stream: str) -> list[Member]:
+    """Who is present on ``stream``, with each member's connections (metas)."""
+    validate_stream_name(stream)
+    result = []
+    rows = PresenceMember.objects.filter(stream=stream, present=True).prefetch_related("metas")
+    for member in rows:
+        metas = [
+            Meta(p.ref, p.meta, p.connection, p.joined_at)
+            for p in sorted(member.metas.all(), key=lambda p: (p.joined_at, p.pk))
+        ]
+        result.append(Member(member.key, member.user_id, member.since, metas))
+    return result
+
+
+presence = members
+apresence = database_sync_to_async(members)
+ajoin = database_sync_to_async(join)
+aleave = database_sync_to_async(leave)
+asnapshot = database_sync_to_async(snapshot)
+acounts = database_sync_to_async(counts)

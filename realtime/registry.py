@@ -1,0 +1,147 @@
+"""Liveness in the database: each process's lease, its connections, users' online status.
+
+A process writes its ``Server`` row when its hub starts and renews it every
+``PRESENCE_TIMEOUT / 3`` seconds with a lease of ``2/3 * PRESENCE_TIMEOUT``: one write per
+process per interval, whatever the number of clients. ``Connection`` and ``Presence`` rows
+hang off the lease. Every hub also sweeps: a lease that has expired belongs to a process that
+died (``kill -9``, a lost machine), and whoever finds it removes its presence (sending the
+leaves), its connections (flipping users offline) and the lease. So no member outlives a
+crashed process by more than ``PRESENCE_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from realtime import presence, signals
+from realtime.conf import realtime_settings
+from realtime.models import Connection, Server, UserStatus
+
+logger = logging.getLogger("realtime.registry")
+
+
+def lease_interval() -> float:
+    return float(realtime_settings.PRESENCE_TIMEOUT) / 3
+
+
+def _expiry() -> Any:
+    return timezone.now() + timedelta(seconds=2 * lease_interval())
+
+
+def register_server(server_id: str, channel: str) -> None:
+    Server.objects.update_or_create(
+        id=server_id,
+        defaults={
+            "channel": channel,
+            "hostname": socket.gethostname()[:255],
+            "pid": os.getpid(),
+            "expires_at": _expiry(),
+        },
+    )
+
+
+def renew_server(server_id: str) -> bool:
+    """Extend the lease; False if it was already swept (this process stalled too long)."""
+    return Server.objects.filter(id=server_id).update(expires_at=_expiry()) == 1
+
+
+def add_connection(
+    conn_id: str,
+    server_id: str,
+    user_id: Any,
+    transport: str,
+    remote_addr: str,
+    user_agent: str,
+) -> None:
+    with transaction.atomic():
+        Connection.objects.create(
+            id=conn_id,
+            server_id=server_id,
+            user_id=user_id,
+            transport=transport,
+            remote_addr=remote_addr[:64],
+            user_agent=user_agent[:300],
+        )
+        if user_id is not None:
+            _recount(user_id)
+
+
+def remove_connection(conn_id: str, user_id: Any) -> None:
+    with transaction.atomic():
+        Connection.objects.filter(id=conn_id).delete()
+        if user_id is not None:
+            _recount(user_id)
+
+
+def _recount(user_id: Any) -> None:
+    """Flip the user's status if their connection count crossed zero (caller is atomic)."""
+    UserStatus.objects.get_or_create(user_id=user_id)
+    status = UserStatus.objects.select_for_update().get(user_id=user_id)
+    online = Connection.objects.filter(user_id=user_id).exists()
+    if online == status.online:
+        return
+    now = timezone.now()
+    status.online, status.changed_at = online, now
+    if not online:
+        status.last_seen = now
+    status.save(update_fields=["online", "changed_at", "last_seen"])
+    signal = signals.user_online if online else signals.user_offline
+
+    def send() -> None:
+        user = get_user_model()._default_manager.filter(pk=user_id).first()
+        if user is not None:
+            signal.send(sender=UserStatus, user=user)
+
+    transaction.on_commit(send, robust=True)
+
+
+def sweep() -> list[presence.Message]:
+    """Remove what expired leases left behind; returns the presence messages to fan out."""
+    messages: list[presence.Message] = []
+    for server_id in Server.objects.filter(expires_at__lt=timezone.now()).values_list(
+        "id", flat=True
+    ):
+        with transaction.atomic():
+            server = (
+                Server.objects.select_for_update(skip_locked=True)
+                .filter(id=server_id, expires_at__lt=timezone.now())
+                .first()
+            )
+            if server is None:
+                continue  # renewed meanwhile, or another process is sweeping it
+            messages += presence.leave_server(server.id)
+            users = set(
+                Connection.objects.filter(server=server)
+                .exclude(user_id=None)
+                .values_list("user_id", flat=True)
+            )
+            logger.info(
+                "Sweeping expired server %s (%s:%s).", server.id, server.hostname, server.pid
+            )
+            server.delete()
+            for user_id in users:
+                _recount(user_id)
+    return messages
+
+
+def unregister_server(server_id: str) -> list[presence.Message]:
+    """Orderly shutdown: remove this process's lease and everything under it now."""
+    Server.objects.filter(id=server_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    return sweep()
+
+
+aregister_server = database_sync_to_async(register_server)
+arenew_server = database_sync_to_async(renew_server)
+aadd_connection = database_sync_to_async(add_connection)
+aremove_connection = database_sync_to_async(remove_connection)
+asweep = database_sync_to_async(sweep)
+aunregister_server = database_sync_to_async(unregister_server)

@@ -1,0 +1,238 @@
+"""One connection's subscription to one stream: the exact-delivery state machine.
+
+A subscription is *live* or *syncing*. Live, it takes each layer message that continues its
+position, drops duplicates, and on a gap (a lost layer message, two publishers' fan-outs
+racing, a reset) turns syncing: history is read from the database page by page while live
+messages are buffered, until the buffer continues what the database gave. Everything in the
+buffer was committed before it was sent, so the buffer is never the only copy: it may be
+dropped (``MAX_PENDING``) and read again.
+
+Presence messages ride along: while the subscription's own ``presence.state`` is being read
+they are buffered too, and delivered afterwards unless the snapshot already holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from realtime import store
+from realtime.conf import realtime_settings
+from realtime.protocol import SubscribedFrame, dumps, event_frame, format_ts
+
+logger = logging.getLogger("realtime.hub")
+
+# Live events buffered per syncing subscription before the buffer is dropped (the database
+# has them all; the sync loop then reads once more instead of trusting the buffer).
+MAX_PENDING = 10_000
+
+
+class Connection(Protocol):
+    """What the hub needs of a WebSocket or SSE connection (``BaseConnection`` implements it).
+
+    ``deliver`` and ``subscribed`` only queue (they must not await), which is what keeps a
+    subscription's frames in order; ``flush`` writes the queue out.
+    """
+
+    id: str
+    presence_meta: dict[str, Any]
+
+    def deliver(self, sub: Subscription, event: str, frame: str) -> None: ...
+
+    def subscribed(self, sub: Subscription, frame: SubscribedFrame) -> None: ...
+
+    def presence(self, sub: Subscription, kind: str, frame: str) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+class Subscription:
+    """One connection's subscription to one stream, and its delivery position."""
+
+    __slots__ = (
+        "active",
+        "conn",
+        "epoch",
+        "id",
+        "overflowed",
+        "pending",
+        "position",
+        "presence_buffer",
+        "requested_epoch",
+        "since",
+        "stream",
+        "syncing",
+        "task",
+    )
+
+    def __init__(
+        self,
+        conn: Connection,
+        stream: str,
+        *,
+        sub_id: Any = None,
+        since: int | None = None,
+        epoch: str | None = None,
+    ) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.id = sub_id
+        self.since = since
+        self.requested_epoch = epoch
+        self.epoch: str | None = None  # None until the hub has read the stream
+        self.position = 0
+        self.syncing = True
+        self.pending: list[dict[str, Any]] = []
+        self.overflowed = False
+        self.active = True
+        self.task: asyncio.Task[None] | None = None
+        # While not None, presence frames wait here for this subscription's presence.state.
+        self.presence_buffer: list[dict[str, Any]] | None = None
+
+    def offer(self, message: dict[str, Any]) -> bool:
+        """Take one live layer message; returns whether a frame was queued.
+
+        Never awaits: the hub calls it for every local subscriber of the stream in turn.
+        """
+        seq = message["seq"]
+        if seq is None:  # ephemeral: best effort, only once the subscription is live
+            if self.syncing:
+                return False
+            self.conn.deliver(self, message["event"], message["frame"])
+            return True
+        if self.syncing:
+            self._buffer(message)
+            return False
+        if message["epoch"] == self.epoch:
+            if seq <= self.position:
+                return False
+            if seq == self.position + 1:
+                self.position = seq
+                self.conn.deliver(self, message["event"], message["frame"])
+                return True
+        self._buffer(message)
+        self.start_sync()
+        return False
+
+    def _buffer(self, message: dict[str, Any]) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self.pending.clear()
+            self.overflowed = True
+        self.pending.append(message)
+
+    def start_sync(self) -> None:
+        """Catch up from the database (no-op if already doing so)."""
+        if not self.active or (self.task is not None and not self.task.done()):
+            return
+        self.syncing = True
+        self.task = asyncio.get_running_loop().create_task(self._sync())
+
+    def subscribed_frame(self, head: int, recovered: bool) -> SubscribedFrame:
+        assert self.epoch is not None
+        return {
+            "type": "subscribed",
+            "id": self.id,
+            "stream": self.stream,
+            "epoch": self.epoch,
+            "seq": head,
+            "recovered": recovered,
+        }
+
+    async def _sync(self) -> None:
+        delay = 0.1
+        while self.active:
+            try:
+                done = await self._sync_step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("Catching up %s from the database failed; retrying.", self.stream)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            await self.conn.flush()
+            if done:
+                return
+
+    async def _sync_step(self) -> bool:
+        """One round of catching up; returns True once the subscription is live."""
+        batch = int(realtime_settings.REPLAY_BATCH_SIZE)
+        rows, info = await store.aread(self.stream, self.position, batch)
+        if not self.active:
+            return True
+        if info is None or info.epoch != self.epoch:
+            # The stream was reset (or deleted) since we last looked: start over.
+            if info is None:
+                info = await store.astream_info(self.stream, create=True)
+                assert info is not None
+            self.requested_epoch, self.since = None, 0
+            self._start_from(info, force_unrecovered=True)
+            return False
+        lost = (rows and rows[0].seq != self.position + 1) or (
+            not rows and info.trimmed_seq > self.position
+        )
+        if lost:
+            # Retention deleted events this subscription had not delivered yet.
+            self.position = (rows[0].seq - 1) if rows else info.trimmed_seq
+            self.conn.subscribed(self, self.subscribed_frame(info.last_seq, False))
+        for row in rows:
+            self.position = row.seq
+            self.conn.deliver(
+                self,
+                row.event,
+                event_frame(self.stream, row.seq, row.event, dumps(row.data), format_ts(row.ts)),
+            )
+        if len(rows) == batch or self.overflowed:
+            self.overflowed = False
+            return False
+        return self._drain()
+
+    def _start_from(self, info: store.StreamInfo, *, force_unrecovered: bool = False) -> None:
+        """Decide where delivery starts, and announce it with a ``subscribed`` frame."""
+        since, wanted = self.since, self.requested_epoch
+        recovered = not force_unrecovered
+        if since is None:
+            start = info.last_seq  # live only: nothing to recover
+        elif (
+            (wanted is not None and wanted != info.epoch)
+            or since > info.last_seq
+            or since < info.trimmed_seq
+        ):
+            start, recovered = info.trimmed_seq, False
+        else:
+            start = since
+        self.epoch, self.position = info.epoch, start
+        self.pending = [m for m in self.pending if m["epoch"] == info.epoch]
+        self.conn.subscribed(self, self.subscribed_frame(info.last_seq, recovered))
+
+    def _drain(self) -> bool:
+        """Deliver buffered live events that continue the position; True when live again."""
+        pending, self.pending = sorted(self.pending, key=lambda m: m["seq"]), []
+        for index, message in enumerate(pending):
+            seq = message["seq"]
+            if message["epoch"] != self.epoch:
+                return False  # the database will say which epoch is current
+            if seq <= self.position:
+                continue
+            if seq != self.position + 1:
+                self.pending = pending[index:]
+                return False
+            self.position = seq
+            self.conn.deliver(self, message["event"], message["frame"])
+        self.syncing = False
+        return True
+
+    def offer_presence(self, message: dict[str, Any], frame: str) -> bool:
+        """Take one presence message (already encoded as ``frame``); True if queued."""
+        if self.presence_buffer is not None:
+            self.presence_buffer.append(message)
+            return False
+        self.conn.presence(self, message["kind"], frame)
+        return True
+
+    def close(self) -> None:
+        self.active = False
+        self.pending = []
+        if self.task is not None and not self.task.done():
+            self.task.cancel()

@@ -1,0 +1,12 @@
+"""The app's HTTP URLs; mount them at ``realtime/``:
+``path("realtime/", include("realtime.urls"))``."""
+
+from django.urls import path
+
+from realtime import views
+
+app_name = "realtime"
+
+urlpatterns = [
+    path("heartbeat/", views.heartbeat, name="heartbeat"),
+]

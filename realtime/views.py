@@ -1,0 +1,60 @@
+"""HTTP endpoints beside the streams: the heartbeat SSE clients use to stay present.
+
+An EventSource cannot send anything, so an SSE client that joined presence POSTs here every
+``heartbeat`` seconds (the interval its ``realtime.welcome`` event gives). The request may
+reach any server process: the process holding the connection is found through its
+``Connection`` row and told over the channel layer — no database write per heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from realtime.hub import get_hub
+from realtime.models import Connection
+from realtime.protocol import INVALID_FRAME
+
+
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+@database_sync_to_async
+def _server_channel(connection_id: str) -> str | None:
+    return (
+        Connection.objects.filter(id=connection_id)
+        .values_list("server__channel", flat=True)
+        .first()
+    )
+
+
+# The connection id is a 128-bit secret known only to its client; the request changes nothing
+# but that connection's liveness, so it needs no CSRF token (EventSource clients have none).
+@csrf_exempt
+@require_POST
+async def heartbeat(request: HttpRequest) -> HttpResponse:
+    """``POST {"connection": "<connection_id>"}`` → 204, or 404 if the connection is gone."""
+    connection_id = request.GET.get("connection")
+    if connection_id is None:
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return _error(400, INVALID_FRAME, "Body must be JSON.")
+        connection_id = body.get("connection") if isinstance(body, dict) else None
+    if not isinstance(connection_id, str) or not 0 < len(connection_id) <= 32:
+        return _error(400, INVALID_FRAME, 'Give the connection id: {"connection": "..."}.')
+    hub = get_hub()
+    local = hub.connections.get(connection_id)
+    if local is not None:
+        local.touch()
+        return HttpResponse(status=204)
+    channel = await _server_channel(connection_id)
+    if channel is None:
+        return _error(404, "unknown_connection", "No such connection: reconnect.")
+    await hub.layer.send(channel, {"type": "realtime.touch", "connection": connection_id})
+    return HttpResponse(status=204)
