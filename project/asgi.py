@@ -11,27 +11,23 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from realtime.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
+# The realtime routes carry their own authentication (session cookie, "Authorization:
+# Token|Bearer|Ticket", WebSocket tickets) and Origin check.
 application = ProtocolTypeRouter(
     {
-        "http": AuthMiddlewareStack(
-            URLRouter(
-                [
-                    *http_urlpatterns,
-                    # Static files straight from daphne, so the demo needs no other server.
-                    re_path(r"", ASGIStaticFilesHandler(django_asgi_app)),
-                ]
-            )
+        "http": URLRouter(
+            [
+                *http_urlpatterns,
+                # Static files straight from daphne, so the demo needs no other server.
+                re_path(r"", ASGIStaticFilesHandler(django_asgi_app)),
+            ]
         ),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

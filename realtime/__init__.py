@@ -4,16 +4,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["apublish", "areset", "publish", "reset"]
+__all__ = [
+    "apresence",
+    "apublish",
+    "areset",
+    "arevoke",
+    "presence",
+    "publish",
+    "reset",
+    "revoke",
+]
 
 if TYPE_CHECKING:
+    from realtime.presence import apresence, presence
     from realtime.publishing import apublish, areset, publish, reset
+    from realtime.revocation import arevoke, revoke
+
+_HOMES = {
+    "publish": "publishing",
+    "apublish": "publishing",
+    "reset": "publishing",
+    "areset": "publishing",
+    "presence": "presence",
+    "apresence": "presence",
+    "revoke": "revocation",
+    "arevoke": "revocation",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so ``import realtime`` works before the app registry is ready.
-    if name in __all__:
-        from realtime import publishing
+    if name in _HOMES:
+        from importlib import import_module
 
-        return getattr(publishing, name)
+        return getattr(import_module(f"realtime.{_HOMES[name]}"), name)
     raise AttributeError(f"module 'realtime' has no attribute {name!r}")

@@ -66,12 +66,34 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_MAX_META_SIZE": 2048,
     # Stream patterns whose presence is sent as occupancy counts only (big rooms).
     "PRESENCE_COUNTS_ONLY": [],
-    # --- Policy ------------------------------------------------------------------------
+    # --- Security (docs/security.md) --------------------------------------------------
     # Dotted path of the class deciding who may subscribe to and publish on which stream.
-    "POLICY": "realtime.policy.DefaultPolicy",
+    "POLICY": "realtime.policy.RulesPolicy",
+    # The RulesPolicy's rules: stream pattern -> preset, {action: who}, or dotted path.
+    "RULES": {"public:*": "public"},
+    # Refuse anonymous connections at the handshake (WebSocket close 4401, SSE HTTP 401).
+    "AUTH_REQUIRED": False,
+    # Origins allowed to open a WebSocket ("https://example.com"); None: those of
+    # ALLOWED_HOSTS, on any scheme and port. ["*"] allows any (a system check warns).
+    "ALLOWED_ORIGINS": None,
+    # Callable(key) -> active user or None, for "Authorization: Token|Bearer <key>".
+    "TOKEN_AUTHENTICATOR": "realtime.auth.drf_token_user",
+    # Seconds a connection ticket stays valid (it also works only once).
+    "TICKET_MAX_AGE": 30,
+    # Seconds between each process's re-check of its connections' credentials (sessions
+    # still valid, users still active, tokens not deleted); revocations that come through
+    # the channel layer act at once, this bounds them when it is down.
+    "REAUTH_INTERVAL": 60,
+    # Open connections per user and per client IP address, across all processes.
+    "MAX_CONNECTIONS_PER_USER": 100,
+    "MAX_CONNECTIONS_PER_IP": 1000,
+    # Client frames per second per connection: sustained ``rate``, bursts up to ``burst``.
+    "RATE_LIMIT": {"rate": 50, "burst": 100},
+    # Deepest nesting of arrays/objects accepted in a client frame.
+    "MAX_JSON_DEPTH": 32,
 }
 
-IMPORT_STRINGS = {"POLICY"}
+IMPORT_STRINGS = {"POLICY", "TOKEN_AUTHENTICATOR"}
 
 # The column holding stream names is this wide; the setting may only lower it.
 STREAM_NAME_COLUMN = 200
@@ -125,9 +147,10 @@ realtime_settings = RealtimeSettings()
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "REALTIME":
         realtime_settings.reload()
-        from realtime import retention
+        from realtime import policy, retention
 
         retention.rules.cache_clear()
+        policy.rules.cache_clear()
 
 
 setting_changed.connect(_reload, dispatch_uid="realtime.conf.reload")

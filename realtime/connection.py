@@ -19,9 +19,17 @@ from urllib.parse import parse_qs
 from realtime.conf import realtime_settings
 from realtime.exceptions import PermissionDenied, RealtimeError
 from realtime.hub import Hub, get_hub
-from realtime.policy import Action, get_policy
+from realtime.limits import connection_limit_reached
+from realtime.policy import Action, compile_pattern, get_policy
 from realtime.presence import check_meta
-from realtime.protocol import NOT_SUBSCRIBED, TOO_MANY_SUBSCRIPTIONS, SubscribedFrame
+from realtime.protocol import (
+    AUTHENTICATION_REQUIRED,
+    INVALID_CREDENTIALS,
+    NOT_SUBSCRIBED,
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_SUBSCRIPTIONS,
+    SubscribedFrame,
+)
 from realtime.streams import validate_stream_name
 from realtime.subscription import Subscription
 
@@ -92,6 +100,46 @@ class BaseConnection:
             if key == name:
                 return bytes(value).decode("latin-1")
         return None
+
+    @property
+    def auth(self) -> dict[str, Any]:
+        """How the client authenticated (``realtime.auth``): method, session, token, error."""
+        return self.scope.get("realtime.auth") or {}
+
+    async def admit(self) -> tuple[int, str, str] | None:
+        """Why this connection must be refused at the handshake: (HTTP status, code, message),
+        or None to let it in."""
+        if self.auth.get("error"):
+            return 401, INVALID_CREDENTIALS, "The token or ticket sent is not valid (any more)."
+        if self.settings.AUTH_REQUIRED and self.user_id is None:
+            return 401, AUTHENTICATION_REQUIRED, "Sign in first: this server needs a user."
+        cap = await connection_limit_reached(self.user_id, self.remote_addr)
+        if cap is not None:
+            return 429, TOO_MANY_CONNECTIONS, f"Too many open connections for this {cap}."
+        return None
+
+    def revoked_by(self, message: dict[str, Any]) -> bool:
+        """Whether a ``realtime.revoke`` message names this connection."""
+        wanted = {
+            "user": self.user_id,
+            "session": self.auth.get("session"),
+            "token": self.auth.get("token"),
+            "connection": self.id,
+        }
+        named = [field for field in wanted if message.get(field) is not None]
+        return bool(named) and all(str(message[field]) == str(wanted[field]) for field in named)
+
+    async def revoke(self, reason: str, *, streams: str | None = None) -> None:
+        """End this connection (or only its subscriptions matching ``streams``)."""
+        raise NotImplementedError
+
+    async def revoke_streams(self, pattern: str) -> list[str]:
+        """Unsubscribe every stream matching ``pattern``; returns them."""
+        regex = compile_pattern(pattern)
+        gone = [stream for stream in self.subscriptions if regex.fullmatch(stream)]
+        for stream in gone:
+            await self.unsubscribe(stream)
+        return gone
 
     def touch(self) -> None:
         """The client was heard from (any frame, or an HTTP heartbeat)."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from realtime import presence, registry, store
+from realtime import presence, registry, revocation, store, tickets
 from realtime.conf import realtime_settings
 from realtime.protocol import dumps
 from realtime.streams import group_name
@@ -83,6 +83,7 @@ class Hub:
             "reconcile": now,
             "lease": now,
             "refresh": now + GROUP_REFRESH,
+            "reauth": now + self._jitter(float(realtime_settings.REAUTH_INTERVAL)),
             "prune": now + self._jitter(float(realtime_settings.PRUNE_INTERVAL)),
         }
 
@@ -93,6 +94,7 @@ class Hub:
             try:
                 self.channel = await self.layer.new_channel("realtime.hub.")
                 await registry.aregister_server(self.id, self.channel)
+                await self._join_control()
             except BaseException as exc:
                 self._started.set_exception(exc)
                 self._started.exception()  # retrieved: callers get it from the raise below
@@ -331,6 +333,11 @@ class Hub:
             if conn is not None:
                 conn.touch()
             return
+        if kind == "realtime.revoke":
+            for conn in list(self.connections.values()):
+                if conn.revoked_by(message):
+                    self.spawn(conn.revoke(message["reason"], streams=message.get("streams")))
+            return
         state = self.streams.get(message.get("stream", ""))
         if state is None:
             return
@@ -398,12 +405,15 @@ class Hub:
             if not await registry.arenew_server(self.id):
                 await self._recover_lease()
             await self._fan_out_all(await registry.asweep())
+        if now >= due["reauth"]:
+            due["reauth"] = now + self._jitter(float(realtime_settings.REAUTH_INTERVAL))
+            await self.reauthenticate()
         if now >= due["refresh"]:
             due["refresh"] = now + GROUP_REFRESH
             await self._rejoin_all()
         if now >= due["prune"]:
             due["prune"] = now + self._jitter(float(realtime_settings.PRUNE_INTERVAL))
-            deleted = await store.aprune()
+            deleted = await store.aprune() + await tickets.aprune()
             if deleted:
                 logger.info("Retention deleted %d events.", deleted)
 
@@ -411,6 +421,26 @@ class Hub:
     def _jitter(seconds: float) -> float:
         # So the processes of a deployment do not all renew or sweep at once.
         return seconds * random.uniform(0.75, 1.0)
+
+    async def reauthenticate(self) -> None:
+        """Close local connections whose session, user or token is no longer valid."""
+        checked = [
+            {
+                "id": conn.id,
+                "user": conn.user_id,
+                "session": conn.auth.get("session"),
+                "token": conn.auth.get("token"),
+            }
+            for conn in list(self.connections.values())
+            if conn.user_id is not None
+        ]
+        if not checked:
+            return
+        for conn_id in await revocation.arecheck(checked):
+            conn = self.connections.get(conn_id)
+            if conn is not None:
+                logger.info("Connection %s: credentials no longer valid; closing.", conn_id)
+                self.spawn(conn.revoke("Credentials no longer valid."))
 
     async def _expire_presence(self, now: float) -> None:
         """Members whose connection went silent for PRESENCE_TIMEOUT leave."""
@@ -452,7 +482,14 @@ class Hub:
                     sub.start_sync()
             state.checked_head = info.last_seq
 
+    async def _join_control(self) -> None:
+        try:
+            await self.layer.group_add(revocation.CONTROL_GROUP, self.channel)
+        except Exception:
+            logger.warning("Joining the control group failed; will retry.", exc_info=True)
+
     async def _rejoin_all(self) -> None:
+        await self._join_control()
         for stream, state in list(self.streams.items()):
             state.joined = False
             await self._join(stream, state)

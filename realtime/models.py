@@ -204,3 +204,13 @@ class PresenceSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} on {self.stream} from {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class TicketUse(models.Model):
+    """The nonce of a redeemed connection ticket: a ticket works once (see ``tickets``)."""
+
+    nonce = models.CharField(primary_key=True, max_length=32)
+    used_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.nonce

@@ -15,6 +15,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from django.core.serializers.json import DjangoJSONEncoder
 
+from realtime.conf import realtime_settings
 from realtime.exceptions import ProtocolError
 
 PROTOCOL_VERSION = 1
@@ -23,7 +24,10 @@ PROTOCOL_VERSION = 1
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # the server is shutting down; reconnect and resume
 CLOSE_INTERNAL_ERROR = 1011  # unexpected server error; reconnect and resume
+CLOSE_UNAUTHORIZED = 4401  # credentials revoked (logout, password change, deactivation)
+CLOSE_FORBIDDEN = 4403  # access withdrawn by the server (``realtime.revoke``)
 CLOSE_HEARTBEAT_TIMEOUT = 4408  # nothing received for HEARTBEAT_TIMEOUT seconds
+CLOSE_RATE_LIMITED = 4429  # kept sending far over RATE_LIMIT
 
 # --- Error codes (``error`` frames, SSE ``realtime.error`` events, HTTP error bodies) -----
 MALFORMED_JSON = "malformed_json"  # the frame is not UTF-8 JSON text
@@ -40,6 +44,9 @@ TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
 INVALID_CURSOR = "invalid_cursor"  # an SSE Last-Event-ID / last_event_id that is not ours
 PRESENCE_FULL = "presence_full"  # PRESENCE_MAX_MEMBERS reached: join refused
 INVALID_PRESENCE = "invalid_presence"  # metadata not an object, or too large
+TOO_DEEP = "too_deep"  # JSON nested deeper than MAX_JSON_DEPTH
+RATE_LIMITED = "rate_limited"  # over RATE_LIMIT: the frame was dropped
+REVOKED = "revoked"  # the server withdrew this connection's or subscription's access
 INTERNAL_ERROR = "internal_error"
 
 ERROR_CODES = (
@@ -57,8 +64,18 @@ ERROR_CODES = (
     INVALID_CURSOR,
     PRESENCE_FULL,
     INVALID_PRESENCE,
+    TOO_DEEP,
+    RATE_LIMITED,
+    REVOKED,
     INTERNAL_ERROR,
 )
+
+# --- Handshake refusals (SSE: the HTTP status; WebSocket: closed before accept, which the
+# client sees as HTTP 403) ---------------------------------------------------------------
+INVALID_CREDENTIALS = "invalid_credentials"  # a token or ticket was sent and is not valid
+AUTHENTICATION_REQUIRED = "authentication_required"  # AUTH_REQUIRED and nobody signed in
+FORBIDDEN_ORIGIN = "forbidden_origin"  # the Origin is not in ALLOWED_ORIGINS
+TOO_MANY_CONNECTIONS = "too_many_connections"  # MAX_CONNECTIONS_PER_USER / _PER_IP
 
 # Event types under these prefixes are the protocol's own (SSE system events, presence).
 RESERVED_EVENT_PREFIXES = ("realtime.", "presence.")
@@ -191,6 +208,20 @@ def _check_id(frame: dict[str, Any]) -> None:
         raise ProtocolError("'id' must be a string (up to 64 characters) or an integer.")
 
 
+def json_depth(value: Any, stop: int) -> int:
+    """Nesting depth of a decoded JSON value, counting no further than ``stop + 1``."""
+    depth, level = 0, [(value, 1)]
+    while level:
+        item, d = level.pop()
+        if isinstance(item, dict | list):
+            depth = max(depth, d)
+            if depth > stop:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            level.extend((child, d + 1) for child in children if isinstance(child, dict | list))
+    return depth
+
+
 def parse_client_frame(text: str) -> dict[str, Any]:
     """Decode one client frame, checking the fields its ``type`` needs.
 
@@ -203,6 +234,9 @@ def parse_client_frame(text: str) -> dict[str, Any]:
         raise ProtocolError("Frame is not valid JSON.", code=MALFORMED_JSON) from exc
     if not isinstance(frame, dict):
         raise ProtocolError("Frame must be a JSON object.")
+    limit = int(realtime_settings.MAX_JSON_DEPTH)
+    if json_depth(frame, limit) > limit:
+        raise ProtocolError(f"Frame nests deeper than {limit} levels.", code=TOO_DEEP)
     kind = frame.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("Frame needs a string 'type'.")

@@ -20,12 +20,12 @@ from typing import Any
 
 from realtime.connection import BaseConnection
 from realtime.exceptions import RealtimeError
-from realtime.hub import Subscription
 from realtime.presence import check_meta
 from realtime.protocol import (
     INVALID_FRAME,
     INVALID_PRESENCE,
     PROTOCOL_VERSION,
+    REVOKED,
     SSE_ERROR,
     SSE_SUBSCRIBED,
     SSE_WELCOME,
@@ -39,6 +39,7 @@ from realtime.protocol import (
     sse_comment,
     sse_message,
 )
+from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.sse")
 
@@ -59,6 +60,7 @@ class SSEConnection(BaseConnection):
         self.receive = receive
         self.send = send
         self.positions: dict[str, Position] = {}
+        self._ended = asyncio.Event()
 
     @classmethod
     def as_asgi(cls) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -117,6 +119,8 @@ class SSEConnection(BaseConnection):
         # parameter of the page that opened the EventSource.
         cursor = self.header(b"last-event-id") or (query.get("last_event_id") or [""])[0]
         positions = decode_cursor(cursor) if cursor else {}
+        for stream in [s for s in streams if s in positions]:
+            await self.check("history", stream)
         joins: dict[str, Any] = {}
         wanted = list(dict.fromkeys(query.get("presence", [])))
         if wanted:
@@ -141,10 +145,17 @@ class SSEConnection(BaseConnection):
         if self.scope.get("method") != "GET":
             await self.respond_error(405, INVALID_FRAME, "Use GET.")
             return
+        refusal = await self.admit()
+        if refusal is not None:
+            await self.respond_error(*refusal)
+            return
         try:
             streams, positions, joins = await self.parse()
         except RealtimeError as exc:
-            await self.respond_error(STATUS_FOR_CODE.get(exc.code, 400), exc.code, exc.message)
+            status = STATUS_FOR_CODE.get(exc.code, 400)
+            if status == 403 and self.user_id is None:
+                status = 401  # signing in might help
+            await self.respond_error(status, exc.code, exc.message)
             return
         await self.send(
             {
@@ -186,14 +197,41 @@ class SSEConnection(BaseConnection):
             await self.detach()
 
     async def wait_for_disconnect(self) -> None:
+        """Send keep-alives until the client leaves or the server ends the stream."""
         interval = float(self.settings.HEARTBEAT_INTERVAL)
-        while not self.closed:
-            try:
-                async with asyncio.timeout(interval):
-                    message = await self.receive()
-            except TimeoutError:
+        receiving = asyncio.ensure_future(self.receive())
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {receiving, ended}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                )
+                if ended in done:
+                    await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if receiving in done:
+                    if receiving.result()["type"] == "http.disconnect":
+                        return
+                    receiving = asyncio.ensure_future(self.receive())
+                    continue
                 self.queue(sse_comment("keep-alive"))
                 await self.flush()
-                continue
-            if message["type"] == "http.disconnect":
+                if self.closed:
+                    return
+        finally:
+            receiving.cancel()
+            ended.cancel()
+
+    async def revoke(self, reason: str, *, streams: str | None = None) -> None:
+        if streams is not None:
+            gone = await self.revoke_streams(streams)
+            for stream in gone:
+                frame = error_frame(REVOKED, f"{reason} ({stream})")
+                self.queue(sse_message(dumps(frame), event=SSE_ERROR))
+            await self.flush()
+            if self.subscriptions:
                 return
+        else:
+            self.queue(sse_message(dumps(error_frame(REVOKED, reason)), event=SSE_ERROR))
+            await self.flush()
+        self._ended.set()

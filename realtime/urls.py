@@ -9,4 +9,5 @@ app_name = "realtime"
 
 urlpatterns = [
     path("heartbeat/", views.heartbeat, name="heartbeat"),
+    path("ticket/", views.ticket, name="ticket"),
 ]

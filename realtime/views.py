@@ -1,4 +1,5 @@
-"""HTTP endpoints beside the streams: the heartbeat SSE clients use to stay present.
+"""HTTP endpoints beside the streams: connection tickets, and the heartbeat SSE clients use
+to stay present.
 
 An EventSource cannot send anything, so an SSE client that joined presence POSTs here every
 ``heartbeat`` seconds (the interval its ``realtime.welcome`` event gives). The request may
@@ -15,6 +16,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from realtime import tickets
+from realtime.conf import realtime_settings
 from realtime.hub import get_hub
 from realtime.models import Connection
 from realtime.protocol import INVALID_FRAME
@@ -58,3 +61,20 @@ async def heartbeat(request: HttpRequest) -> HttpResponse:
         return _error(404, "unknown_connection", "No such connection: reconnect.")
     await hub.layer.send(channel, {"type": "realtime.touch", "connection": connection_id})
     return HttpResponse(status=204)
+
+
+@require_POST
+def ticket(request: HttpRequest) -> JsonResponse:
+    """``POST`` (signed in, with the CSRF token) → ``{"ticket", "expires_in"}``.
+
+    The page passes the ticket to the WebSocket as the subprotocol ``realtime.ticket.<ticket>``
+    (or to SSE/HTTP in ``Authorization: Ticket <ticket>``); it works once, within
+    ``TICKET_MAX_AGE`` seconds, and ends with the session that asked for it.
+    """
+    if not request.user.is_authenticated:
+        return _error(401, "authentication_required", "Sign in to get a connection ticket.")
+    issued = tickets.issue(request.user, request.session.session_key)
+    return JsonResponse(
+        {"ticket": issued, "expires_in": realtime_settings.TICKET_MAX_AGE},
+        headers={"Cache-Control": "no-store"},
+    )

@@ -3,8 +3,9 @@
 A plain ASGI application rather than a Channels consumer: it needs no channel of its own
 (the hub receives for every connection of the process), it must answer pings while a
 subscription replays history, and it enforces the heartbeat timeout with one timer per
-``receive``. Put Channels' ``AuthMiddlewareStack`` and ``AllowedHostsOriginValidator`` in
-front of it as usual (see ``docs/deployment.md``).
+``receive``. Before accepting, it checks the Origin (``ALLOWED_ORIGINS``), the credentials
+``realtime.auth.RealtimeAuthMiddlewareStack`` resolved, and the connection caps; a refused
+handshake never sees a frame.
 """
 
 from __future__ import annotations
@@ -14,17 +15,24 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from realtime.auth import SUBPROTOCOL, offered_subprotocols, origin_allowed
 from realtime.connection import BaseConnection
 from realtime.exceptions import RealtimeError
-from realtime.hub import Subscription
+from realtime.limits import TokenBucket
 from realtime.protocol import (
     ALREADY_SUBSCRIBED,
+    CLOSE_FORBIDDEN,
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL_ERROR,
+    CLOSE_RATE_LIMITED,
+    CLOSE_UNAUTHORIZED,
+    FORBIDDEN_ORIGIN,
     FRAME_TOO_LARGE,
     INTERNAL_ERROR,
     NOT_SUBSCRIBED,
     PROTOCOL_VERSION,
+    RATE_LIMITED,
+    REVOKED,
     UNSUPPORTED_FRAME,
     FrameId,
     SubscribedFrame,
@@ -33,6 +41,7 @@ from realtime.protocol import (
     parse_client_frame,
 )
 from realtime.publishing import apublish, validate_event_type
+from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.websocket")
 
@@ -50,6 +59,8 @@ class WebSocketConnection(BaseConnection):
         super().__init__(scope)
         self.receive = receive
         self.send = send
+        self.bucket = TokenBucket.from_settings()
+        self.dropped = 0  # frames dropped in a row by the rate limit
 
     @classmethod
     def as_asgi(cls) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -86,12 +97,34 @@ class WebSocketConnection(BaseConnection):
             self.closed = True
             await self.send({"type": "websocket.close", "code": code})
 
+    async def revoke(self, reason: str, *, streams: str | None = None) -> None:
+        if streams is not None:
+            for stream in await self.revoke_streams(streams):
+                await self.reply(
+                    {"type": "unsubscribed", "id": None, "stream": stream, "reason": REVOKED}
+                )
+            return
+        await self.error(REVOKED, reason)
+        await self.close(CLOSE_UNAUTHORIZED)
+
     # --- lifecycle ---------------------------------------------------------------------
     async def run(self) -> None:
         message = await self.receive()
         if message["type"] != "websocket.connect":
             return
-        await self.send({"type": "websocket.accept"})
+        refusal = None if origin_allowed(self.scope) else (403, FORBIDDEN_ORIGIN, "")
+        refusal = refusal or await self.admit()
+        if refusal is not None:
+            # Closing before accepting makes the server answer the handshake with HTTP 403:
+            # the client learns nothing, and no frame is ever sent on this connection.
+            logger.info("Refused WebSocket %s: %s.", self.remote_addr, refusal[1])
+            await self.send({"type": "websocket.close", "code": CLOSE_FORBIDDEN})
+            return
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if SUBPROTOCOL in offered_subprotocols(self.scope):
+            accept["subprotocol"] = SUBPROTOCOL  # never echo the ticket
+        await self.send(accept)
+        self.bucket = TokenBucket.from_settings()
         try:
             await self.attach()
             await self.reply(
@@ -125,6 +158,14 @@ class WebSocketConnection(BaseConnection):
                 await self.on_frame(message)
 
     async def on_frame(self, message: dict[str, Any]) -> None:
+        if not self.bucket.take():
+            self.dropped += 1
+            if self.dropped > self.bucket.burst:
+                await self.close(CLOSE_RATE_LIMITED)
+            elif self.dropped == 1:
+                await self.error(RATE_LIMITED, "Too many frames: slow down; frames are dropped.")
+            return
+        self.dropped = 0
         text = message.get("text")
         if text is None:
             await self.error(UNSUPPORTED_FRAME, "Binary frames are not supported; send JSON text.")
@@ -154,6 +195,8 @@ class WebSocketConnection(BaseConnection):
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         stream = await self.check("subscribe", frame["stream"])
+        if frame.get("since") is not None:
+            await self.check("history", stream)
         if stream in self.subscriptions:
             raise RealtimeError(f"Already subscribed to {stream!r}.", code=ALREADY_SUBSCRIBED)
         await self.subscribe(
