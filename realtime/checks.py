@@ -11,19 +11,23 @@ from django.core.exceptions import ImproperlyConfigured
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from realtime import retention
+    from realtime import policy, retention
     from realtime.conf import realtime_settings
 
     errors: list[Any] = []
+    alias = "default"
     try:
         realtime_settings.reload()
         realtime_settings.POLICY  # noqa: B018  (imports the dotted path)
+        alias = realtime_settings.CHANNEL_LAYER
         retention.rules.cache_clear()
         retention.rules()
+        policy.rules.cache_clear()
+        if issubclass(realtime_settings.POLICY, policy.RulesPolicy):
+            policy.rules()
     except ImproperlyConfigured as exc:
         errors.append(Error(str(exc), id="realtime.E001"))
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
-    alias = getattr(settings, "REALTIME", {}).get("CHANNEL_LAYER", "default")
     if alias not in layers:
         errors.append(
             Error(
@@ -39,8 +43,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 @register(Tags.compatibility, deploy=True)
 def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     warnings: list[Any] = []
+    from realtime.conf import realtime_settings
+    from realtime.policy import PublicPolicy, RulesPolicy
+
+    try:
+        alias = realtime_settings.CHANNEL_LAYER
+        policy = realtime_settings.POLICY
+        origins = realtime_settings.ALLOWED_ORIGINS
+        rules = realtime_settings.RULES if issubclass(policy, RulesPolicy) else {}
+    except ImproperlyConfigured:
+        return warnings  # check_settings reports it
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
-    alias = getattr(settings, "REALTIME", {}).get("CHANNEL_LAYER", "default")
     backend = layers.get(alias, {}).get("BACKEND", "")
     if backend.endswith("InMemoryChannelLayer"):
         warnings.append(
@@ -60,6 +73,31 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="realtime.W002",
                 )
             )
+    if origins is not None and "*" in origins:
+        warnings.append(
+            Warning(
+                "REALTIME['ALLOWED_ORIGINS'] allows any origin: any web site a signed-in user "
+                "visits can open a WebSocket with their cookies (cross-site WebSocket hijacking).",
+                hint="List your sites' origins, or leave it None to follow ALLOWED_HOSTS.",
+                id="realtime.W004",
+            )
+        )
+    if issubclass(policy, PublicPolicy):
+        warnings.append(
+            Warning(
+                "PublicPolicy lets anyone publish from a client to every public: stream.",
+                hint="Use the default RulesPolicy with REALTIME['RULES'] in production.",
+                id="realtime.W005",
+            )
+        )
+    if isinstance(rules, dict) and rules.get("*") == "public":
+        warnings.append(
+            Warning(
+                "REALTIME['RULES'] makes every stream readable by anyone, signed in or not.",
+                hint="Give '*' a narrower rule, or name the public streams 'public:...'.",
+                id="realtime.W006",
+            )
+        )
     if any("GZipMiddleware" in m for m in getattr(settings, "MIDDLEWARE", [])):
         warnings.append(
             Warning(

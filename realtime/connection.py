@@ -221,7 +221,9 @@ class BaseConnection:
                 f"At most {self.settings.MAX_SUBSCRIPTIONS} subscriptions per connection.",
                 code=TOO_MANY_SUBSCRIPTIONS,
             )
+        sees_presence = await get_policy().has_permission("presence", self.user, stream)
         sub = await self.hub.subscribe(self, stream, sub_id=sub_id, since=since, epoch=epoch)
+        sub.sees_presence = sees_presence
         self.subscriptions[stream] = sub
         return sub
 

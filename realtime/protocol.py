@@ -164,7 +164,18 @@ CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping")
 # --- JSON --------------------------------------------------------------------------------
 def dumps(value: Any) -> str:
     """Compact JSON; datetimes, UUIDs and Decimals become strings (DjangoJSONEncoder)."""
-    return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        value, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """Strict JSON: ``NaN`` and ``Infinity``, which Python accepts, are errors."""
+    return json.loads(text, parse_constant=_no_constants)
 
 
 def format_ts(value: datetime) -> str:
@@ -229,7 +240,7 @@ def parse_client_frame(text: str) -> dict[str, Any]:
     ``unknown_type``; stream names and policy are checked by the consumer.
     """
     try:
-        frame = json.loads(text)
+        frame = loads(text)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError("Frame is not valid JSON.", code=MALFORMED_JSON) from exc
     if not isinstance(frame, dict):

@@ -55,7 +55,9 @@ def rules() -> tuple[Rule, ...]:
                 "use max_events and/or max_age."
             )
         max_events = rule.get("max_events")
-        if max_events is not None and (not isinstance(max_events, int) or max_events < 0):
+        if max_events is not None and (
+            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 0
+        ):
             raise ImproperlyConfigured(
                 f"REALTIME['RETENTION'][{pattern!r}]['max_events'] must be an int >= 0 or None."
             )

@@ -13,7 +13,6 @@ buffer it; ``X-Accel-Buffering: no`` tells nginx-style proxies not to either.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +35,7 @@ from realtime.protocol import (
     dumps,
     encode_cursor,
     error_frame,
+    loads,
     sse_comment,
     sse_message,
 )
@@ -125,7 +125,7 @@ class SSEConnection(BaseConnection):
         wanted = list(dict.fromkeys(query.get("presence", [])))
         if wanted:
             try:
-                meta = json.loads((query.get("meta") or ["{}"])[0])
+                meta = loads((query.get("meta") or ["{}"])[0])
             except ValueError:
                 raise RealtimeError("'meta' is not valid JSON.", code=INVALID_PRESENCE) from None
             meta = check_meta(meta)

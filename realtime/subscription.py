@@ -60,6 +60,7 @@ class Subscription:
         "position",
         "presence_buffer",
         "requested_epoch",
+        "sees_presence",
         "since",
         "stream",
         "syncing",
@@ -89,6 +90,8 @@ class Subscription:
         self.task: asyncio.Task[None] | None = None
         # While not None, presence frames wait here for this subscription's presence.state.
         self.presence_buffer: list[dict[str, Any]] | None = None
+        # Whether the policy lets this subscriber see the stream's presence.
+        self.sees_presence = True
 
     def offer(self, message: dict[str, Any]) -> bool:
         """Take one live layer message; returns whether a frame was queued.
@@ -225,6 +228,8 @@ class Subscription:
 
     def offer_presence(self, message: dict[str, Any], frame: str) -> bool:
         """Take one presence message (already encoded as ``frame``); True if queued."""
+        if not self.sees_presence:
+            return False
         if self.presence_buffer is not None:
             self.presence_buffer.append(message)
             return False

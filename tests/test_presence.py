@@ -152,7 +152,7 @@ async def test_three_tabs_of_one_user_are_one_member(start, signal_log):
 
 
 async def test_reconnect_within_grace_does_not_flap(start):
-    server = start(PRESENCE_GRACE=2)
+    server = start(PRESENCE_GRACE=4)
     stream = "public:flap"
     watcher = await open_ws(server, client_id="w")
     await join(watcher, stream)
@@ -165,7 +165,7 @@ async def test_reconnect_within_grace_does_not_flap(start):
     await watcher.recv_until(lambda f: f["type"] == "presence.update" and len(f["metas"]) == 2)
     await watcher.recv_until(
         lambda f: f["type"] == "presence.update" and [m["meta"] for m in f["metas"]] == [{"v": 2}],
-        timeout=5,
+        timeout=8,
     )
     assert not [f for f in presence_frames(watcher) if f["type"] == "presence.leave"]
     await tab.close()

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from realtime.exceptions import RealtimeError
+from realtime.protocol import loads
 from realtime.publishing import publish
 
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            data = json.loads(options["data"])
+            data = loads(options["data"])
         except ValueError as exc:
             raise CommandError(f"DATA is not valid JSON: {exc}") from exc
         try:
