@@ -64,7 +64,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     for alias_name, db in settings.DATABASES.items():
-        if db.get("CONN_MAX_AGE"):
+        if db.get("CONN_MAX_AGE", 0) != 0:
             warnings.append(
                 Warning(
                     f"DATABASES[{alias_name!r}] sets CONN_MAX_AGE; under ASGI persistent "

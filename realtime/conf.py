@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "POLICY": "realtime.policy.RulesPolicy",
     # The RulesPolicy's rules: stream pattern -> preset, {action: who}, or dotted path.
     "RULES": {"public:*": "public"},
-    # Refuse anonymous connections at the handshake (WebSocket close 4401, SSE HTTP 401).
+    # Refuse anonymous connections at the handshake (WebSocket: HTTP 403; SSE: HTTP 401).
     "AUTH_REQUIRED": False,
     # Origins allowed to open a WebSocket ("https://example.com"); None: those of
     # ALLOWED_HOSTS, on any scheme and port. ["*"] allows any (a system check warns).

@@ -8,10 +8,14 @@ class RealtimeError(Exception):
 
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, frame_id: str | int | None = None
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        # The ``id`` of the client frame at fault, when it had a usable one.
+        self.frame_id = frame_id
 
     @property
     def message(self) -> str:

@@ -92,7 +92,7 @@ class Hub:
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
             try:
-                self.channel = await self.layer.new_channel("realtime.hub.")
+                self.channel = await self.layer.new_channel("realtime.hub")
                 await registry.aregister_server(self.id, self.channel)
                 await self._join_control()
             except BaseException as exc:
@@ -254,6 +254,7 @@ class Hub:
         try:
             message, ref = await presence.ajoin(stream, key, user_id, sub.conn.id, self.id, meta)
             sub.conn.presence_meta[stream] = meta
+            sub.presence_ref = ref
             await self._fan_out_all([message])
             if first:
                 if presence.counts_only(stream):
@@ -288,6 +289,26 @@ class Hub:
             conn.presence_meta.pop(name, None)
         await self._fan_out_all(await presence.aleave(conn.id, names))
 
+    async def resync_presence(self) -> None:
+        """Send a fresh ``presence.state`` to every local member (after a layer outage)."""
+        for stream, state in list(self.streams.items()):
+            members = [s for s in state.subs if stream in s.conn.presence_meta and s.sees_presence]
+            if not members:
+                continue
+            if presence.counts_only(stream):
+                self._schedule_count(stream, state)
+                continue
+            try:
+                snapshot, versions = await presence.asnapshot(stream)
+            except Exception:
+                logger.warning("Presence resync of %s failed.", stream, exc_info=True)
+                continue
+            self._merge_versions(stream, versions)
+            for sub in members:
+                frame = {"type": "presence.state", "stream": stream, "ref": sub.presence_ref}
+                sub.conn.presence(sub, "state", dumps({**frame, "members": snapshot}))
+                await sub.conn.flush()
+
     def _merge_versions(self, stream: str, versions: dict[str, int]) -> None:
         state = self.streams.get(stream)
         if state is not None:
@@ -318,6 +339,7 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 await self._rejoin_all()
+                self.spawn(self.resync_presence())  # presence messages may have been lost
                 continue
             delay = 0.1
             try:
@@ -375,7 +397,7 @@ class Hub:
             logger.warning("Counting presence on %s failed.", stream, exc_info=True)
             return
         text = dumps({"type": "presence.count", "stream": stream, **counts})
-        conns = {sub.conn: sub for sub in state.subs}
+        conns = {sub.conn: sub for sub in state.subs if sub.sees_presence}
         for conn, sub in conns.items():
             conn.presence(sub, "count", text)
             await conn.flush()

@@ -62,7 +62,10 @@ def check_meta(meta: Any) -> Any:
         meta = {}
     if not isinstance(meta, dict):
         raise RealtimeError("Presence metadata must be a JSON object.", code=INVALID_PRESENCE)
-    value, text = normalize(meta)
+    try:
+        value, text = normalize(meta)
+    except RealtimeError as exc:
+        raise RealtimeError(exc.message, code=INVALID_PRESENCE) from exc
     limit = int(realtime_settings.PRESENCE_MAX_META_SIZE)
     if len(text.encode()) > limit:
         raise RealtimeError(

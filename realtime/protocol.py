@@ -24,8 +24,8 @@ PROTOCOL_VERSION = 1
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # the server is shutting down; reconnect and resume
 CLOSE_INTERNAL_ERROR = 1011  # unexpected server error; reconnect and resume
-CLOSE_UNAUTHORIZED = 4401  # credentials revoked (logout, password change, deactivation)
-CLOSE_FORBIDDEN = 4403  # access withdrawn by the server (``realtime.revoke``)
+CLOSE_UNAUTHORIZED = 4401  # access revoked: logout, password change, ``realtime.revoke``...
+CLOSE_FORBIDDEN = 4403  # handshake refused (closed before accept: the client sees HTTP 403)
 CLOSE_HEARTBEAT_TIMEOUT = 4408  # nothing received for HEARTBEAT_TIMEOUT seconds
 CLOSE_RATE_LIMITED = 4429  # kept sending far over RATE_LIMIT
 
@@ -76,6 +76,8 @@ INVALID_CREDENTIALS = "invalid_credentials"  # a token or ticket was sent and is
 AUTHENTICATION_REQUIRED = "authentication_required"  # AUTH_REQUIRED and nobody signed in
 FORBIDDEN_ORIGIN = "forbidden_origin"  # the Origin is not in ALLOWED_ORIGINS
 TOO_MANY_CONNECTIONS = "too_many_connections"  # MAX_CONNECTIONS_PER_USER / _PER_IP
+# --- HTTP endpoints (``realtime.urls``) -----------------------------------------------------
+UNKNOWN_CONNECTION = "unknown_connection"  # heartbeat for a connection that is gone
 
 # Event types under these prefixes are the protocol's own (SSE system events, presence).
 RESERVED_EVENT_PREFIXES = ("realtime.", "presence.")
@@ -189,6 +191,7 @@ def normalize(data: Any) -> tuple[Any, str]:
     """``data`` as plain JSON values, and its encoded text — what every subscriber sees."""
     try:
         text = dumps(data)
+        text.encode()  # a lone surrogate ("\ud800") survives json but not UTF-8
     except (TypeError, ValueError) as exc:
         from realtime.exceptions import InvalidEvent
 
@@ -245,6 +248,16 @@ def parse_client_frame(text: str) -> dict[str, Any]:
         raise ProtocolError("Frame is not valid JSON.", code=MALFORMED_JSON) from exc
     if not isinstance(frame, dict):
         raise ProtocolError("Frame must be a JSON object.")
+    _check_id(frame)
+    try:
+        _check_fields(frame)
+    except ProtocolError as exc:
+        exc.frame_id = frame.get("id")
+        raise
+    return frame
+
+
+def _check_fields(frame: dict[str, Any]) -> None:
     limit = int(realtime_settings.MAX_JSON_DEPTH)
     if json_depth(frame, limit) > limit:
         raise ProtocolError(f"Frame nests deeper than {limit} levels.", code=TOO_DEEP)
@@ -253,7 +266,6 @@ def parse_client_frame(text: str) -> dict[str, Any]:
         raise ProtocolError("Frame needs a string 'type'.")
     if kind not in CLIENT_TYPES:
         raise ProtocolError(f"Unknown frame type {kind[:40]!r}.", code=UNKNOWN_TYPE)
-    _check_id(frame)
     if kind in ("subscribe", "unsubscribe", "publish", "presence") and not isinstance(
         frame.get("stream"), str
     ):
@@ -279,7 +291,6 @@ def parse_client_frame(text: str) -> dict[str, Any]:
             raise ProtocolError("'publish' needs a string 'event'.")
         if not isinstance(frame.get("ephemeral", False), bool):
             raise ProtocolError("'ephemeral' must be a boolean.")
-    return frame
 
 
 # --- SSE ---------------------------------------------------------------------------------
@@ -307,7 +318,13 @@ def sse_comment(text: str) -> str:
 
 # --- Resume cursors ----------------------------------------------------------------------
 CURSOR_PREFIX = "1."
-MAX_CURSOR_LENGTH = 8192
+
+
+def max_cursor_length() -> int:
+    """The longest cursor this server can issue (every stream of a full connection)."""
+    entry = int(realtime_settings.MAX_STREAM_NAME_LENGTH) + 64 + 30  # name, epoch, seq, JSON
+    return len(CURSOR_PREFIX) + (int(realtime_settings.MAX_SUBSCRIPTIONS) * entry * 4) // 3 + 8
+
 
 Position = tuple[str, int]  # (epoch, seq)
 
@@ -324,7 +341,7 @@ def encode_cursor(positions: dict[str, Position]) -> str:
 def decode_cursor(cursor: str) -> dict[str, Position]:
     """Inverse of ``encode_cursor``; ``ProtocolError(invalid_cursor)`` for anything else."""
     invalid = ProtocolError("The resume cursor is not one this server issued.", code=INVALID_CURSOR)
-    if len(cursor) > MAX_CURSOR_LENGTH or not cursor.startswith(CURSOR_PREFIX):
+    if len(cursor) > max_cursor_length() or not cursor.startswith(CURSOR_PREFIX):
         raise invalid
     body = cursor[len(CURSOR_PREFIX) :]
     try:

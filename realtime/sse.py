@@ -17,10 +17,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from realtime.auth import origin_allowed
 from realtime.connection import BaseConnection
 from realtime.exceptions import RealtimeError
 from realtime.presence import check_meta
 from realtime.protocol import (
+    FORBIDDEN_ORIGIN,
     INVALID_FRAME,
     INVALID_PRESENCE,
     PROTOCOL_VERSION,
@@ -87,8 +89,11 @@ class SSEConnection(BaseConnection):
         await self.send({"type": "http.response.body", "body": text.encode(), "more_body": True})
 
     # --- request -----------------------------------------------------------------------
-    async def respond_error(self, status: int, code: str, message: str) -> None:
+    async def respond_error(
+        self, status: int, code: str, message: str, *, allow: bytes | None = None
+    ) -> None:
         body = dumps({"error": {"code": code, "message": message}}).encode()
+        extra = [(b"allow", allow)] if allow else []
         await self.send(
             {
                 "type": "http.response.start",
@@ -97,6 +102,7 @@ class SSEConnection(BaseConnection):
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"cache-control", b"no-store"),
+                    *extra,
                 ],
             }
         )
@@ -143,9 +149,12 @@ class SSEConnection(BaseConnection):
         if self.scope["type"] != "http":
             return
         if self.scope.get("method") != "GET":
-            await self.respond_error(405, INVALID_FRAME, "Use GET.")
+            await self.respond_error(405, INVALID_FRAME, "Use GET.", allow=b"GET")
             return
-        refusal = await self.admit()
+        refusal = None
+        if not origin_allowed(self.scope):
+            refusal = (403, FORBIDDEN_ORIGIN, "This origin may not open event streams here.")
+        refusal = refusal or await self.admit()
         if refusal is not None:
             await self.respond_error(*refusal)
             return

@@ -59,6 +59,7 @@ class Subscription:
         "pending",
         "position",
         "presence_buffer",
+        "presence_ref",
         "requested_epoch",
         "sees_presence",
         "since",
@@ -90,6 +91,7 @@ class Subscription:
         self.task: asyncio.Task[None] | None = None
         # While not None, presence frames wait here for this subscription's presence.state.
         self.presence_buffer: list[dict[str, Any]] | None = None
+        self.presence_ref: str | None = None  # this connection's meta, once joined
         # Whether the policy lets this subscriber see the stream's presence.
         self.sees_presence = True
 

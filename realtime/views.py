@@ -20,7 +20,7 @@ from realtime import tickets
 from realtime.conf import realtime_settings
 from realtime.hub import get_hub
 from realtime.models import Connection
-from realtime.protocol import INVALID_FRAME
+from realtime.protocol import AUTHENTICATION_REQUIRED, INVALID_FRAME, UNKNOWN_CONNECTION
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
@@ -58,7 +58,7 @@ async def heartbeat(request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=204)
     channel = await _server_channel(connection_id)
     if channel is None:
-        return _error(404, "unknown_connection", "No such connection: reconnect.")
+        return _error(404, UNKNOWN_CONNECTION, "No such connection: reconnect.")
     await hub.layer.send(channel, {"type": "realtime.touch", "connection": connection_id})
     return HttpResponse(status=204)
 
@@ -72,7 +72,7 @@ def ticket(request: HttpRequest) -> JsonResponse:
     ``TICKET_MAX_AGE`` seconds, and ends with the session that asked for it.
     """
     if not request.user.is_authenticated:
-        return _error(401, "authentication_required", "Sign in to get a connection ticket.")
+        return _error(401, AUTHENTICATION_REQUIRED, "Sign in to get a connection ticket.")
     issued = tickets.issue(request.user, request.session.session_key)
     return JsonResponse(
         {"ticket": issued, "expires_in": realtime_settings.TICKET_MAX_AGE},

@@ -64,6 +64,13 @@ async def session_cookie(username: str) -> str:
     return await sync_to_async(login)()
 
 
+async def keep_alive(ws: WSClient) -> None:
+    """Ping every 0.3 s, as a client does, so short presence timeouts spare this one."""
+    while True:
+        await ws.send_json({"type": "ping"})
+        await asyncio.sleep(0.3)
+
+
 async def open_ws(server, *, client_id: str | None = None, cookie: str | None = None) -> WSClient:
     url = server.ws_url + WS + (f"?client_id={client_id}" if client_id else "")
     ws = WSClient(url, headers={"Cookie": cookie} if cookie else None)
@@ -196,11 +203,14 @@ async def test_killed_process_leaves_no_ghosts(start, signal_log):
     stream = "public:crash"
     watcher = await open_ws(b, client_id="w")
     await join(watcher, stream)
+    pinger = asyncio.create_task(keep_alive(watcher))
     cookie = await session_cookie("victim")
     victim = await open_ws(a, cookie=cookie)
     await join(victim, stream, {"on": "a"})
+    victim_pinger = asyncio.create_task(keep_alive(victim))
     joined = await watcher.recv_until(lambda f: f["type"] == "presence.join")
     a.kill()
+    victim_pinger.cancel()
     loop = asyncio.get_running_loop()
     killed_at = loop.time()
     left = await watcher.recv_until(lambda f: f["type"] == "presence.leave", timeout=8)
@@ -213,6 +223,7 @@ async def test_killed_process_leaves_no_ghosts(start, signal_log):
     await asyncio.sleep(0.3)
     offline = [s for s in signals_logged(signal_log) if s["signal"] == "user_offline"]
     assert len(offline) == 1 and offline[0]["pid"] == b.pid  # swept by the survivor
+    pinger.cancel()
     await watcher.close()
 
 
@@ -225,12 +236,7 @@ async def test_silent_client_times_out_of_presence(start):
     await join(quiet, stream)
 
     # The watcher keeps talking; the quiet client does not (its socket stays open).
-    async def keep_alive() -> None:
-        while True:
-            await watcher.send_json({"type": "ping"})
-            await asyncio.sleep(0.3)
-
-    pinger = asyncio.create_task(keep_alive())
+    pinger = asyncio.create_task(keep_alive(watcher))
     try:
         left = await watcher.recv_until(
             lambda f: f["type"] == "presence.leave" and f["key"] == "anon:quiet", timeout=6
@@ -249,12 +255,7 @@ async def test_sse_presence_with_http_heartbeats_on_another_process(start):
     watcher = await open_ws(a, client_id="w")
     await join(watcher, stream)
 
-    async def pinger() -> None:
-        while True:
-            await watcher.send_json({"type": "ping"})
-            await asyncio.sleep(0.3)
-
-    pings = asyncio.create_task(pinger())
+    pings = asyncio.create_task(keep_alive(watcher))
     url = (
         f"{b.http_url}/realtime/sse/?stream={stream}&presence={stream}"
         '&meta={"name":"Sam"}&client_id=sam'
