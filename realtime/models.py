@@ -50,11 +50,22 @@ class Event(models.Model):
     event = models.CharField(max_length=100)
     data = models.JSONField(encoder=DjangoJSONEncoder, null=True)
     ts = models.DateTimeField(default=timezone.now, db_index=True)
+    # Set by publishers that may retry (clients after a reconnect, services after a timeout):
+    # a second publish with the same key returns the first event instead of storing another.
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True)
+
+    # True on the Event that publish() returns for a repeated idempotency key.
+    duplicate = False
 
     class Meta:
         ordering = ["stream", "seq"]
         constraints = [
-            models.UniqueConstraint(fields=["stream", "seq"], name="realtime_event_stream_seq")
+            models.UniqueConstraint(fields=["stream", "seq"], name="realtime_event_stream_seq"),
+            models.UniqueConstraint(
+                fields=["stream", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="realtime_event_stream_key",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -145,6 +145,7 @@ class PublishFrame(TypedDict):
     event: str
     data: NotRequired[Any]
     ephemeral: NotRequired[bool]
+    key: NotRequired[str]  # idempotency key: a re-sent publish is stored once
 
 
 class PingFrame(TypedDict):

@@ -49,6 +49,17 @@ def validate_event_type(event: object, *, allow_reserved: bool = False) -> str:
     return event
 
 
+IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def validate_idempotency_key(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise InvalidEvent("An idempotency key is 1 to 64 letters, digits or _ . : -.")
+    return key
+
+
 def _prepare(stream: str, event: str, data: Any) -> tuple[str, Any, str]:
     validate_stream_name(stream)
     validate_event_type(event)
@@ -101,15 +112,20 @@ def _ephemeral(stream: str, event: str, data: Any, data_json: str) -> tuple[Even
     return stored, _message(stored, data_json)
 
 
-def _store(stream: str, event: str, data: Any, data_json: str) -> tuple[Event, LayerMessage | None]:
+def _store(
+    stream: str, event: str, data: Any, data_json: str, key: str | None = None
+) -> tuple[Event, LayerMessage | None]:
     """Append in the caller's transaction (or a new one).
 
-    Returns the message for the caller to fan out now, or ``None`` when an outer transaction
-    is open and fan-out was deferred to its commit with ``on_commit``.
+    Returns the message for the caller to fan out now, or ``None`` when there is nothing to
+    send yet (an outer transaction is open: fan-out waits for its commit with ``on_commit``)
+    or at all (a repeated idempotency key: the first publish was delivered).
     """
     outer = transaction.get_connection().in_atomic_block
     with transaction.atomic():
-        stored = store.append(stream, event, data)
+        stored = store.append(stream, event, data, key=key)
+        if stored.duplicate:
+            return stored, None
         message = _message(stored, data_json)
         if outer:
             transaction.on_commit(partial(_fan_out_sync, message), robust=True)
@@ -120,33 +136,51 @@ def _fan_out_sync(message: LayerMessage) -> None:
     async_to_sync(_fan_out_logged)(message)
 
 
-def publish(stream: str, event: str, data: Any = None, *, ephemeral: bool = False) -> Event:
+def publish(
+    stream: str,
+    event: str,
+    data: Any = None,
+    *,
+    ephemeral: bool = False,
+    idempotency_key: str | None = None,
+) -> Event:
     """Store ``data`` as the next event of ``stream`` and deliver it to every subscriber.
 
     Returns the stored ``Event`` (with ``seq``). Inside ``transaction.atomic()`` delivery waits
     for the commit and a rollback delivers nothing. ``ephemeral=True`` skips storage: no seq,
-    no history, sent at once, best effort (cursor moves, typing indicators).
+    no history, sent at once, best effort (cursor moves, typing indicators). A publish that
+    repeats an ``idempotency_key`` of the stream returns the first event (``duplicate`` set)
+    and stores and sends nothing.
     """
     _ensure_sync("publish")
     stream, data, data_json = _prepare(stream, event, data)
+    key = validate_idempotency_key(idempotency_key)
     if ephemeral:
         stored, message = _ephemeral(stream, event, data, data_json)
         async_to_sync(fan_out)(message)
         return stored
-    stored, message = _store(stream, event, data, data_json)
+    stored, message = _store(stream, event, data, data_json, key)
     if message is not None:
         _fan_out_sync(message)
     return stored
 
 
-async def apublish(stream: str, event: str, data: Any = None, *, ephemeral: bool = False) -> Event:
+async def apublish(
+    stream: str,
+    event: str,
+    data: Any = None,
+    *,
+    ephemeral: bool = False,
+    idempotency_key: str | None = None,
+) -> Event:
     """Async twin of ``publish``; the database write runs off the event loop."""
     stream, data, data_json = _prepare(stream, event, data)
+    key = validate_idempotency_key(idempotency_key)
     if ephemeral:
         stored, message = _ephemeral(stream, event, data, data_json)
         await fan_out(message)
         return stored
-    stored, pending = await database_sync_to_async(_store)(stream, event, data, data_json)
+    stored, pending = await database_sync_to_async(_store)(stream, event, data, data_json, key)
     if pending is not None:
         await _fan_out_logged(pending)
     return stored

@@ -35,21 +35,39 @@ def _info(stream: Stream) -> StreamInfo:
     return StreamInfo(stream.name, stream.epoch, stream.last_seq, stream.trimmed_seq)
 
 
-def append(name: str, event: str, data: Any, *, ts: datetime | None = None) -> Event:
+def append(
+    name: str, event: str, data: Any, *, ts: datetime | None = None, key: str | None = None
+) -> Event:
     """Store one event with the stream's next seq; must run inside ``transaction.atomic``.
 
     The ``UPDATE`` of the stream row takes its row lock until the transaction ends, so
     concurrent publishers to one stream queue behind each other: seqs are allocated without
     duplicates or gaps (a rolled-back seq is reused), and commit in seq order.
+
+    With an idempotency ``key`` already used on the stream (and still retained), nothing is
+    stored: the earlier event is returned with ``duplicate = True``.
     """
     assert transaction.get_connection().in_atomic_block, "append() needs an atomic block"
+    if key is not None:
+        Stream.objects.get_or_create(name=name)
+        locked = Stream.objects.select_for_update().get(name=name)
+        earlier = Event.objects.filter(stream=locked, idempotency_key=key).first()
+        if earlier is not None:
+            earlier.stream = locked
+            earlier.duplicate = True
+            return earlier
     bumped = Stream.objects.filter(name=name).update(last_seq=F("last_seq") + 1)
     if not bumped:
         Stream.objects.get_or_create(name=name)
         Stream.objects.filter(name=name).update(last_seq=F("last_seq") + 1)
     stream = Stream.objects.get(name=name)
     stored = Event.objects.create(
-        stream=stream, seq=stream.last_seq, event=event, data=data, ts=ts or timezone.now()
+        stream=stream,
+        seq=stream.last_seq,
+        event=event,
+        data=data,
+        ts=ts or timezone.now(),
+        idempotency_key=key,
     )
     rule = retention.rule_for(name)
     if rule.max_events is not None and stream.last_seq - stream.trimmed_seq > rule.max_events:

@@ -225,6 +225,13 @@ class WebSocketConnection(BaseConnection):
         stream = await self.check("publish", frame["stream"])
         validate_event_type(frame["event"])
         stored = await apublish(
-            stream, frame["event"], frame.get("data"), ephemeral=frame.get("ephemeral", False)
+            stream,
+            frame["event"],
+            frame.get("data"),
+            ephemeral=frame.get("ephemeral", False),
+            idempotency_key=frame.get("key"),
         )
-        await self.reply({"type": "ack", "id": frame.get("id"), "seq": stored.seq})
+        ack: dict[str, Any] = {"type": "ack", "id": frame.get("id"), "seq": stored.seq}
+        if stored.duplicate:
+            ack["duplicate"] = True
+        await self.reply(ack)

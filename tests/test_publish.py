@@ -175,3 +175,20 @@ async def test_reset_tells_subscribers(listener):
     info = await realtime.areset("s")
     message = await listener.get()
     assert message == {"type": "realtime.reset", "stream": "s", "epoch": info.epoch, "seq": 0}
+
+
+async def test_idempotency_key_stores_and_sends_once(listener):
+    await listener.join("s")
+    first = await realtime.apublish("s", "order.paid", {"n": 1}, idempotency_key="pay-42")
+    again = await realtime.apublish("s", "order.paid", {"n": 1}, idempotency_key="pay-42")
+    other = await realtime.apublish("s", "order.paid", {"n": 2}, idempotency_key="pay-43")
+    assert (first.seq, first.duplicate) == (1, False)
+    assert (again.seq, again.duplicate, again.pk) == (1, True, first.pk)
+    assert other.seq == 2
+    assert [(await listener.get())["seq"] for _ in range(2)] == [1, 2]
+    await listener.assert_silent()
+    assert await sync_to_async(stored)("s") == [1, 2]
+    # Keys belong to a stream: the same key elsewhere is a new event.
+    assert (await realtime.apublish("t", "e", idempotency_key="pay-42")).seq == 1
+    with pytest.raises(InvalidEvent):
+        await realtime.apublish("s", "e", idempotency_key="has space")
