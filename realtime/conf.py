@@ -66,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_MAX_META_SIZE": 2048,
     # Stream patterns whose presence is sent as occupancy counts only (big rooms).
     "PRESENCE_COUNTS_ONLY": [],
+    # Accept WebSocket handshakes at all; False refuses them (HTTP 403) so clients fall back
+    # to SSE — for testing that fallback, or behind infrastructure that breaks WebSocket.
+    "WEBSOCKET_ENABLED": True,
     # --- Security (docs/security.md) --------------------------------------------------
     # Dotted path of the class deciding who may subscribe to and publish on which stream.
     "POLICY": "realtime.policy.RulesPolicy",

@@ -171,6 +171,10 @@ class BaseConnection:
         if not self.closed:
             self._outbox.append(self.encode_presence(sub, kind, frame))
 
+    def snapshot(self, sub: Subscription, frame: str) -> None:
+        if not self.closed:
+            self._outbox.append(self.encode_snapshot(sub, frame))
+
     def queue(self, text: str) -> None:
         if not self.closed:
             self._outbox.append(text)
@@ -200,6 +204,9 @@ class BaseConnection:
         raise NotImplementedError
 
     def encode_presence(self, sub: Subscription, kind: str, frame: str) -> str:
+        raise NotImplementedError
+
+    def encode_snapshot(self, sub: Subscription, frame: str) -> str:
         raise NotImplementedError
 
     async def write(self, text: str) -> None:

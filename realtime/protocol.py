@@ -86,6 +86,7 @@ RESERVED_EVENT_PREFIXES = ("realtime.", "presence.")
 SSE_SUBSCRIBED = "realtime.subscribed"
 SSE_ERROR = "realtime.error"
 SSE_WELCOME = "realtime.welcome"
+SSE_SNAPSHOT = "realtime.snapshot"
 
 FrameId = str | int
 

@@ -28,6 +28,7 @@ from realtime.protocol import (
     PROTOCOL_VERSION,
     REVOKED,
     SSE_ERROR,
+    SSE_SNAPSHOT,
     SSE_SUBSCRIBED,
     SSE_WELCOME,
     TOO_MANY_SUBSCRIPTIONS,
@@ -84,6 +85,11 @@ class SSEConnection(BaseConnection):
 
     def encode_presence(self, sub: Subscription, kind: str, frame: str) -> str:
         return sse_message(frame, event=f"presence.{kind}")
+
+    def encode_snapshot(self, sub: Subscription, frame: str) -> str:
+        assert sub.epoch is not None
+        self.positions[sub.stream] = (sub.epoch, sub.position)
+        return sse_message(frame, event=SSE_SNAPSHOT, id=encode_cursor(self.positions))
 
     async def write(self, text: str) -> None:
         await self.send({"type": "http.response.body", "body": text.encode(), "more_body": True})

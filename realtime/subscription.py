@@ -17,7 +17,9 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from realtime import store
+from channels.db import database_sync_to_async
+
+from realtime import snapshots, store
 from realtime.conf import realtime_settings
 from realtime.protocol import SubscribedFrame, dumps, event_frame, format_ts
 
@@ -44,6 +46,8 @@ class Connection(Protocol):
 
     def presence(self, sub: Subscription, kind: str, frame: str) -> None: ...
 
+    def snapshot(self, sub: Subscription, frame: str) -> None: ...
+
     async def flush(self) -> None: ...
 
 
@@ -63,6 +67,7 @@ class Subscription:
         "requested_epoch",
         "sees_presence",
         "since",
+        "snapshot_at",
         "stream",
         "syncing",
         "task",
@@ -92,6 +97,7 @@ class Subscription:
         # While not None, presence frames wait here for this subscription's presence.state.
         self.presence_buffer: list[dict[str, Any]] | None = None
         self.presence_ref: str | None = None  # this connection's meta, once joined
+        self.snapshot_at: int | None = None  # a snapshot is due, taken at this head
         # Whether the policy lets this subscriber see the stream's presence.
         self.sees_presence = True
 
@@ -162,6 +168,8 @@ class Subscription:
 
     async def _sync_step(self) -> bool:
         """One round of catching up; returns True once the subscription is live."""
+        if self.snapshot_at is not None:
+            await self._send_snapshot(self.snapshot_at)
         batch = int(realtime_settings.REPLAY_BATCH_SIZE)
         rows, info = await store.aread(self.stream, self.position, batch)
         if not self.active:
@@ -181,6 +189,9 @@ class Subscription:
             # Retention deleted events this subscription had not delivered yet.
             self.position = (rows[0].seq - 1) if rows else info.trimmed_seq
             self.conn.subscribed(self, self.subscribed_frame(info.last_seq, False))
+            if snapshots.find(self.stream) is not None:
+                self.snapshot_at = info.last_seq
+                return False
         for row in rows:
             self.position = row.seq
             self.conn.deliver(
@@ -210,6 +221,19 @@ class Subscription:
         self.epoch, self.position = info.epoch, start
         self.pending = [m for m in self.pending if m["epoch"] == info.epoch]
         self.conn.subscribed(self, self.subscribed_frame(info.last_seq, recovered))
+        if not recovered and snapshots.find(self.stream) is not None:
+            self.snapshot_at = info.last_seq
+
+    async def _send_snapshot(self, head: int) -> None:
+        """The current state instead of what history is left; delivery goes on after ``head``."""
+        func = snapshots.find(self.stream)
+        self.snapshot_at = None
+        if func is None:
+            return
+        data = await database_sync_to_async(func)(self.stream, getattr(self.conn, "user", None))
+        frame = {"type": "snapshot", "stream": self.stream, "seq": head, "data": data}
+        self.position = max(self.position, head)
+        self.conn.snapshot(self, dumps(frame))
 
     def _drain(self) -> bool:
         """Deliver buffered live events that continue the position; True when live again."""

@@ -81,6 +81,9 @@ class WebSocketConnection(BaseConnection):
     def encode_presence(self, sub: Subscription, kind: str, frame: str) -> str:
         return frame
 
+    def encode_snapshot(self, sub: Subscription, frame: str) -> str:
+        return frame
+
     async def write(self, text: str) -> None:
         await self.send({"type": "websocket.send", "text": text})
 
@@ -113,6 +116,8 @@ class WebSocketConnection(BaseConnection):
         if message["type"] != "websocket.connect":
             return
         refusal = None if origin_allowed(self.scope) else (403, FORBIDDEN_ORIGIN, "")
+        if not self.settings.WEBSOCKET_ENABLED:
+            refusal = (403, "websocket_disabled", "")
         refusal = refusal or await self.admit()
         if refusal is not None:
             # Closing before accepting makes the server answer the handshake with HTTP 403:

@@ -36,6 +36,12 @@ class Recorder:
     def subscribed(self, sub: Any, frame: Any) -> None:
         self.frames.append(dict(frame))
 
+    def presence(self, sub: Any, kind: str, frame: str) -> None:
+        self.frames.append(json.loads(frame))
+
+    def snapshot(self, sub: Any, frame: str) -> None:
+        self.frames.append(json.loads(frame))
+
     async def flush(self) -> None:
         self._changed.set()
 
@@ -229,3 +235,32 @@ async def test_the_hub_sweeps_expired_history(hub, settings):
             await asyncio.sleep(0.1)
     rows, info = await store.aread("old", 0, 10)
     assert rows == [] and info.last_seq == 2
+
+
+async def test_unrecoverable_subscription_gets_a_snapshot(hub, settings):
+    from realtime import snapshots
+
+    settings.REALTIME = {"RECONCILE_INTERVAL": 0.3, "RETENTION": {"*": {"max_events": 2}}}
+    snapshots.register("snap:*", lambda stream, user: {"stream": stream, "user": user})
+    try:
+        for n in range(5):
+            await realtime.apublish("snap:1", "e", n)
+        rec = Recorder()
+        await hub.subscribe(rec, "snap:1", since=1)
+        async with asyncio.timeout(5):
+            while not any(f["type"] == "snapshot" for f in rec.frames):
+                await asyncio.sleep(0.02)
+        await realtime.apublish("snap:1", "e", 5)
+        await rec.wait_for_seq(6)
+        kinds = [f["type"] for f in rec.frames]
+        assert kinds == ["subscribed", "snapshot", "event"]
+        assert rec.frames[0]["recovered"] is False
+        assert rec.frames[1] == {
+            "type": "snapshot",
+            "stream": "snap:1",
+            "seq": 5,
+            "data": {"stream": "snap:1", "user": None},
+        }
+        assert rec.seqs() == [6]  # not the retained 4 and 5: the snapshot holds them
+    finally:
+        snapshots.unregister("snap:*")
