@@ -98,7 +98,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, the same as
+                # channels-redis's blocking BZPOPMIN: receives fail and pop messages into the
+                # void (django/channels_redis#422). Give reads more time than the pop.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
                 # Each process's hub receives every event of the streams it serves: give
                 # its channel room for bursts (the default of 100 drops silently).
@@ -121,6 +124,26 @@ REALTIME = {
     "RECONCILE_INTERVAL": _env_float("REALTIME_RECONCILE_INTERVAL", 5),
     "PRESENCE_TIMEOUT": _env_float("REALTIME_PRESENCE_TIMEOUT", 30),
     "PRESENCE_GRACE": _env_float("REALTIME_PRESENCE_GRACE", 3),
+    # First match wins: the chat and cursors demos let anyone publish from the browser;
+    # other public: streams are read-only for clients.
+    "RULES": {
+        "public:chat:*": {
+            "subscribe": "anyone",
+            "history": "anyone",
+            "presence": "anyone",
+            "publish": "anyone",
+        },
+        "public:cursors:*": {
+            "subscribe": "anyone",
+            "history": "anyone",
+            "presence": "anyone",
+            "publish": "anyone",
+        },
+        "public:*": "public",
+        # The task board's live model decides who reads its streams (docs/live-models.md).
+        "tasks": "realtime.live.rule",
+        "tasks:*": "realtime.live.rule",
+    },
 }
 
 LANGUAGE_CODE = "en-us"
@@ -139,6 +162,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "realtime": {"handlers": ["console"], "level": os.environ.get("REALTIME_LOG", "INFO")},
+        "realtime": {
+            "handlers": ["console"],
+            "level": os.environ.get("REALTIME_LOG", "INFO"),
+            "propagate": False,
+        },
     },
 }

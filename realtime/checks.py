@@ -25,6 +25,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         policy.rules.cache_clear()
         if issubclass(realtime_settings.POLICY, policy.RulesPolicy):
             policy.rules()
+        from realtime.api.authentication import api_tokens
+
+        api_tokens()  # the REST API's server tokens: a list of long strings
     except ImproperlyConfigured as exc:
         errors.append(Error(str(exc), id="realtime.E001"))
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
@@ -73,6 +76,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="realtime.W002",
                 )
             )
+    warnings += _check_redis_timeouts(layers.get(alias, {}))
     if origins is not None and "*" in origins:
         warnings.append(
             Warning(
@@ -108,3 +112,35 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return warnings
+
+
+def _check_redis_timeouts(layer: dict[str, Any]) -> list[Any]:
+    """redis-py 8 times out socket reads after 5 s, which channels-redis's blocking receive
+    (also 5 s) trips over, losing messages (django/channels_redis#422)."""
+    if not layer.get("BACKEND", "").startswith("channels_redis.core."):
+        return []
+    try:
+        import redis
+
+        major = int(redis.__version__.split(".")[0])
+    except (ImportError, ValueError):
+        return []
+    if major < 8:
+        return []
+
+    def patient(host: Any) -> bool:
+        if not isinstance(host, dict) or "socket_timeout" not in host:
+            return False
+        return host["socket_timeout"] is None or host["socket_timeout"] > 5
+
+    short = [host for host in layer.get("CONFIG", {}).get("hosts", []) if not patient(host)]
+    if not short:
+        return []
+    return [
+        Warning(
+            "redis-py 8 gives socket reads a 5 s timeout, which channels-redis's 5 s blocking "
+            "receive trips over: receives fail and messages are lost (channels_redis#422).",
+            hint='Give each host more: {"address": "redis://...", "socket_timeout": 15}.',
+            id="realtime.W007",
+        )
+    ]

@@ -94,6 +94,10 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": {"rate": 50, "burst": 100},
     # Deepest nesting of arrays/objects accepted in a client frame.
     "MAX_JSON_DEPTH": 32,
+    # --- REST API (docs/api.md) -------------------------------------------------------
+    # Server API tokens: a backend sending "Authorization: Bearer <token>" with one of these
+    # may use the whole REST API, publishing included. A list, so a token can be rotated.
+    "API_TOKENS": [],
 }
 
 IMPORT_STRINGS = {"POLICY", "TOKEN_AUTHENTICATOR"}

@@ -30,6 +30,7 @@ from realtime.protocol import (
     TOO_MANY_SUBSCRIPTIONS,
     SubscribedFrame,
 )
+from realtime.stats import stats
 from realtime.streams import validate_stream_name
 from realtime.subscription import Subscription
 
@@ -150,17 +151,21 @@ class BaseConnection:
         """Record the connection (after the handshake succeeded)."""
         await self.hub.attach(self)
         self._attached = True
+        stats.connections[self.transport] += 1
 
     async def detach(self) -> None:
         """Drop subscriptions now; presence and the record go after the grace period."""
         self.closed = True
         await self.unsubscribe_all()
         if self._attached:
+            self._attached = False
+            stats.connections[self.transport] -= 1
             self.hub.detach(self)
 
     # --- hub callbacks (queue only) ----------------------------------------------------
     def deliver(self, sub: Subscription, event: str, frame: str) -> None:
         if not self.closed:
+            stats.deliveries += 1
             self._outbox.append(self.encode_event(sub, event, frame))
 
     def subscribed(self, sub: Subscription, frame: SubscribedFrame) -> None:
@@ -232,12 +237,16 @@ class BaseConnection:
         sub = await self.hub.subscribe(self, stream, sub_id=sub_id, since=since, epoch=epoch)
         sub.sees_presence = sees_presence
         self.subscriptions[stream] = sub
+        stats.subscriptions += 1
+        if since is not None:
+            stats.resumes += 1
         return sub
 
     async def unsubscribe(self, stream: str) -> None:
         sub = self.subscriptions.pop(stream, None)
         if sub is None:
             return
+        stats.subscriptions -= 1
         if stream in self.presence_meta and not self.closed:
             await self.hub.leave_presence(self, [stream])
         await self.hub.unsubscribe(sub)

@@ -35,6 +35,7 @@ from channels.layers import get_channel_layer
 from realtime import presence, registry, revocation, store, tickets
 from realtime.conf import realtime_settings
 from realtime.protocol import dumps
+from realtime.stats import stats
 from realtime.streams import group_name
 from realtime.subscription import Connection, Subscription
 
@@ -364,6 +365,9 @@ class Hub:
         if state is None:
             return
         if kind == "realtime.event":
+            stats.received += 1
+            if "t" in message:
+                stats.observe_latency(max(0.0, time.time() - message["t"]))
             dirty = [sub.conn for sub in list(state.subs) if sub.offer(message)]
             for conn in dirty:
                 await conn.flush()

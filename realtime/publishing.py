@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from functools import partial
 from typing import Any
 
@@ -26,6 +27,7 @@ from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidEvent, SyncInAsyncContext
 from realtime.models import Event, Stream
 from realtime.protocol import RESERVED_EVENT_PREFIXES, event_frame, format_ts, normalize
+from realtime.stats import stats
 from realtime.streams import group_name, validate_stream_name
 
 logger = logging.getLogger("realtime.publish")
@@ -92,7 +94,8 @@ async def fan_out(message: LayerMessage) -> None:
         raise InvalidEvent(
             f"No channel layer {realtime_settings.CHANNEL_LAYER!r} in CHANNEL_LAYERS."
         )
-    await layer.group_send(group_name(message["stream"]), message)
+    # The hubs time publish-to-fan-out latency from here (wall clocks: keep them in sync).
+    await layer.group_send(group_name(message["stream"]), {**message, "t": time.time()})
 
 
 async def _fan_out_logged(message: LayerMessage) -> None:
@@ -126,6 +129,7 @@ def _store(
         stored = store.append(stream, event, data, key=key)
         if stored.duplicate:
             return stored, None
+        stats.published += 1
         message = _message(stored, data_json)
         if outer:
             transaction.on_commit(partial(_fan_out_sync, message), robust=True)

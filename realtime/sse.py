@@ -42,6 +42,7 @@ from realtime.protocol import (
     sse_comment,
     sse_message,
 )
+from realtime.stats import stats
 from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.sse")
@@ -98,6 +99,7 @@ class SSEConnection(BaseConnection):
     async def respond_error(
         self, status: int, code: str, message: str, *, allow: bytes | None = None
     ) -> None:
+        stats.errors[code] += 1
         body = dumps({"error": {"code": code, "message": message}}).encode()
         extra = [(b"allow", allow)] if allow else []
         await self.send(
@@ -162,6 +164,7 @@ class SSEConnection(BaseConnection):
             refusal = (403, FORBIDDEN_ORIGIN, "This origin may not open event streams here.")
         refusal = refusal or await self.admit()
         if refusal is not None:
+            stats.auth_failures[refusal[1]] += 1
             await self.respond_error(*refusal)
             return
         try:

@@ -22,6 +22,7 @@ from channels.db import database_sync_to_async
 from realtime import snapshots, store
 from realtime.conf import realtime_settings
 from realtime.protocol import SubscribedFrame, dumps, event_frame, format_ts
+from realtime.stats import stats
 
 logger = logging.getLogger("realtime.hub")
 
@@ -171,7 +172,9 @@ class Subscription:
         if self.snapshot_at is not None:
             await self._send_snapshot(self.snapshot_at)
         batch = int(realtime_settings.REPLAY_BATCH_SIZE)
+        logger.debug("Catching up %s from seq %d.", self.stream, self.position)
         rows, info = await store.aread(self.stream, self.position, batch)
+        logger.debug("Read %d events of %s (head %s).", len(rows), self.stream, info)
         if not self.active:
             return True
         if info is None or info.epoch != self.epoch:
@@ -192,6 +195,7 @@ class Subscription:
             if snapshots.find(self.stream) is not None:
                 self.snapshot_at = info.last_seq
                 return False
+        stats.replayed += len(rows)
         for row in rows:
             self.position = row.seq
             self.conn.deliver(

@@ -1,7 +1,7 @@
 """The app's HTTP URLs; mount them at ``realtime/``:
 ``path("realtime/", include("realtime.urls"))``."""
 
-from django.urls import path
+from django.urls import include, path
 
 from realtime import views
 
@@ -10,4 +10,5 @@ app_name = "realtime"
 urlpatterns = [
     path("heartbeat/", views.heartbeat, name="heartbeat"),
     path("ticket/", views.ticket, name="ticket"),
+    path("api/", include("realtime.api.urls")),  # the REST API: docs/api.md
 ]

@@ -41,6 +41,7 @@ from realtime.protocol import (
     parse_client_frame,
 )
 from realtime.publishing import apublish, validate_event_type
+from realtime.stats import stats
 from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.websocket")
@@ -92,6 +93,7 @@ class WebSocketConnection(BaseConnection):
         await self.flush()
 
     async def error(self, code: str, message: str, frame_id: FrameId | None = None) -> None:
+        stats.errors[code] += 1
         await self.reply(dict(error_frame(code, message, frame_id)))
 
     async def close(self, code: int) -> None:
@@ -123,6 +125,7 @@ class WebSocketConnection(BaseConnection):
             # Closing before accepting makes the server answer the handshake with HTTP 403:
             # the client learns nothing, and no frame is ever sent on this connection.
             logger.info("Refused WebSocket %s: %s.", self.remote_addr, refusal[1])
+            stats.auth_failures[refusal[1]] += 1
             await self.send({"type": "websocket.close", "code": CLOSE_FORBIDDEN})
             return
         accept: dict[str, Any] = {"type": "websocket.accept"}

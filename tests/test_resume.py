@@ -25,11 +25,15 @@ async def subscribe(ws: WSClient, stream: str, **fields: Any) -> dict[str, Any]:
 
 async def events_until(ws: WSClient, stream: str, last: int, timeout: float = 10) -> list[int]:
     seqs: list[int] = []
-    async with asyncio.timeout(timeout):
-        while not seqs or seqs[-1] < last:
-            frame = await ws.recv_json(timeout=timeout)
-            if frame["type"] == "event" and frame["stream"] == stream:
-                seqs.append(frame["seq"])
+    try:
+        async with asyncio.timeout(timeout):
+            while not seqs or seqs[-1] < last:
+                frame = await ws.recv_json(timeout=timeout)
+                if frame["type"] == "event" and frame["stream"] == stream:
+                    seqs.append(frame["seq"])
+    except TimeoutError:
+        tail = ws.received[-3:]
+        raise AssertionError(f"waited for #{last}; got {len(seqs)} events, last {tail}") from None
     return seqs
 
 
@@ -85,6 +89,10 @@ async def test_no_gap_no_duplicate_at_the_replay_live_seam(daphne_server):
                 clients.append((ws, start, subscribed))
         await asyncio.gather(*publishers)
         for ws, start, subscribed in clients:
+            if start == total:  # subscribed after the last publish: nothing more may come
+                with pytest.raises(AssertionError, match="no WebSocket frame"):
+                    await ws.recv_json(timeout=0.3)
+                continue
             seqs = await events_until(ws, stream, total)
             assert seqs == list(range(start + 1, total + 1)), subscribed
     finally:

@@ -1,0 +1,162 @@
+"""What the REST API reads and writes; the OpenAPI schema is generated from these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from realtime.exceptions import RealtimeError
+from realtime.protocol import INVALID_EVENT
+from realtime.publishing import validate_event_type, validate_idempotency_key
+
+
+def _wire(exc: RealtimeError) -> serializers.ValidationError:
+    """A ``RealtimeError`` as a validation error carrying its wire code (``invalid_event``)."""
+    return serializers.ValidationError(exc.message, code=exc.code)
+
+
+class WireString(serializers.CharField):
+    """A JSON string, never coerced (DRF's ``CharField`` would turn ``5`` into ``"5"``)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a JSON string.", code=INVALID_EVENT)
+        return str(super().to_internal_value(data))
+
+
+class PublishSerializer(serializers.Serializer[Any]):
+    """``POST streams/<stream>/events/``: the event to publish."""
+
+    event = WireString(
+        trim_whitespace=False,
+        allow_blank=True,  # so "" is refused as a bad event type, like over WebSocket
+        help_text="Event type: 1-100 of A-Z a-z 0-9 _ . : - (not realtime.* or presence.*).",
+    )
+    data = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Any JSON value; at most MAX_EVENT_SIZE bytes encoded compactly.",
+    )
+    key = WireString(
+        required=False,
+        allow_null=True,
+        default=None,
+        trim_whitespace=False,
+        help_text="Idempotency key (1-64 of A-Z a-z 0-9 _ . : -); the Idempotency-Key header "
+        "does the same. A repeat returns the first event and stores nothing.",
+    )
+
+    def validate_event(self, value: str) -> str:
+        try:
+            return validate_event_type(value)
+        except RealtimeError as exc:
+            raise _wire(exc) from exc
+
+    def validate_key(self, value: str | None) -> str | None:
+        try:
+            return validate_idempotency_key(value)
+        except RealtimeError as exc:
+            raise _wire(exc) from exc
+
+
+class EventSerializer(serializers.Serializer[Any]):
+    """A stored event, as in the WebSocket ``event`` frame (without ``type``)."""
+
+    stream = serializers.CharField()
+    seq = serializers.IntegerField()
+    event = WireString()
+    data = serializers.JSONField(allow_null=True)
+    ts = serializers.CharField(help_text="ISO 8601 UTC with milliseconds.")
+
+
+class PublishedSerializer(EventSerializer):
+    """The answer to a publish: the stored event, its stream's epoch, and ``duplicate``."""
+
+    epoch = serializers.CharField()
+    duplicate = serializers.BooleanField(
+        help_text="True when the idempotency key was used before: this is the first event."
+    )
+
+
+class HistorySerializer(serializers.Serializer[Any]):
+    """A page of a stream's history."""
+
+    stream = serializers.CharField()
+    epoch = serializers.CharField()
+    seq = serializers.IntegerField(help_text="The stream's head: seq of its newest event.")
+    since = serializers.IntegerField(help_text="The events are those after this seq.")
+    recovered = serializers.BooleanField(
+        help_text="False when events after `since` were deleted by retention, or `epoch` "
+        "named another history: the page then starts at the oldest retained event."
+    )
+    events = EventSerializer(many=True)
+    next = serializers.CharField(
+        allow_null=True, help_text="URL of the next page; null when this page reached the head."
+    )
+
+
+class StreamSerializer(serializers.Serializer[Any]):
+    stream = serializers.CharField()
+    epoch = serializers.CharField()
+    seq = serializers.IntegerField(help_text="Seq of the newest event (0: none yet).")
+    trimmed_seq = serializers.IntegerField(
+        help_text="Seq of the newest event retention deleted: history is (trimmed_seq, seq]."
+    )
+
+
+class StreamListSerializer(serializers.Serializer[Any]):
+    streams = StreamSerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="URL of the next page, or null.")
+
+
+class PresenceMetaSerializer(serializers.Serializer[Any]):
+    ref = serializers.CharField()
+    meta = serializers.JSONField()
+
+
+class PresenceMemberSerializer(serializers.Serializer[Any]):
+    metas = PresenceMetaSerializer(many=True)
+
+
+class PresenceCountSerializer(serializers.Serializer[Any]):
+    members = serializers.IntegerField()
+    connections = serializers.IntegerField()
+
+
+class PresenceSerializer(serializers.Serializer[Any]):
+    """Members as in the ``presence.state`` frame (``null`` for PRESENCE_COUNTS_ONLY)."""
+
+    stream = serializers.CharField()
+    members = serializers.DictField(
+        child=PresenceMemberSerializer(),
+        allow_null=True,
+        help_text="Member key -> its connections' metadata; null on counts-only streams.",
+    )
+    count = PresenceCountSerializer()
+
+
+class ConnectionSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField()
+    transport = serializers.CharField()
+    user = serializers.CharField(allow_null=True, help_text="The user's pk, or null.")
+    server = serializers.CharField(help_text="hostname:pid of the process holding it.")
+    remote_addr = serializers.CharField()
+    user_agent = serializers.CharField()
+    connected_at = serializers.DateTimeField()
+
+
+class ConnectionListSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField()
+    connections = ConnectionSerializer(many=True)
+    next = serializers.CharField(allow_null=True)
+
+
+class ErrorDetailSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    error = ErrorDetailSerializer()

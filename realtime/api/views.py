@@ -1,0 +1,436 @@
+"""The REST API's views: publish and read events, list streams, see presence and connections.
+
+Synchronous DRF views (the ORM and ``realtime.publish`` are synchronous; under ASGI Django
+runs them in a worker thread). Every one checks, in this order: the stream name (400), the
+caller against the stream policy (401/403, never saying whether the stream exists), then
+the input (400/413/415), then the stream's existence (404). Nothing is stored on any error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.utils.http import urlencode
+from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONOpenAPIRenderer, JSONRenderer, OpenAPIRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.schemas import get_schema_view
+from rest_framework.views import APIView
+
+import realtime
+from realtime import presence as presence_store
+from realtime import store
+from realtime.api import serializers as s
+from realtime.api.authentication import DEFAULT_AUTHENTICATION_CLASSES, is_server, is_staff
+from realtime.api.errors import (
+    INVALID_PARAMETER,
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    APIError,
+    exception_handler,
+)
+from realtime.api.parsers import StrictJSONParser
+from realtime.api.permissions import denied, require
+from realtime.api.schema import APISchema, APISchemaGenerator, Operation, query_param
+from realtime.conf import realtime_settings
+from realtime.exceptions import RealtimeError
+from realtime.models import Connection, Stream
+from realtime.policy import get_policy
+from realtime.protocol import INVALID_EVENT, MALFORMED_JSON, format_ts, normalize
+from realtime.streams import validate_stream_name
+
+MAX_PAGE = 1000  # events, streams or connections per page
+DEFAULT_PAGE = 100
+# Streams examined per listing request when the policy filters them: the page may come back
+# short, with ``next`` to go on from, rather than scan a huge table in one request.
+LIST_SCAN_BUDGET = 5000
+
+
+class RealtimeAPIView(APIView):
+    """Base of the API's views: its own authentication, JSON only, the app's error format.
+
+    Every policy class is set here, so the project's ``REST_FRAMEWORK`` defaults (which suit
+    its own API) change nothing about this one.
+    """
+
+    authentication_classes = DEFAULT_AUTHENTICATION_CLASSES
+    permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []
+    renderer_classes = [JSONRenderer]
+    parser_classes = [StrictJSONParser]
+    content_negotiation_class = DefaultContentNegotiation
+    versioning_class = None
+    schema = APISchema()
+    operations: dict[str, Operation] = {}
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+
+def _stream(name: str) -> str:
+    try:
+        return validate_stream_name(name)
+    except RealtimeError as exc:
+        raise APIError(400, exc.code, exc.message) from exc
+
+
+def _int_param(
+    request: Request, name: str, default: int, *, minimum: int, maximum: int | None = None
+) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 18 or int(raw) < minimum:
+        raise APIError(400, INVALID_PARAMETER, f"`{name}` must be an integer >= {minimum}.")
+    value = int(raw)
+    if maximum is not None and value > maximum:
+        raise APIError(400, INVALID_PARAMETER, f"`{name}` must be at most {maximum}.")
+    return value
+
+
+def _next_url(request: Request, **params: Any) -> str:
+    query = {**request.query_params.dict(), **{k: v for k, v in params.items() if v is not None}}
+    return request.build_absolute_uri(request.path + "?" + urlencode(query))
+
+
+def _event(row: Any, stream: str) -> dict[str, Any]:
+    return {
+        "stream": stream,
+        "seq": row.seq,
+        "event": row.event,
+        "data": row.data,
+        "ts": format_ts(row.ts),
+    }
+
+
+SINCE = query_param(
+    "since",
+    "Return events after this seq (default 0: all retained history).",
+    {"type": "integer", "minimum": 0},
+)
+EPOCH = query_param(
+    "epoch",
+    "The epoch `since` belongs to; another epoch gives `recovered: false` and the retained "
+    "history of the current one.",
+    {"type": "string"},
+)
+
+
+def _limit(default_max: int = MAX_PAGE) -> dict[str, Any]:
+    return query_param(
+        "limit",
+        f"Page size (default {DEFAULT_PAGE}, at most {default_max}).",
+        {"type": "integer", "minimum": 1, "maximum": default_max},
+    )
+
+
+class StreamEventsView(RealtimeAPIView):
+    """``POST`` publishes an event; ``GET`` pages through the stream's history."""
+
+    operations = {
+        "post": Operation(
+            operation_id="publishEvent",
+            summary="Publish an event to a stream.",
+            description="Stores the event with the stream's next seq and delivers it to every "
+            "subscriber, as `realtime.publish()` does. Allowed when the stream policy allows "
+            "`publish` for the caller, for staff users, and for server API tokens. A repeated "
+            "idempotency key (`key`, or the `Idempotency-Key` header) answers 200 with the "
+            "first event and `duplicate: true`, storing nothing.",
+            request=s.PublishSerializer,
+            responses={201: s.PublishedSerializer, 200: s.PublishedSerializer},
+            errors=(400, 401, 403, 413, 415),
+            headers=(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "Same as `key` in the body.",
+                    "schema": {"type": "string", "maxLength": 64},
+                },
+            ),
+        ),
+        "get": Operation(
+            operation_id="listEvents",
+            summary="Read a stream's history, a page at a time.",
+            description="Needs the `history` permission. Follow `next` until it is null.",
+            responses={200: s.HistorySerializer},
+            errors=(400, 401, 403, 404),
+            query=(SINCE, EPOCH, _limit()),
+        ),
+    }
+
+    def post(self, request: Request, stream: str) -> Response:
+        stream = _stream(stream)
+        require(request, "publish", stream)
+        if request.stream is None:  # no body (DRF would take it for an empty form)
+            raise APIError(400, MALFORMED_JSON, "Send the event as a JSON object.")
+        body = s.PublishSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        key = body.validated_data["key"]
+        header = request.headers.get("Idempotency-Key")
+        if header is not None:
+            if key is not None and key != header:
+                raise APIError(400, INVALID_EVENT, "`key` and the Idempotency-Key header differ.")
+            key = s.PublishSerializer().validate_key(header)
+        data = body.validated_data["data"]
+        _, data_json = normalize(data)
+        limit = int(realtime_settings.MAX_EVENT_SIZE)
+        if len(data_json.encode()) > limit:
+            raise APIError(
+                413, PAYLOAD_TOO_LARGE, f"Event data is larger than MAX_EVENT_SIZE ({limit} bytes)."
+            )
+        stored = realtime.publish(stream, body.validated_data["event"], data, idempotency_key=key)
+        answer = {
+            **_event(stored, stream),
+            "epoch": stored.stream.epoch,
+            "duplicate": bool(stored.duplicate),
+        }
+        return Response(
+            answer,
+            status=status.HTTP_200_OK if stored.duplicate else status.HTTP_201_CREATED,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    def get(self, request: Request, stream: str) -> Response:
+        stream = _stream(stream)
+        require(request, "history", stream)
+        since = _int_param(request, "since", 0, minimum=0)
+        limit = _int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
+        epoch = request.query_params.get("epoch") or None
+        info = store.stream_info(stream)
+        if info is None:
+            raise APIError(404, NOT_FOUND, f"No stream {stream!r}.")
+        recovered = not (
+            (epoch is not None and epoch != info.epoch)
+            or since > info.last_seq
+            or since < info.trimmed_seq
+        )
+        start = since if recovered else info.trimmed_seq
+        rows, now = store.read(stream, start, limit)
+        if now is None or now.epoch != info.epoch:
+            # Reset while we read: the rows may belong to either history. Start over.
+            now = now or info
+            rows, recovered, start = [], False, 0
+        elif rows and rows[0].seq != start + 1:
+            recovered = False  # retention deleted some of them meanwhile
+        last = rows[-1].seq if rows else start
+        more = bool(rows) and last < now.last_seq
+        return Response(
+            {
+                "stream": stream,
+                "epoch": now.epoch,
+                "seq": now.last_seq,
+                "since": since,
+                "recovered": recovered,
+                "events": [_event(row, stream) for row in rows],
+                "next": _next_url(request, since=last, epoch=now.epoch) if more else None,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+class StreamListView(RealtimeAPIView):
+    """``GET``: the streams the caller may subscribe to, by name, with their positions."""
+
+    operations = {
+        "get": Operation(
+            operation_id="listStreams",
+            summary="List streams with their head seq and epoch.",
+            description="Lists the stored streams the caller may `subscribe` to (staff users "
+            "and server tokens see all), ordered by name. A page may hold fewer than `limit` "
+            "streams when many were filtered out; follow `next` until it is null.",
+            responses={200: s.StreamListSerializer},
+            errors=(400, 401),
+            query=(
+                query_param(
+                    "prefix", "Only streams whose name starts with this.", {"type": "string"}
+                ),
+                query_param(
+                    "after",
+                    "Only streams named after this (the `next` cursor).",
+                    {"type": "string"},
+                ),
+                _limit(),
+            ),
+        )
+    }
+
+    def get(self, request: Request) -> Response:
+        limit = _int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
+        prefix = request.query_params.get("prefix", "")
+        after = request.query_params.get("after", "")
+        rows = Stream.objects.order_by("name")
+        if prefix:
+            rows = rows.filter(name__startswith=prefix)
+        if after:
+            rows = rows.filter(name__gt=after)
+        see_all = is_server(request) or is_staff(request)
+        scan = limit + 1 if see_all else max(LIST_SCAN_BUDGET, limit + 1)
+        candidates = list(rows[:scan])
+        visible = candidates if see_all else self._visible(request, candidates, limit + 1)
+        page = visible[:limit]
+        if len(visible) > limit:
+            next_after: str | None = page[-1].name
+        elif not see_all and len(candidates) == scan:
+            next_after = candidates[-1].name  # budget spent: go on from the last one examined
+        else:
+            next_after = None
+        return Response(
+            {
+                "streams": [
+                    {
+                        "stream": row.name,
+                        "epoch": row.epoch,
+                        "seq": row.last_seq,
+                        "trimmed_seq": row.trimmed_seq,
+                    }
+                    for row in page
+                ],
+                "next": _next_url(request, after=next_after) if next_after else None,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @staticmethod
+    def _visible(request: Request, candidates: list[Stream], wanted: int) -> list[Stream]:
+        """The candidates the policy lets the caller ``subscribe`` to, at most ``wanted``."""
+        policy, user = get_policy(), request.user
+
+        async def check() -> list[Stream]:
+            found: list[Stream] = []
+            for row in candidates:
+                if await policy.has_permission("subscribe", user, row.name):
+                    found.append(row)
+                    if len(found) >= wanted:
+                        break
+            return found
+
+        return async_to_sync(check)()
+
+
+class PresenceView(RealtimeAPIView):
+    """``GET``: who is present on a stream, as the ``presence.state`` frame has it."""
+
+    operations = {
+        "get": Operation(
+            operation_id="getPresence",
+            summary="The members present on a stream.",
+            description="Needs the `presence` permission. On PRESENCE_COUNTS_ONLY streams, "
+            "`members` is null (except for staff users and server tokens).",
+            responses={200: s.PresenceSerializer},
+            errors=(400, 401, 403),
+        )
+    }
+
+    def get(self, request: Request, stream: str) -> Response:
+        stream = _stream(stream)
+        require(request, "presence", stream)
+        members = presence_store.members(stream)
+        count = {
+            "members": len(members),
+            "connections": sum(len(member.metas) for member in members),
+        }
+        hidden = presence_store.counts_only(stream) and not (
+            is_server(request) or is_staff(request)
+        )
+        listing = None
+        if not hidden:
+            # As in presence frames: refs and metadata, never connection ids (which are the
+            # connections' secrets for the heartbeat endpoint).
+            listing = {
+                member.key: {"metas": [{"ref": m.ref, "meta": m.meta} for m in member.metas]}
+                for member in members
+            }
+        return Response(
+            {"stream": stream, "members": listing, "count": count},
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+class ConnectionListView(RealtimeAPIView):
+    """``GET``: the open connections on every process (staff users and server tokens)."""
+
+    operations = {
+        "get": Operation(
+            operation_id="listConnections",
+            summary="Open WebSocket and SSE connections, newest first.",
+            description="For staff users and server tokens only.",
+            responses={200: s.ConnectionListSerializer},
+            errors=(400, 401, 403),
+            query=(
+                query_param("user", "Only this user's (primary key).", {"type": "string"}),
+                query_param(
+                    "transport",
+                    "`websocket` or `sse`.",
+                    {"type": "string", "enum": ["websocket", "sse"]},
+                ),
+                query_param("offset", "Skip this many.", {"type": "integer", "minimum": 0}),
+                _limit(),
+            ),
+        )
+    }
+
+    def get(self, request: Request) -> Response:
+        if not (is_server(request) or is_staff(request)):
+            raise denied(request, "Only staff users and server tokens may list connections.")
+        limit = _int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
+        offset = _int_param(request, "offset", 0, minimum=0)
+        rows = Connection.objects.select_related("server").order_by("-connected_at", "id")
+        user = request.query_params.get("user")
+        if user:
+            rows = rows.filter(user_id=user) if user.isdigit() else rows.none()
+        transport = request.query_params.get("transport")
+        if transport:
+            if transport not in ("websocket", "sse"):
+                raise APIError(400, INVALID_PARAMETER, "`transport` is websocket or sse.")
+            rows = rows.filter(transport=transport)
+        total = rows.count()
+        page = list(rows[offset : offset + limit])
+        more = offset + len(page) < total
+        return Response(
+            {
+                "count": total,
+                "connections": [
+                    {
+                        "id": row.id,
+                        "transport": row.transport,
+                        "user": None if row.user_id is None else str(row.user_id),
+                        "server": str(row.server),
+                        "remote_addr": row.remote_addr,
+                        "user_agent": row.user_agent,
+                        "connected_at": row.connected_at.isoformat(),
+                    }
+                    for row in page
+                ],
+                "next": _next_url(request, offset=offset + len(page)) if more else None,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+def schema_view() -> Any:
+    """``GET api/schema/``: the OpenAPI document (JSON; YAML with ``?format=openapi``)."""
+    return get_schema_view(
+        title="realtime REST API",
+        description="Publish and read events, list streams, see presence and connections. "
+        "Same stream policy as the WebSocket and SSE endpoints.",
+        version="1",
+        urlconf="realtime.api.urls",
+        generator_class=APISchemaGenerator,
+        renderer_classes=[JSONOpenAPIRenderer, OpenAPIRenderer],
+        authentication_classes=[],
+        permission_classes=[],
+        public=True,
+    )
+
+
+__all__ = [
+    "ConnectionListView",
+    "PresenceView",
+    "StreamEventsView",
+    "StreamListView",
+    "schema_view",
+]

@@ -1,0 +1,158 @@
+"""Live models: when a row changes, every page showing it hears about it.
+
+::
+
+    from realtime import live
+
+    @live.register(streams=["tasks", "tasks:{pk}"], fields=["id", "title", "done"])
+    class Task(models.Model):
+        ...
+
+Saving, creating or deleting a ``Task`` — in a view, the admin, a command, the shell, an
+async view — publishes ``task.created`` / ``task.updated`` / ``task.deleted`` to its streams
+in the change's transaction (a rollback publishes nothing). ``docs/live-models.md`` has the
+whole story: payloads, per-user access (``rule``), snapshots, batches and the bulk paths.
+
+A registry call, like ``admin.register``: usable as a class decorator for your models and as
+a plain call for models you do not own (``live.register(User, streams=[...])``), without a
+base class or a metaclass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from django.db.models import signals
+
+from realtime import snapshots
+from realtime.live import receivers
+from realtime.live.access import rule, snapshot
+from realtime.live.batching import (
+    Batch,
+    abulk_created,
+    abulk_deleted,
+    abulk_updated,
+    batch,
+    bulk_created,
+    bulk_deleted,
+    bulk_updated,
+)
+from realtime.live.options import KINDS, CanSubscribe, LiveModel, StreamsOf
+
+__all__ = [
+    "KINDS",
+    "Batch",
+    "LiveModel",
+    "abulk_created",
+    "abulk_deleted",
+    "abulk_updated",
+    "batch",
+    "bulk_created",
+    "bulk_deleted",
+    "bulk_updated",
+    "get",
+    "register",
+    "rule",
+    "unregister",
+]
+
+M = TypeVar("M", bound=type[models.Model])
+
+
+def register(
+    model: M | None = None,
+    *,
+    streams: Sequence[str | StreamsOf],
+    serializer: Any = None,
+    fields: Sequence[str] | None = None,
+    events: Iterable[str] | dict[str, str] = KINDS,
+    event_prefix: str | None = None,
+    key_fields: Sequence[str] | None = None,
+    snapshot: bool | Callable[[str, Any], Any] = False,
+    snapshot_limit: int = 1000,
+    can_subscribe: CanSubscribe | None = None,
+) -> Any:
+    """Make ``model`` live. As a decorator (``@live.register(streams=...)``) or a call.
+
+    * ``streams``: templates filled from the instance (``"tasks"``, ``"tasks:{pk}"``,
+      ``"boards:{board_id}"``) and/or callables ``instance -> name(s)``.
+    * ``serializer`` (a DRF serializer class) or ``fields`` (names): the event data of
+      created and updated rows; default: every concrete field. Deleted rows send their key
+      fields: the pk and the templates' placeholders (or ``key_fields``).
+    * ``events``: which of created, updated, deleted to send, or a dict kind -> event type;
+      types default to ``<event_prefix or model_name>.<kind>``, batches to ``.batch``.
+    * ``snapshot``: send the serialised rows (``True``: the stream's rows; or a callable
+      ``(stream, user) -> rows``) to subscribers that cannot be recovered.
+    * ``can_subscribe(user, stream, obj)``: who may read the streams, for streams routed to
+      ``realtime.live.rule`` in ``RULES`` (default: signed-in users).
+    """
+    options = {
+        "streams": streams,
+        "serializer": serializer,
+        "fields": fields,
+        "events": events,
+        "event_prefix": event_prefix,
+        "key_fields": key_fields,
+        "snapshot": snapshot,
+        "snapshot_limit": snapshot_limit,
+        "can_subscribe": can_subscribe,
+    }
+
+    def decorate(cls: M) -> M:
+        _register(cls, LiveModel.build(cls, **options))  # type: ignore[arg-type]
+        return cls
+
+    return decorate if model is None else decorate(model)
+
+
+def _uid(model: type[models.Model], signal: str) -> str:
+    return f"realtime.live.{model._meta.label_lower}.{signal}"
+
+
+def _register(model: type[models.Model], live: LiveModel) -> None:
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise ImproperlyConfigured(f"live.register() takes a model class, not {model!r}.")
+    if model._meta.abstract:
+        raise ImproperlyConfigured(f"{model.__name__} is abstract: register its subclasses.")
+    if model in receivers.registry:
+        raise ImproperlyConfigured(f"{model._meta.label} is already live.")
+    receivers.registry[model] = live
+    receivers.wrap_save_base(model)
+    # Connected per model (never for all senders): Django's fast delete stays on for every
+    # model that has no delete receivers.
+    signals.pre_save.connect(receivers.pre_save, sender=model, dispatch_uid=_uid(model, "pre"))
+    signals.post_save.connect(receivers.post_save, sender=model, dispatch_uid=_uid(model, "post"))
+    signals.post_delete.connect(
+        receivers.post_delete, sender=model, dispatch_uid=_uid(model, "delete")
+    )
+    if live.snapshot:
+        for template in live.templates:
+            snapshots.register(template.pattern, snapshot)
+
+
+def unregister(model: type[models.Model]) -> None:
+    """Stop publishing ``model``'s changes (tests, or a project replacing an app's options)."""
+    live = receivers.registry.pop(model, None)
+    if live is None:
+        raise ImproperlyConfigured(f"{model._meta.label} is not live.")
+    receivers.unwrap_save_base(model)
+    signals.pre_save.disconnect(sender=model, dispatch_uid=_uid(model, "pre"))
+    signals.post_save.disconnect(sender=model, dispatch_uid=_uid(model, "post"))
+    signals.post_delete.disconnect(sender=model, dispatch_uid=_uid(model, "delete"))
+    still = {
+        t.pattern
+        for other in receivers.registry.values()
+        if other.snapshot
+        for t in other.templates
+    }
+    for template in live.templates:
+        if live.snapshot and template.pattern not in still:
+            snapshots.unregister(template.pattern)
+
+
+def get(model: type[models.Model]) -> LiveModel | None:
+    """``model``'s live options, or None."""
+    return receivers.registry.get(model)

@@ -1,0 +1,213 @@
+"""Batches: many changes, one event per stream, in the changes' transaction.
+
+``realtime.live.batch()`` collects what the signal receivers and the ``bulk_*`` helpers
+would publish and, when the block ends without an error, publishes one ``<model>.batch``
+event per stream and model, holding the changes in order::
+
+    {"changes": [{"event": "task.created", "data": {...}}, {"event": "task.deleted", ...}]}
+
+Outside a batch each change is published at once. The bulk helpers are for the ORM paths
+that send no signals: ``bulk_create``, ``QuerySet.update`` and ``bulk_update``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.db.models import Model, QuerySet
+
+from realtime.conf import realtime_settings
+from realtime.protocol import dumps
+from realtime.publishing import publish
+
+if TYPE_CHECKING:
+    from realtime.live.options import LiveModel
+
+# Room left in a batch event for ``{"changes":[...]}`` around the changes.
+_ENVELOPE = 32
+
+
+def _noop() -> None:
+    pass
+
+
+@dataclass
+class _Change:
+    live: LiveModel
+    kind: str
+    streams: list[str]
+    data: Any
+    using: str
+    # A no-op registered with ``on_commit`` when the change was recorded. Django drops the
+    # callbacks of a savepoint that rolls back (``BaseDatabaseWrapper.savepoint_rollback``
+    # filters ``run_on_commit``), so a change whose marker is gone was rolled back.
+    marker: Any = None
+
+
+@dataclass
+class Batch:
+    """The changes recorded by the innermost open ``batch()`` block of this context."""
+
+    changes: list[_Change] = field(default_factory=list)
+
+    def add(self, change: _Change) -> None:
+        change.marker = lambda: _noop()
+        transaction.on_commit(change.marker, using=change.using)
+        self.changes.append(change)
+
+    def committed(self) -> list[_Change]:
+        """The changes not undone by a rolled-back savepoint."""
+        alive: dict[str, set[int]] = {}
+        kept = []
+        for change in self.changes:
+            if change.using not in alive:
+                connection = transaction.get_connection(change.using)
+                alive[change.using] = {id(func) for _, func, _ in connection.run_on_commit}
+            if id(change.marker) in alive[change.using]:
+                kept.append(change)
+        return kept
+
+    def flush(self) -> None:
+        """Publish one batch event per (stream, model), split to fit ``MAX_EVENT_SIZE``."""
+        groups: dict[tuple[str, str], tuple[LiveModel, list[dict[str, Any]]]] = {}
+        for change in self.committed():
+            item = {"event": change.live.events[change.kind], "data": change.data}
+            for stream in change.streams:
+                key = (stream, change.live.label)
+                groups.setdefault(key, (change.live, []))[1].append(item)
+        limit = int(realtime_settings.MAX_EVENT_SIZE) - _ENVELOPE
+        for (stream, _), (live, items) in groups.items():
+            for chunk in _chunks(items, limit):
+                publish(stream, live.events["batch"], {"changes": chunk})
+
+
+def _chunks(items: list[dict[str, Any]], limit: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive runs of ``items`` whose JSON fits ``limit`` bytes (at least one each)."""
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for item in items:
+        length = len(dumps(item).encode()) + 1
+        if chunk and size + length > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += length
+    if chunk:
+        yield chunk
+
+
+_current: ContextVar[Batch | None] = ContextVar("realtime_live_batch", default=None)
+
+
+@contextmanager
+def batch(using: str | None = None) -> Iterator[Batch]:
+    """Publish the changes made in the block as one event per stream, in one transaction.
+
+    Opens ``transaction.atomic(using)``; the batch events are stored in it, just before it
+    commits, and sent after. An error in the block publishes nothing (and rolls back);
+    changes inside an inner atomic block that rolls back are left out. Nested batches join
+    the outermost one.
+    """
+    with transaction.atomic(using=using):
+        outer = _current.get()
+        if outer is not None:
+            yield outer
+            return
+        current = Batch()
+        token = _current.set(current)
+        try:
+            yield current
+        finally:
+            _current.reset(token)
+        if not transaction.get_connection(using).needs_rollback:
+            current.flush()
+
+
+def emit(live: LiveModel, kind: str, streams: list[str], data: Any, using: str) -> None:
+    """Publish one change to its streams, or add it to the open batch."""
+    if not streams or kind not in live.events:
+        return
+    current = _current.get()
+    if current is not None:
+        current.add(_Change(live, kind, streams, data, using))
+        return
+    for stream in streams:
+        publish(stream, live.events[kind], data)
+
+
+def _bulk(kind: str, objects: Iterable[Model]) -> int:
+    from realtime.live.receivers import live_for
+
+    count = 0
+    with batch():
+        for obj in objects:
+            live = live_for(type(obj))
+            if live is None:
+                raise TypeError(
+                    f"{type(obj).__name__} is not a live model: register it with "
+                    f"realtime.live.register first."
+                )
+            if obj.pk is None:
+                raise ValueError(
+                    f"A {type(obj).__name__} without a primary key cannot be published: "
+                    f"bulk_create sets pks only on databases that return them (PostgreSQL, "
+                    f"SQLite, MariaDB); re-read the rows first."
+                )
+            using = obj._state.db or "default"
+            data = live.key_payload(obj) if kind == "deleted" else live.payload(obj)
+            emit(live, kind, live.streams_for(obj), data, using)
+            count += 1
+    return count
+
+
+def bulk_created(objects: Iterable[Model]) -> int:
+    """Announce rows made without signals (``bulk_create``): one batch event per stream.
+
+    Returns how many objects were announced. Call it in the transaction that made them
+    (or inside ``batch()``), so a rollback takes the events too.
+    """
+    return _bulk("created", objects)
+
+
+def bulk_updated(objects: Iterable[Model] | QuerySet[Any]) -> int:
+    """Announce rows changed without signals (``QuerySet.update``, ``bulk_update``).
+
+    Pass the updated rows (re-read: ``Task.objects.filter(pk__in=ids)``), so the events
+    carry their new state. Streams the rows moved out of are not told (no old values).
+    """
+    return _bulk("updated", objects)
+
+
+def bulk_deleted(objects: Iterable[Model]) -> int:
+    """Announce rows deleted without signals (raw SQL, ``_raw_delete``).
+
+    Pass the objects as they were, read before the delete. Not needed after
+    ``QuerySet.delete()``: Django sends ``post_delete`` for every row of a live model (wrap
+    it in ``batch()`` for one event per stream).
+    """
+    return _bulk("deleted", objects)
+
+
+def _rows(objects: Iterable[Model] | QuerySet[Any]) -> list[Model]:
+    return list(objects)
+
+
+async def abulk_created(objects: Iterable[Model]) -> int:
+    """Async twin of ``bulk_created`` (runs it in a worker thread)."""
+    return await sync_to_async(lambda: bulk_created(_rows(objects)))()
+
+
+async def abulk_updated(objects: Iterable[Model] | QuerySet[Any]) -> int:
+    """Async twin of ``bulk_updated``; a queryset is evaluated in the worker thread."""
+    return await sync_to_async(lambda: bulk_updated(_rows(objects)))()
+
+
+async def abulk_deleted(objects: Iterable[Model]) -> int:
+    """Async twin of ``bulk_deleted``."""
+    return await sync_to_async(lambda: bulk_deleted(_rows(objects)))()

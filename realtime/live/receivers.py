@@ -1,0 +1,98 @@
+"""The signal receivers of live models, and the transaction a live save runs in.
+
+``post_save`` and ``post_delete`` publish (or add to the open batch). Both run inside the
+transaction of the change — Django sends ``post_delete`` inside the deletion's atomic block,
+and ``register`` wraps the model's ``save_base`` in ``transaction.atomic(savepoint=False)``
+so ``post_save`` does too — so the event rows commit or roll back with the change, and the
+fan-out waits for the commit (``realtime.publish`` defers it with ``on_commit``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.db import router, transaction
+
+from realtime.live import batching
+from realtime.live.options import LiveModel
+
+# model -> its registration; filled by ``realtime.live.register``.
+registry: dict[type[Any], LiveModel] = {}
+
+_BEFORE = "_realtime_live_before"
+
+
+def live_for(sender: Any) -> LiveModel | None:
+    return registry.get(sender)
+
+
+def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -> None:
+    """Remember the streams an existing row is in, when a save may move it out of some.
+
+    Only for models whose streams depend on fields other than the pk (``"boards:{board_id}"``)
+    or on callables: one ``SELECT ... FOR UPDATE`` of the old row, in the save's transaction.
+    """
+    live = live_for(sender)
+    if live is None or raw or not live.tracked or instance.pk is None:
+        return
+    rows = sender._base_manager.using(using).select_for_update().filter(pk=instance.pk)
+    if "*" in live.tracked:
+        old = rows.first()
+    else:
+        values = rows.values(*live.tracked).first()
+        old = None
+        if values is not None:
+            old = sender.__new__(sender)
+            old.__dict__.update({**instance.__dict__, **values})
+    if old is not None:
+        instance.__dict__[_BEFORE] = (live.streams_for(old), live.key_payload(old))
+
+
+def post_save(
+    sender: Any, instance: Any, created: bool, raw: bool, using: str, **kwargs: Any
+) -> None:
+    live = live_for(sender)
+    before = instance.__dict__.pop(_BEFORE, None)
+    if live is None or raw:  # raw: loaddata; related rows may not exist yet
+        return
+    streams = live.streams_for(instance)
+    if before is not None:
+        old_streams, old_keys = before
+        left = [stream for stream in old_streams if stream not in streams]
+        if left:
+            batching.emit(live, "deleted", left, old_keys, using)
+    kind = "created" if created else "updated"
+    if kind in live.events:
+        batching.emit(live, kind, streams, live.payload(instance), using)
+
+
+def post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+    live = live_for(sender)
+    if live is None or "deleted" not in live.events:
+        return
+    batching.emit(live, "deleted", live.streams_for(instance), live.key_payload(instance), using)
+
+
+def wrap_save_base(model: type[Any]) -> None:
+    """Run ``model.save_base`` (and so ``post_save``) in one transaction with the event."""
+    original = model.save_base
+
+    @functools.wraps(original)
+    def save_base(self: Any, *args: Any, **kwargs: Any) -> Any:
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        with transaction.atomic(using=using, savepoint=False):
+            return original(self, *args, **kwargs)
+
+    save_base._realtime_original = model.__dict__.get("save_base")  # type: ignore[attr-defined]
+    model.save_base = save_base
+
+
+def unwrap_save_base(model: type[Any]) -> None:
+    wrapper = model.__dict__.get("save_base")
+    if wrapper is None or not hasattr(wrapper, "_realtime_original"):
+        return
+    if wrapper._realtime_original is None:
+        del model.save_base
+    else:
+        model.save_base = wrapper._realtime_original
