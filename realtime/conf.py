@@ -48,6 +48,17 @@ DEFAULTS: dict[str, Any] = {
     "RECONCILE_INTERVAL": 5.0,
     # Channel layer alias (in CHANNEL_LAYERS) used for fan-out between processes.
     "CHANNEL_LAYER": "default",
+    # Seconds between each process's stats report: alert checks, and the admin dashboard's
+    # live figures (sent to the staff-only ``realtime:admin:stats`` stream).
+    "STATS_INTERVAL": 5.0,
+    # Alert thresholds (None: off). Crossing one logs a WARNING and sends
+    # ``realtime.signals.alert_raised``; going back under sends ``alert_cleared``.
+    "ALERTS": {
+        "connections_per_process": None,
+        "deliveries_per_second": None,
+        "slow_consumer_drops_per_second": None,
+        "sweeper_lag_seconds": 30,
+    },
     # --- History -----------------------------------------------------------------------
     # Retention per stream pattern (fnmatch-style, first match wins): ``max_events`` and/or
     # ``max_age`` (seconds or timedelta). ``None`` keeps without limit.

@@ -237,6 +237,7 @@ class BaseConnection:
         sub = await self.hub.subscribe(self, stream, sub_id=sub_id, since=since, epoch=epoch)
         sub.sees_presence = sees_presence
         self.subscriptions[stream] = sub
+        self.hub.changed(self)
         stats.subscriptions += 1
         if since is not None:
             stats.resumes += 1
@@ -247,6 +248,7 @@ class BaseConnection:
         if sub is None:
             return
         stats.subscriptions -= 1
+        self.hub.changed(self)
         if stream in self.presence_meta and not self.closed:
             await self.hub.leave_presence(self, [stream])
         await self.hub.unsubscribe(sub)

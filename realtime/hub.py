@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 import time
 import uuid
 import weakref
@@ -32,7 +34,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from realtime import presence, registry, revocation, store, tickets
+from realtime import alerts, presence, registry, revocation, store, tickets
 from realtime.conf import realtime_settings
 from realtime.protocol import dumps
 from realtime.stats import stats
@@ -45,6 +47,9 @@ logger = logging.getLogger("realtime.hub")
 GROUP_REFRESH = 600.0
 # Occupancy of counts-only streams is sent at most this often.
 COUNT_INTERVAL = 1.0
+# Staff-only streams the admin pages watch (``realtime:*`` is staff-only in RulesPolicy).
+ADMIN_STATS_STREAM = "realtime:admin:stats"
+ADMIN_CONNECTIONS_STREAM = "realtime:admin:connections"
 
 
 class StreamState:
@@ -78,6 +83,10 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._dirty: set[str] = set()  # connections whose subscriptions changed
+        self._opened: list[str] = []  # connections opened and closed since the last stats tick
+        self._closed: list[str] = []
+        self._last_tick: tuple[float, dict[str, Any]] | None = None
         self._started: asyncio.Future[None] | None = None
         now = time.monotonic()
         self._due = {
@@ -85,6 +94,7 @@ class Hub:
             "lease": now,
             "refresh": now + GROUP_REFRESH,
             "reauth": now + self._jitter(float(realtime_settings.REAUTH_INTERVAL)),
+            "stats": now + float(realtime_settings.STATS_INTERVAL),
             "prune": now + self._jitter(float(realtime_settings.PRUNE_INTERVAL)),
         }
 
@@ -142,6 +152,7 @@ class Hub:
         """Record a new connection (``Connection`` row; the user goes online)."""
         await self.start()
         self.connections[conn.id] = conn
+        self._opened.append(conn.id)
         await registry.aadd_connection(
             conn.id, self.id, conn.user_id, conn.transport, conn.remote_addr, conn.user_agent
         )
@@ -154,6 +165,8 @@ class Hub:
         """
         if self.connections.pop(conn.id, None) is None:
             return
+        self._closed.append(conn.id)
+        self._dirty.discard(conn.id)
         args = (conn.id, conn.user_id, bool(conn.presence_meta))
         grace = float(realtime_settings.PRESENCE_GRACE)
         if grace <= 0:
@@ -168,6 +181,10 @@ class Hub:
         if had_presence:
             await self._fan_out_all(await presence.aleave(conn_id))
         await registry.aremove_connection(conn_id, user_id)
+
+    def changed(self, conn: Any) -> None:
+        """``conn``'s subscriptions changed: its record is updated with the next lease."""
+        self._dirty.add(conn.id)
 
     # --- subscriptions ---------------------------------------------------------------
     async def subscribe(
@@ -264,7 +281,9 @@ class Hub:
                     sub.conn.presence(sub, "count", dumps(frame))
                 else:
                     members, versions = await presence.asnapshot(stream)
-                    self._merge_versions(stream, versions)
+                    # Not merged into the process-wide versions: only this subscriber got
+                    # the snapshot, and the others still need the messages it holds (this
+                    # join's own among them, which may reach the layer reader after this).
                     state_frame = {
                         "type": "presence.state",
                         "stream": stream,
@@ -361,6 +380,10 @@ class Hub:
                 if conn.revoked_by(message):
                     self.spawn(conn.revoke(message["reason"], streams=message.get("streams")))
             return
+        if kind == "realtime.stats.request":
+            reply = {"type": "realtime.stats.reply", **self.describe()}
+            self.spawn(self.layer.send(message["reply_to"], reply))
+            return
         state = self.streams.get(message.get("stream", ""))
         if state is None:
             return
@@ -428,9 +451,18 @@ class Hub:
         await self._expire_presence(now)
         if now >= due["lease"]:
             due["lease"] = now + self._jitter(registry.lease_interval())
-            if not await registry.arenew_server(self.id):
+            changed = {
+                cid: sorted(self.connections[cid].subscriptions)
+                for cid in self._dirty
+                if cid in self.connections
+            }
+            self._dirty.clear()
+            if not await registry.arenew_server(self.id, changed):
                 await self._recover_lease()
             await self._fan_out_all(await registry.asweep())
+        if now >= due["stats"]:
+            due["stats"] = now + float(realtime_settings.STATS_INTERVAL)
+            await self.report()
         if now >= due["reauth"]:
             due["reauth"] = now + self._jitter(float(realtime_settings.REAUTH_INTERVAL))
             await self.reauthenticate()
@@ -442,6 +474,47 @@ class Hub:
             deleted = await store.aprune() + await tickets.aprune()
             if deleted:
                 logger.info("Retention deleted %d events.", deleted)
+
+    def describe(self) -> dict[str, Any]:
+        """This process: identity, counters, rates since the last tick, active alerts."""
+        return {
+            "server": self.id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "stats": stats.snapshot(),
+            "rates": self._rates(),
+            "alerts": alerts.active(),
+        }
+
+    def _rates(self) -> dict[str, float]:
+        if self._last_tick is None:
+            return {}
+        then, before = self._last_tick
+        elapsed = max(time.monotonic() - then, 1e-6)
+        now = stats.snapshot()
+        return {
+            f"{name}_per_second": (now[name] - before[name]) / elapsed  # type: ignore[operator]
+            for name in ("published", "received", "deliveries", "replayed", "slow_consumer_drops")
+        }
+
+    async def report(self) -> None:
+        """Every STATS_INTERVAL: check alert thresholds, tell the admin pages (staff streams)."""
+        from realtime.publishing import apublish
+
+        described = self.describe()
+        self._last_tick = (time.monotonic(), stats.snapshot())
+        alerts.evaluate(self.id, described)
+        described["alerts"] = alerts.active()
+        try:
+            await apublish(ADMIN_STATS_STREAM, "server.stats", described, ephemeral=True)
+            if self._opened or self._closed:
+                change = {"server": self.id, "opened": self._opened, "closed": self._closed}
+                self._opened, self._closed = [], []
+                await apublish(
+                    ADMIN_CONNECTIONS_STREAM, "connections.changed", change, ephemeral=True
+                )
+        except Exception:
+            logger.debug("Publishing stats failed.", exc_info=True)
 
     @staticmethod
     def _jitter(seconds: float) -> float:

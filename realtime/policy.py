@@ -147,9 +147,12 @@ def rules() -> tuple[_Rule, ...]:
 
 
 class RulesPolicy(BasePolicy):
-    """The default: ``REALTIME["RULES"]``, first matching pattern decides."""
+    """The default: ``REALTIME["RULES"]``, first matching pattern decides; ``realtime:*``
+    streams are the app's own and always staff-only (read-only)."""
 
     async def has_permission(self, action: Action, user: Any, stream: str) -> bool:
+        if stream.startswith("realtime:"):
+            return action != "publish" and allows("staff", user, None)
         for rule in rules():
             match = rule.regex.fullmatch(stream)
             if match is not None:

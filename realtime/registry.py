@@ -25,6 +25,7 @@ from django.utils import timezone
 from realtime import presence, signals
 from realtime.conf import realtime_settings
 from realtime.models import Connection, Server, UserStatus
+from realtime.stats import stats
 
 logger = logging.getLogger("realtime.registry")
 
@@ -49,9 +50,22 @@ def register_server(server_id: str, channel: str) -> None:
     )
 
 
-def renew_server(server_id: str) -> bool:
-    """Extend the lease; False if it was already swept (this process stalled too long)."""
-    return Server.objects.filter(id=server_id).update(expires_at=_expiry()) == 1
+def renew_server(server_id: str, streams: dict[str, list[str]] | None = None) -> bool:
+    """Extend the lease and refresh its connections' records; False if it was already swept
+    (this process stalled too long).
+
+    ``streams`` holds the subscriptions of connections whose subscriptions changed since the
+    last renewal: with ``last_seen``, the whole write costs a few statements per process per
+    interval, whatever the number of connections.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if Server.objects.filter(id=server_id).update(expires_at=_expiry()) != 1:
+            return False
+        Connection.objects.filter(server_id=server_id).update(last_seen=now)
+        for conn_id, names in (streams or {}).items():
+            Connection.objects.filter(id=conn_id).update(streams=names)
+    return True
 
 
 def add_connection(
@@ -127,6 +141,8 @@ def sweep() -> list[presence.Message]:
             logger.info(
                 "Sweeping expired server %s (%s:%s).", server.id, server.hostname, server.pid
             )
+            lag = (timezone.now() - server.expires_at).total_seconds()
+            stats.sweeper_lag = max(stats.sweeper_lag, lag)
             server.delete()
             for user_id in users:
                 _recount(user_id)

@@ -26,3 +26,8 @@ presence_left = Signal()
 user_online = Signal()
 # sender=UserStatus; kwargs: user
 user_offline = Signal()
+# sender=None; kwargs: name, value, threshold, server — a threshold in REALTIME["ALERTS"] was
+# crossed on this process (sent once per crossing, not on every check)
+alert_raised = Signal()
+# sender=None; kwargs: name, value, threshold, server — back under the threshold
+alert_cleared = Signal()

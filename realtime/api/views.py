@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.db import transaction
 from django.utils.http import urlencode
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -68,6 +69,13 @@ class RealtimeAPIView(APIView):
 
     def get_exception_handler(self) -> Any:
         return exception_handler
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        # Never inside ATOMIC_REQUESTS: a policy reads the database through Channels'
+        # database_sync_to_async, which closes this thread's connection around each call
+        # (right for the event loop's threads, fatal to an open request transaction).
+        return transaction.non_atomic_requests(super().as_view(**initkwargs))
 
 
 def _stream(name: str) -> str:
