@@ -31,6 +31,13 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_TIMEOUT": 30,
     # Milliseconds an EventSource waits before reconnecting (the SSE ``retry:`` hint).
     "SSE_RETRY": 2000,
+    # --- Flow control (realtime.flow) ---------------------------------------------------
+    # Frames / bytes a connection may have unacknowledged before it counts as slow.
+    "OUTBOX_WINDOW": {"messages": 10_000, "bytes": 16 * 1024 * 1024},
+    # What a slow connection's subscriptions get, by stream pattern (first match wins):
+    # "disconnect" (close 4409, the client resumes), "skip" (drop, then a gap frame) or
+    # "conflate" (keep the latest event per key).
+    "SLOW_CONSUMERS": {"*": "disconnect"},
     # --- Limits ------------------------------------------------------------------------
     # Largest client WebSocket frame accepted, in bytes (larger: error ``frame_too_large``).
     "MAX_FRAME_SIZE": 64 * 1024,
@@ -59,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
         "slow_consumer_drops_per_second": None,
         "sweeper_lag_seconds": 30,
     },
+    # Bearer token(s) that may read the Prometheus metrics (``realtime.metrics``) without a
+    # staff session: a string, or a list to rotate. None: staff sessions only.
+    "METRICS_TOKEN": None,
     # --- History -----------------------------------------------------------------------
     # Retention per stream pattern (fnmatch-style, first match wins): ``max_events`` and/or
     # ``max_age`` (seconds or timedelta). ``None`` keeps without limit.

@@ -8,6 +8,8 @@ a subscription's frames can never be reordered by an ``await``) and written by `
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 import time
@@ -16,6 +18,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
+from realtime import flow
 from realtime.conf import realtime_settings
 from realtime.exceptions import PermissionDenied, RealtimeError
 from realtime.hub import Hub, get_hub
@@ -29,6 +32,7 @@ from realtime.protocol import (
     TOO_MANY_CONNECTIONS,
     TOO_MANY_SUBSCRIPTIONS,
     SubscribedFrame,
+    dumps,
 )
 from realtime.stats import stats
 from realtime.streams import validate_stream_name
@@ -54,6 +58,10 @@ class BaseConnection:
         self._flushing = False
         self._hub: Hub | None = None
         self._attached = False
+        self.window = flow.Window.from_settings()
+        self._room = asyncio.Event()  # set when a full window is relieved
+        self.slow = False
+        self._disconnecting = False
         self.query = parse_qs(
             bytes(scope.get("query_string", b"")).decode("utf-8", "replace"),
             keep_blank_values=True,
@@ -164,25 +172,98 @@ class BaseConnection:
 
     # --- hub callbacks (queue only) ----------------------------------------------------
     def deliver(self, sub: Subscription, event: str, frame: str) -> None:
-        if not self.closed:
-            stats.deliveries += 1
-            self._outbox.append(self.encode_event(sub, event, frame))
+        if self.closed:
+            return
+        if self.window.full() or self.slow:
+            self._slow(sub, event, frame)
+            return
+        stats.deliveries += 1
+        self._queue(self.encode_event(sub, event, frame))
+
+    def _slow(self, sub: Subscription, event: str, frame: str) -> None:
+        """The client is not keeping up: apply the stream's SLOW_CONSUMERS policy."""
+        if not self.slow:
+            self.slow = True
+            stats.slow_consumer_drops += 1
+            logger.info(
+                "Connection %s is slow (%d frames in flight).", self.id, self.window.in_flight
+            )
+        policy = flow.policy_for(sub.stream)
+        if policy == "skip":
+            if sub.skipped is None:
+                sub.skipped = [sub.position, sub.position]
+            sub.skipped[1] = sub.position
+        elif policy == "conflate":
+            seq = sub.position if json.loads(frame).get("seq") is not None else None
+            sub.conflated[flow.conflation_key(event, frame)] = (seq, event, frame)
+        elif not self._disconnecting:
+            self._disconnecting = True
+            self.hub.spawn(self.drop_slow())
+
+    async def drop_slow(self) -> None:
+        """Close a slow connection; the client resumes from history (transport-specific)."""
+        raise NotImplementedError
+
+    def has_room(self) -> bool:
+        """Whether the window takes another frame (replays check before each event)."""
+        return not self.window.full()
+
+    async def wait_for_room(self) -> None:
+        """Wait until the client acknowledges enough to go on replaying.
+
+        A client that sends no acknowledgement within HEARTBEAT_TIMEOUT (a plain EventSource,
+        say) is dropped like a slow consumer: it resumes from its cursor when it reconnects.
+        """
+        self._room.clear()
+        try:
+            async with asyncio.timeout(float(self.settings.HEARTBEAT_TIMEOUT)):
+                await self._room.wait()
+        except TimeoutError:
+            if not self._disconnecting:
+                self._disconnecting = True
+                stats.slow_consumer_drops += 1
+                self.hub.spawn(self.drop_slow())
+
+    def acknowledge(self, count: int) -> None:
+        """The client has received ``count`` frames; a slow connection may be caught up."""
+        self.window.ack(count)
+        if self.window.relieved():
+            self._room.set()
+        if self.slow and not self._disconnecting and self.window.relieved():
+            self.slow = False
+            for sub in list(self.subscriptions.values()):
+                if sub.skipped is not None:
+                    first, last = sub.skipped
+                    sub.skipped = None
+                    gap = {"type": "gap", "stream": sub.stream, "from": first, "to": last}
+                    self._queue(self.encode_gap(sub, dumps(gap)))
+                for _seq, event, frame in sorted(
+                    sub.conflated.values(), key=lambda item: item[0] or 0
+                ):
+                    stats.deliveries += 1
+                    self._queue(self.encode_event(sub, event, frame))
+                sub.conflated.clear()
+            self.hub.spawn(self.flush())
 
     def subscribed(self, sub: Subscription, frame: SubscribedFrame) -> None:
         if not self.closed:
-            self._outbox.append(self.encode_subscribed(sub, frame))
+            self._queue(self.encode_subscribed(sub, frame))
 
     def presence(self, sub: Subscription, kind: str, frame: str) -> None:
-        if not self.closed:
-            self._outbox.append(self.encode_presence(sub, kind, frame))
+        if not self.closed and not self.window.full():
+            self._queue(self.encode_presence(sub, kind, frame))
 
     def snapshot(self, sub: Subscription, frame: str) -> None:
         if not self.closed:
-            self._outbox.append(self.encode_snapshot(sub, frame))
+            self._queue(self.encode_snapshot(sub, frame))
 
     def queue(self, text: str) -> None:
         if not self.closed:
-            self._outbox.append(text)
+            self._queue(text)
+
+    def _queue(self, text: str) -> None:
+        self.window.add(len(text))
+        self._outbox.append(text)
 
     async def flush(self) -> None:
         """Write queued frames in order; concurrent callers leave it to the one writing."""
@@ -212,6 +293,9 @@ class BaseConnection:
         raise NotImplementedError
 
     def encode_snapshot(self, sub: Subscription, frame: str) -> str:
+        raise NotImplementedError
+
+    def encode_gap(self, sub: Subscription, frame: str) -> str:
         raise NotImplementedError
 
     async def write(self, text: str) -> None:

@@ -145,7 +145,12 @@ class Hub:
         """Run ``coro`` in the background, keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Background task failed.", exc_info=task.exception())
 
     # --- connections -----------------------------------------------------------------
     async def attach(self, conn: Any) -> None:
@@ -374,6 +379,8 @@ class Hub:
             conn = self.connections.get(message.get("connection", ""))
             if conn is not None:
                 conn.touch()
+                if isinstance(message.get("received"), int):
+                    conn.acknowledge(message["received"])
             return
         if kind == "realtime.revoke":
             for conn in list(self.connections.values()):

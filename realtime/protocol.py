@@ -27,6 +27,7 @@ CLOSE_INTERNAL_ERROR = 1011  # unexpected server error; reconnect and resume
 CLOSE_UNAUTHORIZED = 4401  # access revoked: logout, password change, ``realtime.revoke``...
 CLOSE_FORBIDDEN = 4403  # handshake refused (closed before accept: the client sees HTTP 403)
 CLOSE_HEARTBEAT_TIMEOUT = 4408  # nothing received for HEARTBEAT_TIMEOUT seconds
+CLOSE_SLOW_CONSUMER = 4409  # too much unacknowledged (OUTBOX_WINDOW): reconnect and resume
 CLOSE_RATE_LIMITED = 4429  # kept sending far over RATE_LIMIT
 
 # --- Error codes (``error`` frames, SSE ``realtime.error`` events, HTTP error bodies) -----
@@ -87,6 +88,7 @@ SSE_SUBSCRIBED = "realtime.subscribed"
 SSE_ERROR = "realtime.error"
 SSE_WELCOME = "realtime.welcome"
 SSE_SNAPSHOT = "realtime.snapshot"
+SSE_GAP = "realtime.gap"
 
 FrameId = str | int
 
@@ -149,6 +151,11 @@ class PublishFrame(TypedDict):
     key: NotRequired[str]  # idempotency key: a re-sent publish is stored once
 
 
+class ReceivedFrame(TypedDict):
+    type: Literal["received"]
+    count: int  # frames received on this connection so far, welcome included
+
+
 class PingFrame(TypedDict):
     type: Literal["ping"]
     id: NotRequired[FrameId]
@@ -162,7 +169,7 @@ class PresenceFrame(TypedDict):
     leave: NotRequired[bool]
 
 
-CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping")
+CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping", "received")
 
 
 # --- JSON --------------------------------------------------------------------------------
@@ -288,6 +295,10 @@ def _check_fields(frame: dict[str, Any]) -> None:
             raise ProtocolError("'meta' must be an object.")
         if not isinstance(frame.get("leave", False), bool):
             raise ProtocolError("'leave' must be a boolean.")
+    elif kind == "received":
+        count = frame.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ProtocolError("'received' needs a non-negative integer 'count'.")
     elif kind == "publish":
         if not isinstance(frame.get("event"), str):
             raise ProtocolError("'publish' needs a string 'event'.")

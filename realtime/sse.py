@@ -28,6 +28,7 @@ from realtime.protocol import (
     PROTOCOL_VERSION,
     REVOKED,
     SSE_ERROR,
+    SSE_GAP,
     SSE_SNAPSHOT,
     SSE_SUBSCRIBED,
     SSE_WELCOME,
@@ -86,6 +87,13 @@ class SSEConnection(BaseConnection):
 
     def encode_presence(self, sub: Subscription, kind: str, frame: str) -> str:
         return sse_message(frame, event=f"presence.{kind}")
+
+    def encode_gap(self, sub: Subscription, frame: str) -> str:
+        return sse_message(frame, event=SSE_GAP)
+
+    async def drop_slow(self) -> None:
+        # The EventSource reconnects by itself, with the cursor of the last event it got.
+        self._ended.set()
 
     def encode_snapshot(self, sub: Subscription, frame: str) -> str:
         assert sub.epoch is not None
@@ -193,6 +201,10 @@ class SSEConnection(BaseConnection):
                 "connection_id": self.id,
                 "protocol": PROTOCOL_VERSION,
                 "heartbeat": self.settings.HEARTBEAT_INTERVAL,
+                "window": {
+                    "messages": self.window.limit_messages,
+                    "bytes": self.window.limit_bytes,
+                },
             }
             self.queue(
                 f"retry: {int(self.settings.SSE_RETRY)}\n"

@@ -49,6 +49,10 @@ class Connection(Protocol):
 
     def snapshot(self, sub: Subscription, frame: str) -> None: ...
 
+    def has_room(self) -> bool: ...
+
+    async def wait_for_room(self) -> None: ...
+
     async def flush(self) -> None: ...
 
 
@@ -57,6 +61,7 @@ class Subscription:
 
     __slots__ = (
         "active",
+        "conflated",
         "conn",
         "epoch",
         "id",
@@ -68,6 +73,7 @@ class Subscription:
         "requested_epoch",
         "sees_presence",
         "since",
+        "skipped",
         "snapshot_at",
         "stream",
         "syncing",
@@ -99,6 +105,10 @@ class Subscription:
         self.presence_buffer: list[dict[str, Any]] | None = None
         self.presence_ref: str | None = None  # this connection's meta, once joined
         self.snapshot_at: int | None = None  # a snapshot is due, taken at this head
+        # While the connection is slow (realtime.flow): the seqs skipped, or the latest
+        # frame per conflation key.
+        self.skipped: list[int] | None = None
+        self.conflated: dict[Any, tuple[int | None, str, str]] = {}
         # Whether the policy lets this subscriber see the stream's presence.
         self.sees_presence = True
 
@@ -195,9 +205,14 @@ class Subscription:
             if snapshots.find(self.stream) is not None:
                 self.snapshot_at = info.last_seq
                 return False
-        stats.replayed += len(rows)
         for row in rows:
+            if not self.conn.has_room():
+                # Replay goes at the client's pace: wait for its acknowledgements.
+                await self.conn.flush()
+                await self.conn.wait_for_room()
+                return False
             self.position = row.seq
+            stats.replayed += 1
             self.conn.deliver(
                 self,
                 row.event,
@@ -248,7 +263,7 @@ class Subscription:
                 return False  # the database will say which epoch is current
             if seq <= self.position:
                 continue
-            if seq != self.position + 1:
+            if seq != self.position + 1 or not self.conn.has_room():
                 self.pending = pending[index:]
                 return False
             self.position = seq

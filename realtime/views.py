@@ -41,25 +41,34 @@ def _server_channel(connection_id: str) -> str | None:
 @csrf_exempt
 @require_POST
 async def heartbeat(request: HttpRequest) -> HttpResponse:
-    """``POST {"connection": "<connection_id>"}`` → 204, or 404 if the connection is gone."""
+    """``POST {"connection": "<id>", "received": N}`` → 204, or 404 if the connection is gone.
+
+    ``received`` (optional) acknowledges the frames received so far (``realtime.flow``).
+    """
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _error(400, INVALID_FRAME, "Body must be JSON.")
     connection_id = request.GET.get("connection")
     if connection_id is None:
-        try:
-            body = json.loads(request.body or b"{}")
-        except ValueError:
-            return _error(400, INVALID_FRAME, "Body must be JSON.")
         connection_id = body.get("connection") if isinstance(body, dict) else None
     if not isinstance(connection_id, str) or not 0 < len(connection_id) <= 32:
         return _error(400, INVALID_FRAME, 'Give the connection id: {"connection": "..."}.')
+    received = body.get("received") if isinstance(body, dict) else None
+    if received is not None and (isinstance(received, bool) or not isinstance(received, int)):
+        return _error(400, INVALID_FRAME, "'received' must be the number of frames received.")
     hub = get_hub()
     local = hub.connections.get(connection_id)
     if local is not None:
         local.touch()
+        if received is not None:
+            local.acknowledge(received)
         return HttpResponse(status=204)
     channel = await _server_channel(connection_id)
     if channel is None:
         return _error(404, UNKNOWN_CONNECTION, "No such connection: reconnect.")
-    await hub.layer.send(channel, {"type": "realtime.touch", "connection": connection_id})
+    touch = {"type": "realtime.touch", "connection": connection_id, "received": received}
+    await hub.layer.send(channel, touch)
     return HttpResponse(status=204)
 
 

@@ -25,6 +25,7 @@ from realtime.protocol import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL_ERROR,
     CLOSE_RATE_LIMITED,
+    CLOSE_SLOW_CONSUMER,
     CLOSE_UNAUTHORIZED,
     FORBIDDEN_ORIGIN,
     FRAME_TOO_LARGE,
@@ -85,6 +86,12 @@ class WebSocketConnection(BaseConnection):
     def encode_snapshot(self, sub: Subscription, frame: str) -> str:
         return frame
 
+    def encode_gap(self, sub: Subscription, frame: str) -> str:
+        return frame
+
+    async def drop_slow(self) -> None:
+        await self.close(CLOSE_SLOW_CONSUMER)
+
     async def write(self, text: str) -> None:
         await self.send({"type": "websocket.send", "text": text})
 
@@ -141,6 +148,10 @@ class WebSocketConnection(BaseConnection):
                     "connection_id": self.id,
                     "protocol": PROTOCOL_VERSION,
                     "heartbeat": self.settings.HEARTBEAT_INTERVAL,
+                    "window": {
+                        "messages": self.window.limit_messages,
+                        "bytes": self.window.limit_bytes,
+                    },
                 }
             )
             await self.serve()
@@ -195,6 +206,9 @@ class WebSocketConnection(BaseConnection):
             await self.error(INTERNAL_ERROR, "Internal server error.", frame_id)
 
     # --- client frames -----------------------------------------------------------------
+    async def on_received(self, frame: dict[str, Any]) -> None:
+        self.acknowledge(frame["count"])
+
     async def on_ping(self, frame: dict[str, Any]) -> None:
         pong: dict[str, Any] = {"type": "pong"}
         if "id" in frame:

@@ -31,7 +31,7 @@ def load_schemas() -> dict[str, dict[str, Any]]:
 
 
 SCHEMAS = load_schemas()
-CLIENT = {"subscribe", "unsubscribe", "publish", "presence", "ping"}
+CLIENT = {"subscribe", "unsubscribe", "publish", "presence", "ping", "received"}
 
 
 def check(frame: dict[str, Any]) -> None:
@@ -44,6 +44,7 @@ def test_every_frame_type_has_a_schema():
     server_types = {
         "welcome", "subscribed", "event", "unsubscribed", "ack", "pong", "error",
         "presence.state", "presence.join", "presence.update", "presence.leave", "presence.count",
+        "snapshot", "gap",
     }  # fmt: skip
     assert server_types | CLIENT <= set(SCHEMAS)
 
@@ -75,7 +76,12 @@ async def test_live_frames_match_their_schemas(daphne_server):
         await a.recv_until(lambda f: f["type"] == "presence.join")
         await send(b, {"type": "presence", "id": 2, "stream": "public:s", "meta": {"x": 1}})
         await a.recv_until(lambda f: f["type"] == "presence.update")
-        await send(b, {"type": "publish", "id": 3, "stream": "public:s", "event": "m", "data": [1]})
+        await send(b, {"type": "publish", "id": 3, "stream": "public:s", "event": "m", "data": [1],
+                       "key": "k-1"})  # fmt: skip
+        await send(b, {"type": "publish", "id": 31, "stream": "public:s", "event": "m", "data": [1],
+                       "key": "k-1"})  # fmt: skip
+        await b.recv_until(lambda f: f.get("duplicate") is True)
+        await send(b, {"type": "received", "count": 5})
         await send(b, {"type": "publish", "id": 4, "stream": "public:s", "event": "c",
                        "data": None, "ephemeral": True})  # fmt: skip
         await a.recv_until(lambda f: f["type"] == "event" and "seq" not in f)
