@@ -46,5 +46,11 @@ class ProtocolError(RealtimeError):
     code = "invalid_frame"
 
 
+class StoreUnavailable(RealtimeError):
+    """The database could not store the event: nothing was stored, nothing was sent."""
+
+    code = "store_unavailable"
+
+
 class SyncInAsyncContext(RealtimeError):
     """A sync API (``publish``) was called from a running event loop; use the ``a`` twin."""

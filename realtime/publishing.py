@@ -19,12 +19,12 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from realtime import store
 from realtime.conf import realtime_settings
-from realtime.exceptions import InvalidEvent, SyncInAsyncContext
+from realtime.exceptions import InvalidEvent, StoreUnavailable, SyncInAsyncContext
 from realtime.models import Event, Stream
 from realtime.protocol import RESERVED_EVENT_PREFIXES, event_frame, format_ts, normalize
 from realtime.stats import stats
@@ -124,15 +124,19 @@ def _store(
     send yet (an outer transaction is open: fan-out waits for its commit with ``on_commit``)
     or at all (a repeated idempotency key: the first publish was delivered).
     """
-    outer = transaction.get_connection().in_atomic_block
-    with transaction.atomic():
-        stored = store.append(stream, event, data, key=key)
-        if stored.duplicate:
-            return stored, None
-        stats.published += 1
-        message = _message(stored, data_json)
-        if outer:
-            transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+    try:
+        outer = transaction.get_connection().in_atomic_block
+        with transaction.atomic():
+            stored = store.append(stream, event, data, key=key)
+            if stored.duplicate:
+                return stored, None
+            message = _message(stored, data_json)
+            if outer:
+                transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+    except (OperationalError, InterfaceError) as exc:
+        # Rolled back (or never begun): nothing is stored, so nothing is sent.
+        raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
+    stats.published += 1
     return stored, None if outer else message
 
 
