@@ -1,0 +1,110 @@
+# Everyday commands. `make` alone lists them. CI runs `make test` (see .ci/run).
+#
+#   make run     the demo on http://127.0.0.1:8000 (HOST=... PORT=... to change)
+#   make test    lint, then the test suite on SQLite and on PostgreSQL
+#                (make test PYTEST_ARGS="-k resume -x" passes options to pytest)
+#
+# Every target installs what it needs first: a virtualenv in .venv with the package and its
+# extras (again only when pyproject.toml changes), and for the tests a private Redis on
+# port 6399 and a PostgreSQL server (scripts/services.sh explains how it finds one).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+RUFF := $(VENV)/bin/ruff
+STAMP := $(VENV)/.installed-stamp
+EXTRAS := postgres,demo,test,bench
+LINT_PATHS := realtime project tests
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: help venv install run test services bench lint format clean distclean
+
+help:
+	@echo "make run      serve the demo on http://$(HOST):$(PORT) (SQLite, one process)"
+	@echo "make test     ruff, then the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
+	@echo "make lint     ruff check and ruff format --check"
+	@echo "make format   let ruff fix imports and formatting"
+	@echo "make bench    run the benchmark (project.bench; BENCH_ARGS=--help for options)"
+	@echo "make install  create .venv and install the package with its extras"
+	@echo "make clean    remove caches and .run/ (stops the tests' Redis); distclean: also .venv"
+
+venv install: $(STAMP)
+
+# The stamp is newer than pyproject.toml once the install succeeded.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+		echo "== creating the virtualenv $(VENV) =="; \
+		if ! python3 -m venv $(VENV); then \
+			echo "python3 -m venv failed; installing Debian's python3-venv and trying again"; \
+			rm -rf $(VENV); \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv \
+				&& python3 -m venv $(VENV); \
+		fi; \
+	fi
+	@echo "== installing the package and its extras into $(VENV) (slow only the first time) =="
+	@# grep drops one harmless warning per package that pip prints on machines whose pip
+	@# config lists local index folders lacking that package.
+	@set -o pipefail; \
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 \
+		| { grep -v "^WARNING: Location 'file:.*' is ignored: it is neither a file nor a directory" || true; }
+	@touch $@
+
+run: install
+	@echo "== applying migrations =="
+	$(PY) manage.py migrate --no-input
+	@echo "== serving the demo on http://$(HOST):$(PORT) (Ctrl-C stops it) =="
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) project.asgi:application
+
+services:
+	@scripts/services.sh
+
+# services.sh prints the services' URLs on stdout; they are read straight from it (not from
+# .run/services.env, which a concurrent `make bench` may rewrite). Each step runs even if an
+# earlier one failed, so one run shows every problem; the summary decides the exit status.
+test: install
+	@svc="$$(scripts/services.sh)" || exit 1; set -a; eval "$$svc"; set +a; \
+	: "$${REDIS_URL:?scripts/services.sh gave no REDIS_URL}"; \
+	: "$${PG_DATABASE_URL:?scripts/services.sh gave no PG_DATABASE_URL}"; \
+	export DJANGO_SETTINGS_MODULE=project.settings; \
+	echo; echo "== ruff check $(LINT_PATHS) =="; \
+	$(RUFF) check $(LINT_PATHS); lint=$$?; \
+	echo; echo "== tests on SQLite =="; \
+	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS); sqlite=$$?; \
+	echo; echo "== tests on PostgreSQL ($$PG_DATABASE_URL) =="; \
+	DATABASE_URL="$$PG_DATABASE_URL" $(PY) -m pytest $(PYTEST_ARGS); pg=$$?; \
+	verdict() { case $$1 in 0) echo ok;; 5) echo "FAILED (no test ran)";; \
+		*) echo "FAILED (exit $$1)";; esac; }; \
+	echo; echo "== summary =="; \
+	echo "ruff:                $$(verdict $$lint)"; \
+	echo "tests on SQLite:     $$(verdict $$sqlite)"; \
+	echo "tests on PostgreSQL: $$(verdict $$pg)"; \
+	[ $$lint = 0 ] && [ $$sqlite = 0 ] && [ $$pg = 0 ]
+
+# project.bench starts its own redis-server on a free port; services.sh makes sure one is
+# installed, and REDIS_URL names the tests' Redis should the benchmark want an existing one.
+bench: install
+	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
+	echo "== benchmark =="; \
+	$(PY) -m project.bench $(BENCH_ARGS)
+
+lint: install
+	$(RUFF) check $(LINT_PATHS)
+	$(RUFF) format --check $(LINT_PATHS)
+
+format: install
+	$(RUFF) check --fix --select I $(LINT_PATHS)
+	$(RUFF) format $(LINT_PATHS)
+
+clean:
+	@if [ -d .run ]; then scripts/services.sh stop; fi
+	rm -rf .run .pytest_cache .ruff_cache .mypy_cache .coverage htmlcov build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

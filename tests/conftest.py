@@ -1,0 +1,195 @@
+"""Fixtures for the whole suite: real daphne processes on the test database and Redis.
+
+Run the suite with ``make test``: it starts a private Redis (port 6399) and PostgreSQL and
+runs pytest twice, on SQLite and on PostgreSQL, with ``REDIS_URL`` set. The session aborts
+without ``REDIS_URL``: tests that need Redis are never silently skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Generator, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from pytest_django import DjangoDbBlocker
+
+from tests.servers import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+
+# The SQLite test database is a file in .run/, shared with the daphne subprocesses; sqlite
+# cannot create it in a missing directory.
+RUN_DIR.mkdir(exist_ok=True)
+
+# Concurrent pytest sessions (two checkouts, or two people in one) must not meet: each has
+# its own test databases (named after its pid in project/settings.py) and its own
+# channels-redis prefix, which the daphne subprocesses inherit through server_env().
+REDIS_PREFIX = f"rt-test-{os.getpid()}"
+os.environ["REDIS_PREFIX"] = REDIS_PREFIX
+
+
+def _apply_prefix_to_loaded_settings() -> None:
+    """Give the already-loaded settings this session's prefix.
+
+    pytest-django imports the settings (in ``pytest_load_initial_conftests``) before pytest
+    imports this file, so ``project.settings`` read REDIS_PREFIX before we set it. Replace
+    the value in place and send ``setting_changed``, which makes channels drop any layer it
+    already built.
+    """
+    from django.conf import settings
+    from django.core.signals import setting_changed
+
+    if not settings.configured:
+        return  # the settings will be read later, from the environment set above
+    layers = settings.CHANNEL_LAYERS
+    config = layers.get("default", {}).get("CONFIG")
+    if config is None or config.get("prefix") == REDIS_PREFIX:
+        return
+    config["prefix"] = REDIS_PREFIX
+    settings.CHANNEL_LAYERS = layers
+    setting_changed.send(sender=type(settings), setting="CHANNEL_LAYERS", value=layers, enter=True)
+
+
+_apply_prefix_to_loaded_settings()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.help or config.option.version:
+        return
+    if not os.environ.get("REDIS_URL"):
+        pytest.exit(
+            "REDIS_URL is not set. These tests need a real Redis and database, which "
+            "`make test` provides: run `make test` (add PYTEST_ARGS='-k name' to select "
+            "tests). To run pytest by hand: scripts/services.sh && set -a && "
+            ". .run/services.env && set +a && .venv/bin/pytest ...",
+            returncode=2,
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None,
+    django_db_blocker: DjangoDbBlocker,
+) -> None:
+    """Before creating the test databases, drop those that runs killed outright left behind.
+
+    project/settings.py names test databases after the pid of the run (SQLite
+    ``.run/test-<pid>.sqlite3``, PostgreSQL ``test_<NAME>_<pid>``); one whose pid is gone
+    belongs to no running session.
+    """
+    from django.db import connections
+
+    for path in RUN_DIR.glob("test-*.sqlite3*"):
+        match = re.fullmatch(r"test-(\d+)\.sqlite3(-wal|-shm|-journal)?", path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+    for alias in connections:
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue
+        pattern = re.compile(rf"test_{re.escape(connection.settings_dict['NAME'])}_(\d+)")
+        with django_db_blocker.unblock(), connection._nodb_cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database")
+            for (name,) in cursor.fetchall():
+                match = pattern.fullmatch(name)
+                if match and not _pid_alive(int(match.group(1))):
+                    cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: DjangoDbBlocker) -> Iterator[None]:
+    """pytest-django's, plus: before the test databases are dropped, let go of them.
+
+    PostgreSQL refuses to drop a database anyone is connected to, and connections outlive
+    the tests: a pooled connection checked out by asgiref's executor thread (ORM calls from
+    async tests) survives Django's ``close_pool()``. So close ours, then end what is left.
+    """
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        connections.close_all()
+        for alias in connections:
+            connection = connections[alias]
+            if connection.vendor != "postgresql":
+                continue
+            connection.close_pool()
+            with connection._nodb_cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [connection.settings_dict["NAME"]],
+                )
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server of this test session (the same one the daphne processes use)."""
+    return os.environ["REDIS_URL"]
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> str:
+    """This session's channels-redis key prefix."""
+    return REDIS_PREFIX
+
+
+_SERVERS = pytest.StashKey[list[Server]]()
+
+
+@pytest.fixture
+def daphne_server(
+    transactional_db: None, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., Server]]:
+    """Start daphne processes on the test database; all are stopped after the test.
+
+    ::
+
+        def test_x(daphne_server):
+            server = daphne_server()                                  # project.asgi
+            fast = daphne_server({"REALTIME_HEARTBEAT_TIMEOUT": "1"})  # extra environment
+
+    Each server is a separate process serving ``project.asgi:application`` on its own port,
+    with the pytest process's REDIS_URL and REDIS_PREFIX, so they exchange events through
+    Redis like the processes of a real deployment. Its output is shown if the test fails.
+    """
+    servers: list[Server] = []
+    request.node.stash[_SERVERS] = servers
+
+    def start(
+        env: Mapping[str, str] | None = None, *, app: str | None = None, port: int | None = None
+    ) -> Server:
+        kwargs = {"app": app} if app else {}
+        server = Server.start(log_dir=tmp_path, env=env, port=port, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach each daphne's output to the report of a failed test."""
+    report = yield
+    if report.failed:
+        for server in item.stash.get(_SERVERS, []):
+            title = f"Captured daphne :{server.port} (pid {server.pid}) output"
+            report.sections.append((title, server.log()))
+    return report

@@ -1,0 +1,612 @@
+"""Real processes and real clients for end-to-end tests.
+
+* :class:`Server` -- a daphne process serving ``project.asgi:application`` on a free port,
+  against the same test database, Redis server and Redis prefix as the pytest process.
+  Tests get servers from the ``daphne_server`` fixture (``conftest.py``), which stops them.
+* :func:`run_manage` / :func:`arun_manage` -- ``manage.py <command>`` in a subprocess with the
+  same environment, e.g. to publish from a third process.
+* :class:`WSClient` -- an asyncio WebSocket client speaking JSON frames.
+* :func:`open_sse` -- an SSE reader on httpx that parses the stream into event dicts.
+
+Everything that waits takes a timeout and fails with a message saying what it waited for.
+Processes need the test database to exist: use them from tests that have the
+``transactional_db`` fixture (``daphne_server`` requests it for you).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
+
+ROOT = Path(__file__).resolve().parent.parent
+ASGI_APP = "project.asgi:application"
+
+# --------------------------------------------------------------------------------------
+# Environment shared by the subprocesses
+# --------------------------------------------------------------------------------------
+
+
+def database_url(settings_dict: Mapping[str, Any]) -> str:
+    """A ``DATABASE_URL`` (as ``project.settings`` parses it) naming ``settings_dict``'s database.
+
+    Called after pytest-django set up the test database, ``NAME`` is the test database's.
+    """
+    engine = settings_dict["ENGINE"]
+    name = str(settings_dict["NAME"])
+    if engine == "django.db.backends.sqlite3":
+        if name == ":memory:" or "mode=memory" in name:
+            raise RuntimeError(
+                "Subprocesses cannot share an in-memory SQLite database; the test settings "
+                "must name a file (DATABASES['default']['TEST']['NAME'])."
+            )
+        return f"sqlite:///{Path(name).resolve()}"
+    if engine == "django.db.backends.postgresql":
+        user = quote(settings_dict.get("USER") or "", safe="")
+        password = settings_dict.get("PASSWORD") or ""
+        auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+        # A socket directory goes in the host part, percent-encoded.
+        host = quote(str(settings_dict.get("HOST") or ""), safe="")
+        port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+        return f"postgres://{auth}{host}{port}/{quote(name, safe='')}"
+    raise RuntimeError(f"No DATABASE_URL form for database engine {engine!r}.")
+
+
+def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a subprocess that must see what this pytest process sees.
+
+    Same test database, ``REDIS_URL`` and ``REDIS_PREFIX``; ``extra`` is merged last (e.g.
+    ``{"REALTIME_HEARTBEAT_TIMEOUT": "1"}``).
+    """
+    from django.db import connection
+
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        DATABASE_URL=database_url(connection.settings_dict),
+        REDIS_URL=os.environ["REDIS_URL"],
+        REDIS_PREFIX=os.environ["REDIS_PREFIX"],
+        PYTHONUNBUFFERED="1",
+    )
+    # Settings of the pytest process only; a subprocess must not pick them up.
+    env.pop("PYTEST_CURRENT_TEST", None)
+    env.update(extra or {})
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# daphne processes
+# --------------------------------------------------------------------------------------
+
+
+class ServerError(RuntimeError):
+    """A server process did not start (the message includes its output)."""
+
+
+@dataclass
+class Server:
+    """One daphne process in its own process group; made by the ``daphne_server`` fixture."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would, and reap it."""
+        self._signal(signal.SIGKILL)
+        self._reap(timeout=10)
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM (daphne shuts down gracefully), then SIGKILL after ``timeout`` seconds."""
+        if not self.running:
+            self._reap(timeout=1)
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        else:
+            # Anything the process started in its group goes too.
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def _reap(self, timeout: float) -> None:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ServerError(f"daphne pid {self.pid} did not exit after SIGKILL") from exc
+
+    @classmethod
+    def start(
+        cls,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        app: str = ASGI_APP,
+        ready_timeout: float = 20,
+        port: int | None = None,
+    ) -> Server:
+        """Start daphne on a free port (or on ``port``, e.g. to restart a killed server on
+        its old address) and return once the port accepts connections."""
+        full_env = server_env(env)
+        wanted = port
+        for attempt in range(3):
+            port = wanted or free_port()
+            log_path = log_dir / f"daphne-{port}.log"
+            restarts = 1
+            while log_path.exists():  # a restart on the same port keeps the old log
+                restarts += 1
+                log_path = log_dir / f"daphne-{port}-{restarts}.log"
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
+                    cwd=ROOT,
+                    env=full_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: kill() takes all of it
+                )
+            server = cls(process=process, port=port, log_path=log_path, env=full_env)
+            try:
+                server._wait_ready(ready_timeout)
+                return server
+            except ServerError:
+                server.kill()
+                # Another process took the port between free_port() and daphne's bind (or,
+                # for a given port, the killed process's socket is not released yet).
+                if "Address already in use" in server.log() and attempt < 2:
+                    time.sleep(0.5 if wanted else 0)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise ServerError(
+                    f"daphne exited with code {self.process.returncode} before listening on "
+                    f"port {self.port}. Its output:\n{self.log()}"
+                )
+            if port_open(self.port):
+                return
+            time.sleep(0.05)
+        raise ServerError(
+            f"daphne did not listen on port {self.port} within {timeout:g} s. Its output:\n"
+            f"{self.log()}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# manage.py in a subprocess
+# --------------------------------------------------------------------------------------
+
+
+def _manage_failed(args: tuple[str, ...], code: int, stdout: str, stderr: str) -> AssertionError:
+    return AssertionError(
+        f"manage.py {' '.join(args)} exited with {code}\n--- stdout ---\n{stdout}"
+        f"\n--- stderr ---\n{stderr}"
+    )
+
+
+def run_manage(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    check: bool = True,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``manage.py *args`` in a subprocess seeing the test database and Redis.
+
+    Blocks; from async tests use :func:`arun_manage`. With ``check`` (the default) a non-zero
+    exit raises AssertionError showing the output.
+    """
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=server_env(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise _manage_failed(args, result.returncode, result.stdout, result.stderr)
+    return result
+
+
+async def arun_manage(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """:func:`run_manage` without blocking the event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "manage.py"),
+        *args,
+        cwd=ROOT,
+        env=server_env(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"manage.py {' '.join(args)} ran longer than {timeout:g} s") from None
+    code = proc.returncode if proc.returncode is not None else -1
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    if check and code != 0:
+        raise _manage_failed(args, code, stdout, stderr)
+    return subprocess.CompletedProcess([sys.executable, "manage.py", *args], code, stdout, stderr)
+
+
+# --------------------------------------------------------------------------------------
+# WebSocket client
+# --------------------------------------------------------------------------------------
+
+_FROM_URL = "from-url"
+
+
+class WSClient:
+    """A WebSocket client for JSON frames, with bounded waits.
+
+    ::
+
+        async with WSClient(server.ws_url + "/ws/") as ws:
+            await ws.send_json({"type": "subscribe", "stream": "chat:1"})
+            frame = await ws.recv_until(lambda f: f["type"] == "subscribed")
+
+    ``received`` holds every frame received, ``skipped`` those that ``recv_until`` passed over.
+    By default the ``Origin`` header is ``http://<host>:<port>`` of the URL, which daphne's
+    origin check accepts for hosts in ALLOWED_HOSTS; pass ``origin=None`` to send none.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        origin: str | None = _FROM_URL,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.origin = origin
+        self.headers = dict(headers or {})
+        self.ws: ClientConnection | None = None
+        self.received: list[Any] = []
+        self.skipped: list[Any] = []
+
+    async def connect(
+        self,
+        url: str | None = None,
+        origin: str | None = _FROM_URL,
+        *,
+        timeout: float = 5,
+    ) -> Self:
+        url = url or self.url
+        if url is None:
+            raise TypeError("WSClient.connect() needs a URL")
+        if origin == _FROM_URL:
+            origin = self.origin
+        if origin == _FROM_URL:
+            parts = urlsplit(url)
+            origin = f"http://{parts.netloc}"
+        self.url = url
+        self.ws = await connect(
+            url,
+            origin=Origin(origin) if origin is not None else None,
+            additional_headers=self.headers or None,
+            open_timeout=timeout,
+            ping_interval=None,  # the protocol's own heartbeats are under test, not these
+            compression=None,  # frames on the wire as sent, so size limits are exact
+        )
+        return self
+
+    @property
+    def connection(self) -> ClientConnection:
+        if self.ws is None:
+            raise AssertionError("WSClient is not connected; call `await client.connect(url)`")
+        return self.ws
+
+    async def send_json(self, obj: Any) -> None:
+        await self.connection.send(json.dumps(obj))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        """Send a frame as is (for malformed-input tests)."""
+        await self.connection.send(data)
+
+    async def recv_json(self, timeout: float = 5) -> Any:
+        """The next frame, decoded; AssertionError if none arrives within ``timeout`` s."""
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await self.connection.recv()
+        except TimeoutError:
+            raise AssertionError(
+                f"no WebSocket frame within {timeout:g} s (last frames: {self.received[-5:]!r})"
+            ) from None
+        except ConnectionClosed as exc:
+            raise AssertionError(
+                f"WebSocket closed while waiting for a frame: code {self.close_code} "
+                f"reason {self.connection.close_reason!r}"
+            ) from exc
+        frame = json.loads(raw)
+        self.received.append(frame)
+        return frame
+
+    async def recv_until(self, predicate: Callable[[Any], bool], timeout: float = 5) -> Any:
+        """The first frame for which ``predicate`` is true; earlier ones go to ``skipped``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        passed: list[Any] = []
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(
+                    f"no matching WebSocket frame within {timeout:g} s; passed over: {passed!r}"
+                )
+            try:
+                frame = await self.recv_json(timeout=left)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; passed over before that: {passed!r}") from None
+            if predicate(frame):
+                return frame
+            passed.append(frame)
+            self.skipped.append(frame)
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code if self.ws is not None else None
+
+    async def wait_closed(self, timeout: float = 5) -> int | None:
+        """Wait for the server to close the connection; return the close code."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.connection.wait_closed()
+        except TimeoutError:
+            raise AssertionError(f"WebSocket still open after {timeout:g} s") from None
+        return self.close_code
+
+    async def close(self, code: int = 1000) -> None:
+        if self.ws is not None:
+            await self.ws.close(code)
+
+    async def __aenter__(self) -> Self:
+        if self.ws is None:
+            await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+# --------------------------------------------------------------------------------------
+# Server-Sent Events reader
+# --------------------------------------------------------------------------------------
+
+
+class SSEStream:
+    """An open ``text/event-stream`` response, read one event at a time; see :func:`open_sse`.
+
+    Events are dicts ``{"id": ..., "event": ..., "data": ...}``: ``id`` as sent in this event
+    (None if it had no ``id:`` line), ``event`` as sent or ``"message"`` (the browser's
+    default), ``data`` parsed as JSON when it is JSON, else the raw text; plus ``"retry"``
+    (an int) when the event carried one. Comment lines (``: ping``) are kept in ``comments``,
+    and also delivered as ``{"comment": text}`` when opened with ``include_comments=True``.
+
+    A background task reads the body, so a wait that times out loses nothing and the stream
+    stays usable (``pytest.raises(AssertionError)`` around ``next_event(timeout=1)`` checks
+    that nothing arrives).
+    """
+
+    def __init__(self, response: httpx.Response, include_comments: bool) -> None:
+        self.response = response
+        self.include_comments = include_comments
+        self.comments: list[str] = []
+        self.received: list[dict[str, Any]] = []
+        self.last_event_id: str | None = None  # as EventSource tracks it across events
+        self.ended = False
+        self._queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+        self._data: list[str] = []
+        self._fields: dict[str, Any] = {}
+        self._reader = asyncio.create_task(self._read(), name=f"sse reader {response.url}")
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.response.headers
+
+    async def next_event(self, timeout: float = 5) -> dict[str, Any]:
+        """The next event; AssertionError on timeout or if the stream ends first."""
+        if self.ended and self._queue.empty():
+            raise AssertionError(f"SSE stream already ended (last: {self.received[-5:]!r})")
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self._queue.get()
+        except TimeoutError:
+            raise AssertionError(
+                f"no SSE event within {timeout:g} s (last events: {self.received[-5:]!r})"
+            ) from None
+        if item is None:
+            self.ended = True
+            raise AssertionError(
+                f"SSE stream ended while waiting for an event (last: {self.received[-5:]!r})"
+            )
+        if isinstance(item, BaseException):
+            self.ended = True
+            raise AssertionError(f"reading the SSE stream failed: {item!r}") from item
+        if "comment" not in item:
+            self.received.append(item)
+        return item
+
+    async def events(self, timeout: float = 5) -> AsyncIterator[dict[str, Any]]:
+        """Events until the stream ends; each must arrive within ``timeout`` seconds."""
+        while True:
+            try:
+                event = await self.next_event(timeout)
+            except AssertionError:
+                if self.ended:
+                    return
+                raise
+            yield event
+
+    async def aclose(self) -> None:
+        """Drop the connection, mid-stream or not (like a client going away)."""
+        self.ended = True
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self.response.aclose()
+
+    async def _read(self) -> None:
+        try:
+            async for line in self.response.aiter_lines():
+                item = self._feed(line)
+                if item is not None:
+                    self._queue.put_nowait(item)
+        except httpx.HTTPError as exc:
+            self._queue.put_nowait(exc)
+        else:
+            self._queue.put_nowait(None)
+
+    def _feed(self, line: str) -> dict[str, Any] | None:
+        """Parse one line (https://html.spec.whatwg.org/#event-stream-interpretation)."""
+        if line == "":
+            data, fields = self._data, self._fields
+            self._data, self._fields = [], {}
+            # A block without data lines dispatches nothing (its id: still counts).
+            return self._event(data, fields) if data else None
+        if line.startswith(":"):
+            text = line[1:].removeprefix(" ")
+            self.comments.append(text)
+            return {"comment": text} if self.include_comments else None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._fields["event"] = value
+        elif name == "id" and "\0" not in value:
+            self._fields["id"] = value
+            self.last_event_id = value
+        elif name == "retry" and value.isdigit():
+            self._fields["retry"] = int(value)
+        return None
+
+    @staticmethod
+    def _event(data: list[str], fields: dict[str, Any]) -> dict[str, Any]:
+        text = "\n".join(data)
+        try:
+            payload: Any = json.loads(text)
+        except ValueError:
+            payload = text
+        event = {"id": fields.get("id"), "event": fields.get("event") or "message", "data": payload}
+        if "retry" in fields:
+            event["retry"] = fields["retry"]
+        return event
+
+
+@contextlib.asynccontextmanager
+async def open_sse(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    include_comments: bool = False,
+    open_timeout: float = 5,
+) -> AsyncIterator[SSEStream]:
+    """GET ``url`` as an event stream; the response status and headers are available at once.
+
+    ::
+
+        async with open_sse(server.http_url + "/sse/?stream=chat:1") as sse:
+            assert sse.status_code == 200
+            event = await sse.next_event()
+            await sse.aclose()  # optional: leave mid-stream
+
+    AssertionError if the response headers take longer than ``open_timeout`` seconds.
+    """
+    # No read timeout on the client: a quiet stream is normal; next_event() bounds each wait.
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(timeout=httpx.Timeout(open_timeout, read=None))
+        )
+        request_headers = {"Accept": "text/event-stream", **(headers or {})}
+        try:
+            async with asyncio.timeout(open_timeout):
+                response = await stack.enter_async_context(
+                    client.stream("GET", url, params=params, headers=request_headers)
+                )
+        except TimeoutError:
+            raise AssertionError(
+                f"no response headers from GET {url} within {open_timeout:g} s"
+            ) from None
+        stream = SSEStream(response, include_comments)
+        stack.push_async_callback(stream.aclose)
+        yield stream
