@@ -12,13 +12,14 @@ from django.core.exceptions import ImproperlyConfigured
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from realtime import policy, retention
-    from realtime.conf import realtime_settings
+    from realtime.conf import IMPORT_STRINGS, realtime_settings
 
     errors: list[Any] = []
     alias = "default"
     try:
         realtime_settings.reload()
-        realtime_settings.POLICY  # noqa: B018  (imports the dotted path)
+        for name in IMPORT_STRINGS:
+            getattr(realtime_settings, name)  # imports the dotted path
         alias = realtime_settings.CHANNEL_LAYER
         retention.rules.cache_clear()
         retention.rules()

@@ -333,10 +333,18 @@ def sse_comment(text: str) -> str:
 CURSOR_PREFIX = "1."
 
 
+# Browsers send the cursor back in a header, and servers cap header lines (Twisted, under
+# daphne, at 16 KiB): an event stream whose cursor could outgrow this is refused up front.
+MAX_CURSOR_LENGTH = 8192
+
+
 def max_cursor_length() -> int:
-    """The longest cursor this server can issue (every stream of a full connection)."""
-    entry = int(realtime_settings.MAX_STREAM_NAME_LENGTH) + 64 + 30  # name, epoch, seq, JSON
-    return len(CURSOR_PREFIX) + (int(realtime_settings.MAX_SUBSCRIPTIONS) * entry * 4) // 3 + 8
+    return MAX_CURSOR_LENGTH
+
+
+def largest_cursor(streams: list[str]) -> int:
+    """The length of the longest cursor an event stream of ``streams`` can carry."""
+    return len(encode_cursor({stream: ("f" * 32, 2**63 - 1) for stream in streams}))
 
 
 Position = tuple[str, int]  # (epoch, seq)

@@ -25,6 +25,7 @@ from realtime.protocol import (
     FORBIDDEN_ORIGIN,
     INVALID_FRAME,
     INVALID_PRESENCE,
+    MAX_CURSOR_LENGTH,
     PROTOCOL_VERSION,
     REVOKED,
     SSE_ERROR,
@@ -39,6 +40,7 @@ from realtime.protocol import (
     dumps,
     encode_cursor,
     error_frame,
+    largest_cursor,
     loads,
     sse_comment,
     sse_message,
@@ -110,6 +112,9 @@ class SSEConnection(BaseConnection):
         stats.errors[code] += 1
         body = dumps({"error": {"code": code, "message": message}}).encode()
         extra = [(b"allow", allow)] if allow else []
+        if status == 401:
+            # Session cookie, or one of these in the Authorization header.
+            extra.append((b"www-authenticate", b'Ticket, Token, Bearer realm="realtime"'))
         await self.send(
             {
                 "type": "http.response.start",
@@ -134,6 +139,12 @@ class SSEConnection(BaseConnection):
         if len(streams) > limit:
             raise RealtimeError(
                 f"At most {limit} streams per connection.", code=TOO_MANY_SUBSCRIPTIONS
+            )
+        if largest_cursor(streams) > MAX_CURSOR_LENGTH:
+            raise RealtimeError(
+                "These streams' names are too long for one event stream: its resume cursor "
+                f"would not fit in {MAX_CURSOR_LENGTH} characters. Open several.",
+                code=TOO_MANY_SUBSCRIPTIONS,
             )
         for stream in streams:
             await self.check("subscribe", stream)

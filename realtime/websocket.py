@@ -200,7 +200,9 @@ class WebSocketConnection(BaseConnection):
             handler = getattr(self, f"on_{frame['type']}")
             await handler(frame)
         except RealtimeError as exc:
-            await self.error(exc.code, exc.message, frame_id or exc.frame_id)
+            await self.error(
+                exc.code, exc.message, frame_id if frame_id is not None else exc.frame_id
+            )
         except Exception:
             logger.exception("Handling a frame on connection %s failed.", self.id)
             await self.error(INTERNAL_ERROR, "Internal server error.", frame_id)

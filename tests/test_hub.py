@@ -64,7 +64,6 @@ async def hub(settings):
     hub = get_hub()
     yield hub
     await hub.close()
-    await hub.layer.flush()
 
 
 @database_sync_to_async
