@@ -124,7 +124,8 @@ class Connection(models.Model):
     remote_addr = models.CharField(max_length=64, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     connected_at = models.DateTimeField(default=timezone.now)
-    # Refreshed for all of a process's connections at once, with its lease (not per heartbeat).
+    # When the record last changed (connect, subscriptions). Liveness is the server's lease:
+    # a process removes its connections that go silent, so no write per heartbeat.
     last_seen = models.DateTimeField(default=timezone.now)
     # The streams it is subscribed to; written with the lease renewal when they changed.
     streams = models.JSONField(default=list, blank=True)

@@ -55,16 +55,16 @@ def renew_server(server_id: str, streams: dict[str, list[str]] | None = None) ->
     (this process stalled too long).
 
     ``streams`` holds the subscriptions of connections whose subscriptions changed since the
-    last renewal: with ``last_seen``, the whole write costs a few statements per process per
-    interval, whatever the number of connections.
+    last renewal. Nothing is written for the others: a connection is alive as long as its
+    server's lease is (the server drops the connections that go silent), so liveness costs
+    one row update per process per interval, whatever the number of connections.
     """
     now = timezone.now()
     with transaction.atomic():
         if Server.objects.filter(id=server_id).update(expires_at=_expiry()) != 1:
             return False
-        Connection.objects.filter(server_id=server_id).update(last_seen=now)
         for conn_id, names in (streams or {}).items():
-            Connection.objects.filter(id=conn_id).update(streams=names)
+            Connection.objects.filter(id=conn_id).update(streams=names, last_seen=now)
     return True
 
 
