@@ -22,7 +22,6 @@ from realtime import flow
 from realtime.conf import realtime_settings
 from realtime.exceptions import PermissionDenied, RealtimeError
 from realtime.hub import Hub, get_hub
-from realtime.limits import connection_limit_reached
 from realtime.policy import Action, compile_pattern, get_policy
 from realtime.presence import check_meta
 from realtime.protocol import (
@@ -115,16 +114,27 @@ class BaseConnection:
         """How the client authenticated (``realtime.auth``): method, session, token, error."""
         return self.scope.get("realtime.auth") or {}
 
-    async def admit(self) -> tuple[int, str, str] | None:
-        """Why this connection must be refused at the handshake: (HTTP status, code, message),
-        or None to let it in."""
+    def credentials_refusal(self) -> tuple[int, str, str] | None:
+        """Why the credentials cannot connect: (HTTP status, code, message), or None."""
         if self.auth.get("error"):
             return 401, INVALID_CREDENTIALS, "The token or ticket sent is not valid (any more)."
         if self.settings.AUTH_REQUIRED and self.user_id is None:
             return 401, AUTHENTICATION_REQUIRED, "Sign in first: this server needs a user."
-        cap = await connection_limit_reached(self.user_id, self.remote_addr)
+        return None
+
+    async def admit(self) -> tuple[int, str, str] | None:
+        """Let the connection in and record it, or say why not: (HTTP status, code, message).
+
+        Checked before the WebSocket is accepted or the SSE response starts.
+        """
+        refusal = self.credentials_refusal()
+        if refusal is not None:
+            return refusal
+        cap = await self.hub.attach(self)  # recorded here, unless over a cap
         if cap is not None:
             return 429, TOO_MANY_CONNECTIONS, f"Too many open connections for this {cap}."
+        self._attached = True
+        stats.connections[self.transport] += 1
         return None
 
     def revoked_by(self, message: dict[str, Any]) -> bool:
@@ -155,12 +165,6 @@ class BaseConnection:
         self.last_seen = time.monotonic()
 
     # --- lifecycle ---------------------------------------------------------------------
-    async def attach(self) -> None:
-        """Record the connection (after the handshake succeeded)."""
-        await self.hub.attach(self)
-        self._attached = True
-        stats.connections[self.transport] += 1
-
     async def detach(self) -> None:
         """Drop subscriptions now; presence and the record go after the grace period."""
         self.closed = True

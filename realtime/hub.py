@@ -153,14 +153,23 @@ class Hub:
             logger.error("Background task failed.", exc_info=task.exception())
 
     # --- connections -----------------------------------------------------------------
-    async def attach(self, conn: Any) -> None:
-        """Record a new connection (``Connection`` row; the user goes online)."""
+    async def attach(self, conn: Any) -> str | None:
+        """Record a new connection (``Connection`` row; the user goes online), unless a
+        connection cap refuses it: then the cap ("user" or "ip") is returned."""
         await self.start()
-        self.connections[conn.id] = conn
-        self._opened.append(conn.id)
-        await registry.aadd_connection(
-            conn.id, self.id, conn.user_id, conn.transport, conn.remote_addr, conn.user_agent
+        cap = await registry.aadd_connection(
+            conn.id,
+            self.id,
+            conn.user_id,
+            conn.transport,
+            conn.remote_addr,
+            conn.user_agent,
+            check_limits=True,
         )
+        if cap is None:
+            self.connections[conn.id] = conn
+            self._opened.append(conn.id)
+        return cap
 
     def detach(self, conn: Any) -> None:
         """Forget a closed connection after the leave grace period.
@@ -564,7 +573,7 @@ class Hub:
         for conn in list(self.connections.values()):
             await registry.aadd_connection(
                 conn.id, self.id, conn.user_id, conn.transport, conn.remote_addr, conn.user_agent
-            )
+            )  # re-recorded as it was: no caps
             for stream, meta in list(conn.presence_meta.items()):
                 message, _ = await presence.ajoin(
                     stream, conn.presence_key, conn.user_id, conn.id, self.id, meta

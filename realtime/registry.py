@@ -75,8 +75,19 @@ def add_connection(
     transport: str,
     remote_addr: str,
     user_agent: str,
-) -> None:
+    *,
+    check_limits: bool = False,
+) -> str | None:
+    """Record a connection; with ``check_limits``, first refuse it (returning "user" or "ip")
+    if it would pass MAX_CONNECTIONS_PER_USER / _PER_IP, counted over every process.
+
+    One call, one transaction: a connection storm costs one round of queries per client.
+    """
     with transaction.atomic():
+        if check_limits:
+            cap = _limit_reached(user_id, remote_addr)
+            if cap is not None:
+                return cap
         Connection.objects.create(
             id=conn_id,
             server_id=server_id,
@@ -87,6 +98,25 @@ def add_connection(
         )
         if user_id is not None:
             _recount(user_id)
+    return None
+
+
+def _limit_reached(user_id: Any, remote_addr: str) -> str | None:
+    per_user = realtime_settings.MAX_CONNECTIONS_PER_USER
+    if (
+        user_id is not None
+        and per_user is not None
+        and Connection.objects.filter(user_id=user_id).count() >= int(per_user)
+    ):
+        return "user"
+    per_ip = realtime_settings.MAX_CONNECTIONS_PER_IP
+    if (
+        remote_addr
+        and per_ip is not None
+        and Connection.objects.filter(remote_addr=remote_addr).count() >= int(per_ip)
+    ):
+        return "ip"
+    return None
 
 
 def remove_connection(conn_id: str, user_id: Any) -> None:

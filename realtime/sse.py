@@ -181,18 +181,20 @@ class SSEConnection(BaseConnection):
         refusal = None
         if not origin_allowed(self.scope):
             refusal = (403, FORBIDDEN_ORIGIN, "This origin may not open event streams here.")
-        refusal = refusal or await self.admit()
+        refusal = refusal or self.credentials_refusal()
+        if refusal is None:
+            try:
+                streams, positions, joins = await self.parse()
+            except RealtimeError as exc:
+                status = STATUS_FOR_CODE.get(exc.code, 400)
+                if status == 403 and self.user_id is None:
+                    status = 401  # signing in might help
+                await self.respond_error(status, exc.code, exc.message)
+                return
+            refusal = await self.admit()  # records the connection, unless over a cap
         if refusal is not None:
             stats.auth_failures[refusal[1]] += 1
             await self.respond_error(*refusal)
-            return
-        try:
-            streams, positions, joins = await self.parse()
-        except RealtimeError as exc:
-            status = STATUS_FOR_CODE.get(exc.code, 400)
-            if status == 403 and self.user_id is None:
-                status = 401  # signing in might help
-            await self.respond_error(status, exc.code, exc.message)
             return
         await self.send(
             {
@@ -206,7 +208,6 @@ class SSEConnection(BaseConnection):
             }
         )
         try:
-            await self.attach()
             welcome = {
                 "type": "welcome",
                 "connection_id": self.id,

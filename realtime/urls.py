@@ -3,7 +3,7 @@
 
 from django.urls import include, path
 
-from realtime import views
+from realtime import metrics, views
 
 app_name = "realtime"
 
@@ -11,4 +11,5 @@ urlpatterns = [
     path("heartbeat/", views.heartbeat, name="heartbeat"),
     path("ticket/", views.ticket, name="ticket"),
     path("api/", include("realtime.api.urls")),  # the REST API: docs/api.md
+    path("metrics", metrics.metrics_view, name="metrics"),  # Prometheus: docs/operations.md
 ]

@@ -141,7 +141,6 @@ class WebSocketConnection(BaseConnection):
         await self.send(accept)
         self.bucket = TokenBucket.from_settings()
         try:
-            await self.attach()
             await self.reply(
                 {
                     "type": "welcome",

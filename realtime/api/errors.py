@@ -41,6 +41,7 @@ class APIError(exceptions.APIException):
         super().__init__(detail=message, code=code)
         self.status_code = status_code
         self.error_code = code
+        self.auth_header: str | None = None  # a 401's WWW-Authenticate challenge
 
 
 def from_realtime_error(exc: RealtimeError, status_code: int = 400) -> APIError:
@@ -106,9 +107,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     set_rollback()
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+        headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+        headers["Retry-After"] = str(int(exc.wait))
     if isinstance(exc, APIError):
         return error_response(exc.status_code, exc.error_code, str(exc.detail), headers)
     if isinstance(exc, exceptions.ValidationError):

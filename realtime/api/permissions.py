@@ -45,5 +45,5 @@ def denied(request: Request, message: str) -> APIError:
     anonymous = not (request.user and request.user.is_authenticated)
     error = APIError(401 if anonymous else 403, FORBIDDEN, message)
     if anonymous:
-        error.auth_header = 'Bearer realm="realtime"'  # type: ignore[attr-defined]
+        error.auth_header = 'Bearer realm="realtime"'
     return error

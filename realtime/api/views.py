@@ -22,7 +22,6 @@ from rest_framework.schemas import get_schema_view
 from rest_framework.views import APIView
 
 import realtime
-from realtime import presence as presence_store
 from realtime import store
 from realtime.api import serializers as s
 from realtime.api.authentication import DEFAULT_AUTHENTICATION_CLASSES, is_server, is_staff
@@ -40,6 +39,7 @@ from realtime.conf import realtime_settings
 from realtime.exceptions import RealtimeError
 from realtime.models import Connection, Stream
 from realtime.policy import get_policy
+from realtime.presence import counts_only, members
 from realtime.protocol import INVALID_EVENT, MALFORMED_JSON, format_ts, normalize
 from realtime.streams import validate_stream_name
 
@@ -101,7 +101,7 @@ def _int_param(
 
 def _next_url(request: Request, **params: Any) -> str:
     query = {**request.query_params.dict(), **{k: v for k, v in params.items() if v is not None}}
-    return request.build_absolute_uri(request.path + "?" + urlencode(query))
+    return str(request.build_absolute_uri(request.path + "?" + urlencode(query)))
 
 
 def _event(row: Any, stream: str) -> dict[str, Any]:
@@ -336,21 +336,19 @@ class PresenceView(RealtimeAPIView):
     def get(self, request: Request, stream: str) -> Response:
         stream = _stream(stream)
         require(request, "presence", stream)
-        members = presence_store.members(stream)
+        present = members(stream)
         count = {
-            "members": len(members),
-            "connections": sum(len(member.metas) for member in members),
+            "members": len(present),
+            "connections": sum(len(member.metas) for member in present),
         }
-        hidden = presence_store.counts_only(stream) and not (
-            is_server(request) or is_staff(request)
-        )
+        hidden = counts_only(stream) and not (is_server(request) or is_staff(request))
         listing = None
         if not hidden:
             # As in presence frames: refs and metadata, never connection ids (which are the
             # connections' secrets for the heartbeat endpoint).
             listing = {
                 member.key: {"metas": [{"ref": m.ref, "meta": m.meta} for m in member.metas]}
-                for member in members
+                for member in present
             }
         return Response(
             {"stream": stream, "members": listing, "count": count},

@@ -28,7 +28,7 @@ from django.db import models
 from django.db.models import signals
 
 from realtime import snapshots
-from realtime.live import receivers
+from realtime.live import checks, receivers  # noqa: F401  (checks register themselves)
 from realtime.live.access import rule, snapshot
 from realtime.live.batching import (
     Batch,
@@ -67,7 +67,7 @@ def register(
     *,
     streams: Sequence[str | StreamsOf],
     serializer: Any = None,
-    fields: Sequence[str] | None = None,
+    fields: Sequence[str] | str | None = None,
     events: Iterable[str] | dict[str, str] = KINDS,
     event_prefix: str | None = None,
     key_fields: Sequence[str] | None = None,
@@ -79,9 +79,9 @@ def register(
 
     * ``streams``: templates filled from the instance (``"tasks"``, ``"tasks:{pk}"``,
       ``"boards:{board_id}"``) and/or callables ``instance -> name(s)``.
-    * ``serializer`` (a DRF serializer class) or ``fields`` (names): the event data of
-      created and updated rows; default: every concrete field. Deleted rows send their key
-      fields: the pk and the templates' placeholders (or ``key_fields``).
+    * ``fields`` (names, or ``"__all__"``) or ``serializer`` (a DRF serializer class), one of
+      them required: the event data of created and updated rows. Deleted rows send their
+      key fields: the pk and the templates' placeholders (or ``key_fields``).
     * ``events``: which of created, updated, deleted to send, or a dict kind -> event type;
       types default to ``<event_prefix or model_name>.<kind>``, batches to ``.batch``.
     * ``snapshot``: send the serialised rows (``True``: the stream's rows; or a callable
@@ -102,7 +102,7 @@ def register(
     }
 
     def decorate(cls: M) -> M:
-        _register(cls, LiveModel.build(cls, **options))  # type: ignore[arg-type]
+        _register(cls, LiveModel.build(cls, **options))
         return cls
 
     return decorate if model is None else decorate(model)

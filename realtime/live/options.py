@@ -126,7 +126,7 @@ class LiveModel:
         *,
         streams: Sequence[str | StreamsOf],
         serializer: Any = None,
-        fields: Sequence[str] | None = None,
+        fields: Sequence[str] | str | None = None,
         events: Iterable[str] | dict[str, str] = KINDS,
         event_prefix: str | None = None,
         key_fields: Sequence[str] | None = None,
@@ -198,7 +198,16 @@ class LiveModel:
         except RealtimeError as exc:
             raise ImproperlyConfigured(f"live.register({name}): {exc.message}") from exc
         if fields is None and serializer is None:
+            # As DRF's ModelSerializer since 3.3: never every field by default, or a new
+            # column (a password hash, a token) would be broadcast without anyone deciding.
+            raise ImproperlyConfigured(
+                f"live.register({name}): say what to send: fields=[...] (or '__all__') "
+                f"or serializer=..."
+            )
+        if fields == "__all__":
             fields = [f.name for f in meta.concrete_fields]
+        elif isinstance(fields, str):
+            raise ImproperlyConfigured(f"live.register({name}): `fields` is a list of names.")
         default_keys = [meta.pk.name, *(n for t in templates for n in t.names if n != "pk")]
         return cls(
             model=model,

@@ -57,7 +57,9 @@ def realtime_client_url() -> str:
 
 
 @register.inclusion_tag("realtime/client.html", takes_context=True)
-def realtime_client(context: template.Context, importmap: bool = True, **options: Any) -> dict:
+def realtime_client(
+    context: template.Context, importmap: bool = True, **options: Any
+) -> dict[str, Any]:
     """The client's import map, preload hint and configuration (see the module docstring)."""
     config: dict[str, Any] = {
         "prefix": _prefix(),

@@ -48,6 +48,7 @@ export const DEFAULTS = Object.freeze({
   csrfHeaderName: "X-CSRFToken",
   ticket: undefined, // () => ticket | Promise<ticket>, or true to POST {prefix}ticket/
   workerTimers: true, // heartbeat timer in a worker (hidden tabs throttle page timers)
+  random: Math.random, // the jitter's source; tests pin it
   debug: false,
 });
 
@@ -755,11 +756,10 @@ export class RealtimeClient extends Emitter {
       this._attempt = 0;
       this._setState("connecting", { attempt: 0 });
     }
-    if (!this._conn) {
-      clearTimeout(this._timers.reconnect);
-      this._timers.reconnect = null;
-      this._connect("manual");
-    }
+    if (this._open || this._conn || this._connecting) return;
+    clearTimeout(this._timers.reconnect);
+    this._timers.reconnect = null;
+    this._connect("manual");
   }
 
   /** Close for good: no reconnect; queued and unacknowledged publishes are rejected. */
@@ -841,15 +841,12 @@ export class RealtimeClient extends Emitter {
     return new WebSocketTransport(url, protocols, owner);
   }
 
-  _openEventStream(ticket) {
+  /** What an SSE request asks for: its streams and presence (cursor aside). */
+  _eventStreamParams() {
     const params = new URLSearchParams();
-    const cursor = [];
     let meta = null;
     for (const sub of this.subscriptions.values()) {
       params.append("stream", sub.stream);
-      if (sub.seq !== null) {
-        cursor.push([sub.stream, sub.epoch ?? "", sub._floating ? 0 : sub.seq]);
-      }
       if (sub.presence.meta) {
         params.append("presence", sub.stream);
         meta = sub.presence.meta; // one meta per SSE request: the last joined
@@ -857,10 +854,24 @@ export class RealtimeClient extends Emitter {
     }
     if (meta) params.set("meta", JSON.stringify(meta));
     if (this.clientId) params.set("client_id", this.clientId);
+    return params;
+  }
+
+  _openEventStream(ticket) {
+    const params = this._eventStreamParams();
+    const signature = params.toString();
+    const cursor = [];
+    for (const sub of this.subscriptions.values()) {
+      if (sub.seq !== null) {
+        cursor.push([sub.stream, sub.epoch ?? "", sub._floating ? 0 : sub.seq]);
+      }
+    }
     if (cursor.length && !this._dropCursor) params.set("last_event_id", encodeCursor(cursor));
     this._dropCursor = false;
     const headers = ticket ? { Authorization: `Ticket ${ticket}` } : {};
-    return new EventStreamTransport(this._endpoint("sse/", params), headers, this);
+    const conn = new EventStreamTransport(this._endpoint("sse/", params), headers, this);
+    conn.signature = signature;
+    return conn;
   }
 
   _idleEventStream() {
@@ -944,6 +955,8 @@ export class RealtimeClient extends Emitter {
     if (conn.kind === "websocket") {
       for (const sub of this.subscriptions.values()) this._sendSubscribe(sub);
     } else {
+      // Subscriptions or presence changed while this request was on its way: ask again.
+      if (conn.signature !== this._eventStreamParams().toString()) this._reopenEventStream();
       this._scheduleUpgrade();
     }
     this._flushQueue();
@@ -1084,12 +1097,12 @@ export class RealtimeClient extends Emitter {
     // A server going away (a deploy) closes every client at once: spread them wider.
     if (info.code === CLOSE_GOING_AWAY) this._attempt = Math.max(this._attempt, 2);
     const attempt = this._attempt;
-    const delay = info.immediate ? 0 : backoffDelay(attempt, backoff);
+    const delay = info.immediate ? 0 : backoffDelay(attempt, backoff, this.options.random);
     this._attempt += 1;
     this._setState("reconnecting", { attempt, delay, code: info.code, reason: info.reason });
     this._timers.reconnect = setTimeout(() => {
       this._timers.reconnect = null;
-      this._connect("retry");
+      this._connect(info.immediate ? info.reason : "retry");
     }, delay);
   }
 
@@ -1347,6 +1360,12 @@ export class RealtimeClient extends Emitter {
   }
 
   async _postPublish(entry) {
+    if (entry.ephemeral && this._httpEphemeral === false) {
+      entry.reject(
+        new RealtimeError("unsupported", "This server cannot take ephemeral events over HTTP."),
+      );
+      return "done";
+    }
     const body = { event: entry.event, data: entry.data };
     const headers = { "Content-Type": "application/json", ...this._csrfHeaders() };
     if (entry.ephemeral) body.ephemeral = true;
@@ -1377,6 +1396,12 @@ export class RealtimeClient extends Emitter {
       // no JSON body
     }
     if (response.ok) {
+      if (entry.ephemeral && payload?.seq != null && this._httpEphemeral !== false) {
+        // A server whose HTTP API predates `ephemeral` stored the event: send no more.
+        this._httpEphemeral = false;
+        console.warn("[realtime] The server stored an ephemeral event sent over HTTP; "
+          + "ephemeral events are not sent over the SSE fallback any more.");
+      }
       entry.resolve({
         stream: entry.stream,
         seq: payload?.seq ?? null,

@@ -1,0 +1,113 @@
+"""Ask every live server process for its figures, over the channel layer (scatter-gather).
+
+One ``realtime.stats.request`` goes to the control group, which every hub joins; each hub
+answers on the reply channel with its ``Hub.describe()`` (identity, counters, rates, active
+alerts). Replies are collected until one per live lease (``Server`` rows not expired) has
+arrived, or the timeout passes. So any process — the one a load balancer sent a metrics
+scrape to, an admin page, ``manage.py realtime_status`` — sees every process on every
+machine, and a missing answer shows as ``expected > len(replies)`` instead of as a silent
+zero.
+
+A process appears once its hub has started, i.e. after its first connection: before that it
+holds no lease and nothing to report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from realtime.conf import realtime_settings
+from realtime.exceptions import SyncInAsyncContext
+from realtime.models import Server
+from realtime.revocation import CONTROL_GROUP
+
+logger = logging.getLogger("realtime.gather")
+
+# The reply channel shares the hub's prefix on purpose: channels-redis receives every
+# "<prefix>.<client>!..." channel of a process through one BZPOPMIN loop per prefix, under
+# one lock. A reply channel with its own prefix would wait for the hub's blocking pop to
+# time out (5 s) before its own list is read; with the same prefix, whichever receive holds
+# the lock pops the reply and hands it over at once.
+REPLY_PREFIX = "realtime.hub"
+
+
+@dataclass
+class Gathered:
+    """What a scatter-gather collected: one ``describe()`` per answering process."""
+
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    expected: int = 0  # live leases when the request went out
+    elapsed: float = 0.0  # seconds the gather took
+    error: str | None = None  # why nothing could be asked (no channel layer, layer down)
+
+    @property
+    def reporting(self) -> int:
+        return len(self.replies)
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and self.reporting >= self.expected
+
+
+def live_server_count() -> int:
+    return Server.objects.filter(expires_at__gt=timezone.now()).count()
+
+
+async def agather(within: float = 1.0) -> Gathered:
+    """Every live process's ``describe()``, collected for at most ``within`` seconds."""
+    began = time.monotonic()
+    # sync_to_async, not Channels' database_sync_to_async: callers are HTTP views and
+    # commands, whose request cycle (or exit) closes the connection; closing it here would
+    # also close the caller's, e.g. a test's transaction.
+    result = Gathered(expected=await sync_to_async(live_server_count)())
+    if result.expected == 0:
+        return result  # no hub is running anywhere: nobody would answer
+    layer = get_channel_layer(realtime_settings.CHANNEL_LAYER)
+    if layer is None:
+        result.error = f"no channel layer {realtime_settings.CHANNEL_LAYER!r}"
+        return result
+    seen: set[str] = set()
+    try:
+        channel = await layer.new_channel(REPLY_PREFIX)
+        await layer.group_send(
+            CONTROL_GROUP, {"type": "realtime.stats.request", "reply_to": channel}
+        )
+        deadline = began + within
+        while len(result.replies) < result.expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), left)
+            except TimeoutError:
+                break
+            if message.get("type") != "realtime.stats.reply" or message.get("server") in seen:
+                continue
+            seen.add(message["server"])
+            result.replies.append({k: v for k, v in message.items() if k != "type"})
+    except Exception as exc:
+        logger.warning("Gathering server figures failed.", exc_info=True)
+        result.error = f"channel layer: {exc.__class__.__name__}: {exc}"
+    result.replies.sort(key=lambda r: (r.get("hostname", ""), r.get("pid", 0)))
+    result.elapsed = time.monotonic() - began
+    return result
+
+
+def gather(within: float = 1.0) -> Gathered:
+    """Sync twin of ``agather`` (management commands, sync views)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return async_to_sync(agather)(within)
+    raise SyncInAsyncContext(
+        "realtime.gather.gather() was called from a running event loop; "
+        "use `await realtime.gather.agather(...)` in async code."
+    )
