@@ -124,6 +124,10 @@ REALTIME = {
     "RECONCILE_INTERVAL": _env_float("REALTIME_RECONCILE_INTERVAL", 5),
     "PRESENCE_TIMEOUT": _env_float("REALTIME_PRESENCE_TIMEOUT", 30),
     "PRESENCE_GRACE": _env_float("REALTIME_PRESENCE_GRACE", 3),
+    # Load tests open thousands of connections from one loopback address.
+    "MAX_CONNECTIONS_PER_IP": int(_env_float("REALTIME_MAX_CONNECTIONS_PER_IP", 1000)),
+    # Prometheus may read /realtime/metrics with "Authorization: Bearer <this>".
+    "METRICS_TOKEN": os.environ.get("REALTIME_METRICS_TOKEN") or None,
     # First match wins: the chat and cursors demos let anyone publish from the browser;
     # other public: streams are read-only for clients.
     "RULES": {

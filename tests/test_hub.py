@@ -45,6 +45,12 @@ class Recorder:
     async def flush(self) -> None:
         self._changed.set()
 
+    def has_room(self) -> bool:
+        return True
+
+    async def wait_for_room(self) -> None:
+        raise AssertionError("a recorder always has room")
+
     def seqs(self) -> list[int]:
         return [f["seq"] for f in self.frames if f["type"] == "event"]
 
