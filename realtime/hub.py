@@ -117,7 +117,13 @@ class Hub:
                 loop.create_task(self._maintain(), name="realtime-hub-maintenance"),
             ]
             self._started.set_result(None)
+            # A process restarted after a crash clears what its predecessor left, at once
+            # (in the background: handshakes must not wait for it).
+            self.spawn(self._sweep())
         await asyncio.shield(self._started)
+
+    async def _sweep(self) -> None:
+        await self._fan_out_all(await registry.asweep())
 
     async def close(self) -> None:
         """Stop the hub and remove this process's lease with everything under it."""
@@ -475,7 +481,7 @@ class Hub:
             self._dirty.clear()
             if not await registry.arenew_server(self.id, changed):
                 await self._recover_lease()
-            await self._fan_out_all(await registry.asweep())
+            await self._sweep()
         if now >= due["stats"]:
             due["stats"] = now + float(realtime_settings.STATS_INTERVAL)
             await self.report()

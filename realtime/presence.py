@@ -21,6 +21,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from realtime import signals
@@ -153,27 +154,37 @@ def leave_server(server: str) -> list[Message]:
 
 
 def _leave_rows(rows: list[tuple[int, int]]) -> list[Message]:
+    """Delete these metas and move their members on, in one transaction whatever their
+    number: a crashed process may leave thousands, and its sweep must stay short."""
+    if not rows:
+        return []
     by_member: dict[int, list[int]] = {}
     for member_id, pk in rows:
         by_member.setdefault(member_id, []).append(pk)
+    ids = list(by_member)
     messages = []
-    for member_id, pks in by_member.items():
-        with transaction.atomic():
-            member = PresenceMember.objects.select_for_update().get(pk=member_id)
-            Presence.objects.filter(pk__in=pks).delete()
-            metas = _metas(member)
+    with transaction.atomic():
+        members = {m.pk: m for m in PresenceMember.objects.select_for_update().filter(pk__in=ids)}
+        Presence.objects.filter(pk__in=[pk for pks in by_member.values() for pk in pks]).delete()
+        remaining: dict[int, list[dict[str, Any]]] = {pk: [] for pk in members}
+        for row in Presence.objects.filter(member_id__in=ids).order_by("joined_at", "pk"):
+            remaining[row.member_id].append({"ref": row.ref, "meta": row.meta})
+        gone = [pk for pk, metas in remaining.items() if not metas]
+        PresenceMember.objects.filter(pk__in=ids).update(version=F("version") + 1)
+        PresenceMember.objects.filter(pk__in=gone).update(present=False)
+        now = timezone.now()
+        for pk in gone:
+            member = members[pk]
+            PresenceSession.objects.filter(
+                stream=member.stream, key=member.key, ended_at__isnull=True
+            ).update(ended_at=now)
+            transaction.on_commit(
+                _left_signal(member.stream, member.key, member.user_id), robust=True
+            )
+        for pk, member in members.items():
             member.version += 1
-            kind = "update" if metas else "leave"
-            if kind == "leave":
-                member.present = False
-                PresenceSession.objects.filter(
-                    stream=member.stream, key=member.key, ended_at__isnull=True
-                ).update(ended_at=timezone.now())
-                transaction.on_commit(
-                    _left_signal(member.stream, member.key, member.user_id), robust=True
-                )
-            member.save(update_fields=["present", "version"])
-            messages.append(_message(member, kind, metas))
+            kind = "update" if remaining[pk] else "leave"
+            messages.append(_message(member, kind, remaining[pk]))
     return messages
 
 

@@ -189,5 +189,6 @@ aregister_server = database_sync_to_async(register_server)
 arenew_server = database_sync_to_async(renew_server)
 aadd_connection = database_sync_to_async(add_connection)
 aremove_connection = database_sync_to_async(remove_connection)
-asweep = database_sync_to_async(sweep)
+# Off the process's main database thread: a big sweep must not hold up handshakes.
+asweep = database_sync_to_async(sweep, thread_sensitive=False)
 aunregister_server = database_sync_to_async(unregister_server)
