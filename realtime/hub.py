@@ -45,6 +45,8 @@ logger = logging.getLogger("realtime.hub")
 
 # Re-add group memberships this often, before the channel layer's group_expiry drops them.
 GROUP_REFRESH = 600.0
+# Longest a hub's close() waits for its tasks, then for removing its lease.
+CLOSE_TIMEOUT = 5.0
 # Occupancy of counts-only streams is sent at most this often.
 COUNT_INTERVAL = 1.0
 # Staff-only streams the admin pages watch (``realtime:*`` is staff-only in RulesPolicy).
@@ -135,17 +137,19 @@ class Hub:
         for timer in self._timers:
             timer.cancel()  # the lease sweep below removes what they would have
         self._timers.clear()
-        for task in [*self._tasks, *self._background]:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._background]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
         self._tasks = []
         self.streams.clear()
         self.connections.clear()
         if self._started is not None:
+            # Bounded: with the channel layer gone, the lease's expiry does the same later.
             with contextlib.suppress(Exception):
-                await self._fan_out_all(await registry.aunregister_server(self.id))
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._fan_out_all(await registry.aunregister_server(self.id))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""

@@ -240,7 +240,7 @@ def members(stream: str) -> list[Member]:
 
 presence = members
 apresence = database_sync_to_async(members)
-ajoin = database_sync_to_async(join)
-aleave = database_sync_to_async(leave)
-asnapshot = database_sync_to_async(snapshot)
-acounts = database_sync_to_async(counts)
+ajoin = database_sync_to_async(join, thread_sensitive=False)
+aleave = database_sync_to_async(leave, thread_sensitive=False)
+asnapshot = database_sync_to_async(snapshot, thread_sensitive=False)
+acounts = database_sync_to_async(counts, thread_sensitive=False)

@@ -185,10 +185,10 @@ def unregister_server(server_id: str) -> list[presence.Message]:
     return sweep()
 
 
-aregister_server = database_sync_to_async(register_server)
-arenew_server = database_sync_to_async(renew_server)
-aadd_connection = database_sync_to_async(add_connection)
-aremove_connection = database_sync_to_async(remove_connection)
+aregister_server = database_sync_to_async(register_server, thread_sensitive=False)
+arenew_server = database_sync_to_async(renew_server, thread_sensitive=False)
+aadd_connection = database_sync_to_async(add_connection, thread_sensitive=False)
+aremove_connection = database_sync_to_async(remove_connection, thread_sensitive=False)
 # Off the process's main database thread: a big sweep must not hold up handshakes.
 asweep = database_sync_to_async(sweep, thread_sensitive=False)
-aunregister_server = database_sync_to_async(unregister_server)
+aunregister_server = database_sync_to_async(unregister_server, thread_sensitive=False)

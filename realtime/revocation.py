@@ -177,4 +177,4 @@ def recheck(connections: list[dict[str, Any]]) -> list[str]:
     return invalid
 
 
-arecheck = database_sync_to_async(recheck)
+arecheck = database_sync_to_async(recheck, thread_sensitive=False)

@@ -2,7 +2,11 @@
 
 Sync functions do the work (they are what ``publish`` and the management commands call);
 the ``a``-prefixed twins run them through ``database_sync_to_async`` for the async core, so
-no ORM call ever runs on the event loop.
+no ORM call ever runs on the event loop. The core's own database work is self-contained
+(its own transactions, never part of a caller's), so it runs with ``thread_sensitive=False``:
+in a pool of threads rather than queued behind everything else on the process's one
+sync thread — a connection storm's handshakes do not wait for each other's presence joins.
+``apublish`` is the exception: it may join a caller's transaction, so it keeps that thread.
 """
 
 from __future__ import annotations
@@ -163,7 +167,7 @@ def _trim_locked(stream_id: int, upto: int) -> int:
         return _trim(stream, min(upto, stream.last_seq))
 
 
-astream_info = database_sync_to_async(stream_info)
-aread = database_sync_to_async(read)
-aheads = database_sync_to_async(heads)
-aprune = database_sync_to_async(prune)
+astream_info = database_sync_to_async(stream_info, thread_sensitive=False)
+aread = database_sync_to_async(read, thread_sensitive=False)
+aheads = database_sync_to_async(heads, thread_sensitive=False)
+aprune = database_sync_to_async(prune, thread_sensitive=False)

@@ -69,4 +69,4 @@ def prune() -> int:
     return deleted
 
 
-aprune = database_sync_to_async(prune)
+aprune = database_sync_to_async(prune, thread_sensitive=False)

@@ -193,3 +193,14 @@ def pytest_runtest_makereport(
             title = f"Captured daphne :{server.port} (pid {server.pid}) output"
             report.sections.append((title, server.log()))
     return report
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layers() -> Iterator[None]:
+    """A channel layer per test: each async test runs on an event loop of its own, and a
+    channels-redis layer keeps locks and connections bound to the loop that first used it."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()

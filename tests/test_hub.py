@@ -27,6 +27,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 class Recorder:
     def __init__(self) -> None:
+        self.id = "recorder"
+        self.presence_meta: dict[str, Any] = {}
         self.frames: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
 

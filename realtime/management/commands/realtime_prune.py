@@ -10,7 +10,7 @@ from realtime.management.base import Command as BaseCommand
 
 class Command(BaseCommand):
     help = """\
-Delete stored events that REALTIME["RETENTION"] no longer keeps: events older than their
+Delete stored events that REALTIME['RETENTION'] no longer keeps: events older than their
 stream's max_age, and events beyond its max_events. It prints the rules first (the first
 pattern matching a stream's name decides), then how many events it deleted.
 

@@ -160,7 +160,7 @@ function render() {
       cell(s.connections.websocket || 0, "rt-num"),
       cell(s.connections.sse || 0, "rt-num"),
       cell(s.subscriptions ?? "–", "rt-num rt-hide-narrow"),
-      cell(number(s.events_per_second), "rt-num"),
+      cell(number(s.events_per_second), "rt-num rt-hide-narrow"),
       cell(number(s.deliveries_per_second), "rt-num"),
       cell(s.latency_p99, "rt-num rt-hide-narrow"),
       cell(s.uptime || "–", "rt-hide-narrow"),
@@ -185,7 +185,7 @@ function render() {
     name.append(code(st.name));
     tr.append(
       name,
-      cell(st.events, "rt-num"),
+      cell(st.events, "rt-num rt-hide-narrow"),
       cell(number(st.events_per_second, 2), "rt-num"),
       cell(st.last_seq, "rt-num rt-hide-narrow"),
       cell(st.subscribers, "rt-num"),
