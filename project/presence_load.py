@@ -132,12 +132,14 @@ def main() -> None:
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "project.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("LOAD_LOG", os.devnull), "w"),
-    )  # fmt: skip
-    asyncio.run(run(args, port, server))
+    log_path = os.environ.get("LOAD_LOG", os.devnull)
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "project.asgi:application"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+        asyncio.run(run(args, port, server))
 
 
 if __name__ == "__main__":

@@ -261,9 +261,14 @@ class BaseConnection:
         if not self.closed:
             self._queue(self.encode_snapshot(sub, frame))
 
-    def queue(self, text: str) -> None:
-        if not self.closed:
+    def queue(self, text: str, *, counted: bool = True) -> None:
+        """Queue a frame; ``counted=False`` for what the client does not count (comments)."""
+        if self.closed:
+            return
+        if counted:
             self._queue(text)
+        else:
+            self._outbox.append(text)
 
     def _queue(self, text: str) -> None:
         self.window.add(len(text))

@@ -256,7 +256,8 @@ class SSEConnection(BaseConnection):
                         return
                     receiving = asyncio.ensure_future(self.receive())
                     continue
-                self.queue(sse_comment("keep-alive"))
+                # A comment is no event for the client to count: not in the window either.
+                self.queue(sse_comment("keep-alive"), counted=False)
                 await self.flush()
                 if self.closed:
                     return

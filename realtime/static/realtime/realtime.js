@@ -935,6 +935,11 @@ export class RealtimeClient extends Emitter {
     this.transport = conn.kind;
     this.connectionId = frame.connection_id;
     this.heartbeat = frame.heartbeat;
+    // Flow control (docs/protocol.md#flow-control): acknowledge what arrived, so the server
+    // keeps sending; the welcome frame is the first of this connection's frames.
+    this._received = 1;
+    this._acked = 0;
+    this._ackEvery = Math.max(1, Math.min(100, Math.floor((frame.window?.messages ?? 200) / 4)));
     this._lastReceived = this._lastSent = this._lastBeat = clock();
     if (conn.kind === "websocket") {
       this._wsFailures = 0;
@@ -964,7 +969,20 @@ export class RealtimeClient extends Emitter {
 
   frame(conn, frame) {
     if (conn !== this._conn) return;
+    this._received += 1;
     this._handleFrame(frame);
+    if (this._received - this._acked >= this._ackEvery) this._acknowledge();
+  }
+
+  _acknowledge() {
+    if (!this._open || this._received <= this._acked) return;
+    this._acked = this._received;
+    if (this.transport === "websocket") {
+      if (this._conn.send({ type: "received", count: this._received })) this._lastSent = clock();
+    } else {
+      this._lastBeat = clock();
+      this._postHeartbeat();
+    }
   }
 
   closed(conn, info) {
@@ -1139,6 +1157,7 @@ export class RealtimeClient extends Emitter {
       this._dead("silent");
       return;
     }
+    if (this._received > this._acked) this._acknowledge();
     if (this.transport === "websocket") {
       if (now - this._lastSent >= ms / 2) this._send({ type: "ping" });
     } else if (now - this._lastBeat >= ms && this._presenceJoined()) {
@@ -1161,7 +1180,7 @@ export class RealtimeClient extends Emitter {
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ connection: id }),
+        body: JSON.stringify({ connection: id, received: this._received }),
       });
       if (response.status === 404 && conn === this._conn) this._dead("unknown_connection", true);
     } catch {

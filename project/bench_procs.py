@@ -1,0 +1,241 @@
+"""The processes of ``project.bench``: starting, talking to, timing and stopping them.
+
+Every child gets a log file in the run's temporary directory and is stopped here
+(``terminate``, then ``kill`` after 5 s); ``PR_SET_PDEATHSIG`` has the kernel kill it should
+the benchmark itself die. CPU use is read from ``/proc`` (Linux only, like the benchmark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+MIGRATE_TIMEOUT = 120.0
+
+
+class BenchError(Exception):
+    """A step of the benchmark could not be carried out."""
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_socket_timeout(url: str) -> str:
+    """``url`` with a Redis socket timeout longer than channels-redis's 5 s BZPOPMIN.
+
+    redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's
+    blocking receive, so a channel idle for 5 s raises ``TimeoutError`` in ``receive()``: a
+    naive consumer dies with its connection (close 1011) and the app's hub logs and rejoins
+    (redis/redis-py#4091, django/channels_redis#422). ``project.settings`` may set a timeout
+    itself; this makes sure both sides run with one whatever the settings say, so the figures
+    measure fan-out, not that bug. redis-py reads ``socket_timeout`` from the query string.
+    """
+    if "socket_timeout=" in url:
+        return url
+    return url + ("&" if "?" in url else "?") + "socket_timeout=30"
+
+
+def _die_with_parent() -> None:  # runs in the child, between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Proc:
+    """A child process with its log file; ``control`` ones answer JSON lines on stdin/stdout."""
+
+    def __init__(self, name: str, process: Any, logfile: Path) -> None:
+        self.name, self.process, self.logfile = name, process, logfile
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.logfile.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "\n".join(f"    {line}" for line in text)
+
+    async def read_json(self, within: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), within)
+        except TimeoutError:
+            raise BenchError(f"{self.name} did not answer in {within:g} s") from None
+        if not line:
+            await asyncio.sleep(0.2)
+            raise BenchError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
+        return dict(json.loads(line))
+
+    async def request(self, command: dict[str, Any], within: float) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+        await self.process.stdin.drain()
+        return await self.read_json(within)
+
+
+class _ThisProcess:
+    pid = os.getpid()
+
+
+THIS_PROCESS = Proc("bench", _ThisProcess(), Path(os.devnull))  # for the CPU accounting
+
+
+class Processes:
+    """Starts children with one environment and log directory, and stops every one of them."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp, self.env = tmp, env
+        self.running: list[Proc] = []
+        self.redis: Proc | None = None
+        self.redis_version = "-"
+
+    async def spawn(self, name: str, *argv: str, control: bool = False) -> Proc:
+        logfile = self.tmp / f"{name}.log"
+        with logfile.open("ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=BASE_DIR,
+                env=self.env,
+                stdin=asyncio.subprocess.PIPE if control else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if control else out,
+                stderr=out,
+                preexec_fn=_die_with_parent,
+                limit=1 << 24,
+            )
+        proc = Proc(name, process, logfile)
+        self.running.append(proc)
+        return proc
+
+    async def stop(self, procs: list[Proc]) -> None:
+        for proc in procs:
+            if proc.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.process.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.process.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.process.kill()
+                await proc.process.wait()
+            if proc in self.running:
+                self.running.remove(proc)
+
+    async def stop_all(self) -> None:
+        await self.stop(list(reversed(self.running)))
+
+    async def wait_listening(self, proc: Proc, port: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.process.returncode is not None:
+                raise BenchError(f"{proc.name} exited at start-up:\n{proc.tail()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+        raise BenchError(f"{proc.name} is not listening on {port} after {START_TIMEOUT:g} s")
+
+    async def start_redis(self) -> None:
+        """Our own memory-only Redis; without ``redis-server``, ``REDIS_URL`` with a prefix."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            url = os.environ.get("REDIS_URL")
+            if not url:
+                raise BenchError("no redis-server on PATH and no REDIS_URL to fall back on")
+            log(f"redis-server not found: using REDIS_URL {url} with a private key prefix")
+            self.env.update(REDIS_URL=with_socket_timeout(url), REDIS_PREFIX=f"bench{os.getpid()}")
+            return
+        port = free_port()
+        self.redis = await self.spawn(
+            "redis",
+            *(binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""),
+            *("--appendonly", "no", "--dir", str(self.tmp)),
+        )
+        await self.wait_listening(self.redis, port)
+        self.env["REDIS_URL"] = with_socket_timeout(f"redis://127.0.0.1:{port}/0")
+        version = await asyncio.create_subprocess_exec(
+            binary, "--version", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(version.communicate(), 10)
+        words = out.decode().split()
+        self.redis_version = next((w[2:] for w in words if w.startswith("v=")), "-")
+
+    async def migrate(self) -> None:
+        log("migrating the benchmark database...")
+        proc = await self.spawn(
+            "migrate", sys.executable, "manage.py", "migrate", "--noinput", "--skip-checks"
+        )
+        try:
+            code = await asyncio.wait_for(proc.process.wait(), MIGRATE_TIMEOUT)
+        except TimeoutError:
+            raise BenchError(f"manage.py migrate took over {MIGRATE_TIMEOUT:g} s") from None
+        finally:
+            await self.stop([proc])
+        if code != 0:
+            raise BenchError(f"manage.py migrate failed ({code}):\n{proc.tail()}")
+
+
+# --- CPU accounting from /proc ----------------------------------------------------------------
+def _ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _machine_busy() -> int:
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]  # guest time is in user
+    return sum(values) - values[3] - values[4]  # all but idle and iowait
+
+
+def cpu_sample(roles: dict[str, Proc]) -> dict[str, Any]:
+    sample: dict[str, Any] = {name: _ticks(p.pid) for name, p in roles.items()}
+    sample["machine"] = _machine_busy()
+    sample["at"] = time.monotonic()
+    return sample
+
+
+def cpu_pct(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """CPU of each role between two samples, in % of one core, plus ``machine`` and ``other``."""
+    seconds = max(after["at"] - before["at"], 1e-6)
+    hz = os.sysconf("SC_CLK_TCK")
+    pct = {k: round((after[k] - before[k]) / hz / seconds * 100, 1) for k in before if k != "at"}
+    # Whatever the machine spent outside our processes: kernel work not charged to them
+    # (loopback networking in softirq) and any other tenant of the machine.
+    pct["other"] = round(max(0.0, 2 * pct["machine"] - sum(pct.values())), 1)
+    return pct
+
+
+async def background_load() -> float:
+    """CPU % (of one core) the machine spends over one second, e.g. while we are idle."""
+    before, at = _machine_busy(), time.monotonic()
+    await asyncio.sleep(1.0)
+    ticks, seconds = _machine_busy() - before, time.monotonic() - at
+    return round(ticks / os.sysconf("SC_CLK_TCK") / seconds * 100, 1)

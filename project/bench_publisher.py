@@ -1,0 +1,147 @@
+"""The publisher of ``project.bench``: publishes paced events on one stream.
+
+Started by the benchmark with the servers' environment (``DATABASE_URL``, ``REDIS_URL``,
+``DJANGO_SETTINGS_MODULE``)::
+
+    python -m project.bench_publisher --approach realtime --stream public:bench
+
+After ``django.setup()`` it prints ``{"event": "ready"}`` and answers JSON-line commands on
+stdin: ``{"cmd": "run", "k": K, "rate": R, "duration": D}`` publishes ``R * D`` events, one
+call at a time, each due at ``start + i / R`` (a late call goes out at once, so a slow
+publisher shows as a lower achieved rate, never as a burst), and replies with what it did.
+``realtime`` calls ``realtime.apublish`` (stored in the database, then fanned out);
+``naive`` calls ``channel_layer.group_send`` directly and numbers the events itself. Each
+event's data is ``{"t": time.time(), "n": i, "k": K}``. Exits when stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+MAX_ERRORS = 10  # per step; after that the step is abandoned
+LATE_FACTOR = 1.5  # a step stops at duration * LATE_FACTOR even if events remain
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def make_publish(approach: str, stream: str) -> Callable[[dict[str, Any]], Awaitable[int]]:
+    """A coroutine function publishing ``data`` on ``stream`` and returning the event's seq."""
+    if approach == "realtime":
+        import realtime
+
+        async def publish_realtime(data: dict[str, Any]) -> int:
+            event = await realtime.apublish(stream, "bench.tick", data)
+            return int(event.seq)
+
+        return publish_realtime
+
+    from project import naive
+
+    seq = 0
+
+    async def publish_naive(data: dict[str, Any]) -> int:
+        nonlocal seq
+        seq += 1
+        await naive.apublish(stream, "bench.tick", data, seq)
+        return seq
+
+    return publish_naive
+
+
+async def run_step(
+    publish: Callable[[dict[str, Any]], Awaitable[int]], k: int, rate: float, duration: float
+) -> dict[str, Any]:
+    total = max(1, round(rate * duration))
+    interval = 1.0 / rate
+    calls: list[float] = []
+    errors: list[str] = []
+    first_seq = last_seq = None
+    clock = time.perf_counter
+    start = clock()
+    wall_start = time.time()
+    deadline = start + duration * LATE_FACTOR
+    sent = 0
+    for i in range(total):
+        now = clock()
+        delay = start + i * interval - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif now > deadline:
+            break
+        before = clock()
+        try:
+            seq = await publish({"t": time.time(), "n": i, "k": k})
+        except Exception as exc:
+            errors.append(repr(exc))
+            if len(errors) >= MAX_ERRORS:
+                break
+            continue
+        calls.append(clock() - before)
+        sent += 1
+        if first_seq is None:
+            first_seq = seq
+        last_seq = seq
+    # On schedule, the last call starts at (sent - 1) * interval: count the full interval.
+    elapsed = max(clock() - start, sent * interval)
+    calls.sort()
+
+    def pct(q: float) -> float | None:
+        return round(calls[min(len(calls) - 1, int(q * len(calls)))] * 1000, 3) if calls else None
+
+    return {
+        "k": k,
+        "target": total,
+        "count": sent,
+        "t0": wall_start,
+        "seconds": elapsed,
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "call_p50_ms": pct(0.5),
+        "call_p99_ms": pct(0.99),
+        "call_max_ms": round(calls[-1] * 1000, 3) if calls else None,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    import django
+
+    django.setup()
+    publish = make_publish(args.approach, args.stream)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    emit({"event": "ready"})
+    while line := await reader.readline():
+        command = json.loads(line)
+        if command.get("cmd") == "quit":
+            break
+        if command.get("cmd") == "run":
+            emit(await run_step(publish, command["k"], command["rate"], command["duration"]))
+        else:
+            emit({"error": f"unknown command {command.get('cmd')!r}"})
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--approach", choices=["realtime", "naive"], required=True)
+    parser.add_argument("--stream", default="public:bench")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(parse_args()))
