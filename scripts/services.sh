@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the servers the test suite talks to are running, and say where they are.
 #
-#   scripts/services.sh            Redis and PostgreSQL (what `make test` needs)
+#   scripts/services.sh            Redis, PostgreSQL and Chromium (what `make test` needs)
 #   scripts/services.sh redis      only Redis (what `make bench` needs)
 #   scripts/services.sh postgres   only PostgreSQL
+#   scripts/services.sh browser    only Chromium (Debian's, for the browser tests)
 #   scripts/services.sh stop       stop the private Redis this script started
 #
 # Redis: the tests use their OWN redis-server on 127.0.0.1:6399, so they never touch the
@@ -227,16 +228,31 @@ ensure_postgres() {
 }
 
 # ---------------------------------------------------------------------------------------
+# Chromium for the browser tests (tests/test_browser*.py drive it with Playwright).
+# Debian's package: Playwright's own browser download does not work on our machines.
+# ---------------------------------------------------------------------------------------
+
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ]; then
+        say "Chromium for the browser tests is installed (/usr/bin/chromium)"
+        return
+    fi
+    apt_install chromium
+    [ -x /usr/bin/chromium ] || die "apt-get installed chromium, but /usr/bin/chromium is missing."
+}
+
+# ---------------------------------------------------------------------------------------
 
 what="${1:-all}"
 REDIS_URL=""
 PG_DATABASE_URL=""
 case "$what" in
-    all) ensure_redis; ensure_postgres ;;
+    all) ensure_redis; ensure_postgres; ensure_chromium ;;
     redis) ensure_redis ;;
     postgres) ensure_postgres ;;
+    browser) ensure_chromium ;;
     stop) stop_redis; exit 0 ;;
-    *) die "unknown argument '$what' (expected: all, redis, postgres or stop)" ;;
+    *) die "unknown argument '$what' (expected: all, redis, postgres, browser or stop)" ;;
 esac
 
 # Merge into the env file: keys not ensured by this run keep their values. Written to a

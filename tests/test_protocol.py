@@ -21,7 +21,9 @@ from realtime.streams import group_name, validate_stream_name
 
 
 def test_event_frame_is_the_json_envelope():
-    text = event_frame("chat:1", 7, "message.created", '{"a":[1,"\\n"]}', "2026-01-01T00:00:00.000Z")
+    text = event_frame(
+        "chat:1", 7, "message.created", '{"a":[1,"\\n"]}', "2026-01-01T00:00:00.000Z"
+    )
     assert json.loads(text) == {
         "type": "event",
         "stream": "chat:1",
@@ -77,9 +79,7 @@ def test_garbage_cursors_are_rejected(cursor):
 
 def test_sse_message_cannot_be_split_by_its_fields():
     text = sse_message("line1\nline2\r\nline3\0", event="evil\nevent: x", id="1\r2")
-    assert text == (
-        "id: 1 2\nevent: evil event: x\ndata: line1\ndata: line2\ndata: line3\n\n"
-    )
+    assert text == ("id: 1 2\nevent: evil event: x\ndata: line1\ndata: line2\ndata: line3\n\n")
 
 
 @pytest.mark.parametrize(

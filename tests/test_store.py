@@ -46,7 +46,10 @@ def test_concurrent_publishers_get_gapless_unique_seqs():
     def work(worker: int) -> list[int]:
         try:
             start.wait(timeout=10)
-            return [realtime.publish("busy", "tick", {"w": worker, "i": i}).seq for i in range(per_thread)]
+            return [
+                realtime.publish("busy", "tick", {"w": worker, "i": i}).seq
+                for i in range(per_thread)
+            ]
         finally:
             connection.close()
 
@@ -58,7 +61,9 @@ def test_concurrent_publishers_get_gapless_unique_seqs():
     for result in results:  # each publisher saw its own seqs increase
         assert result == sorted(result)
     # Timestamps follow seqs: the row lock orders the transactions.
-    stamps = list(Event.objects.filter(stream__name="busy").order_by("seq").values_list("ts", flat=True))
+    stamps = list(
+        Event.objects.filter(stream__name="busy").order_by("seq").values_list("ts", flat=True)
+    )
     assert stamps == sorted(stamps)
 
 

@@ -54,7 +54,7 @@ function uptime(startedSeconds) {
   return "under a minute";
 }
 
-// The same merge as realtime.dashboard.server_entry: figures from the process itself.
+// The same merge as realtime.admin.dashboard.server_entry: figures from the process itself.
 function fromReply(base, reply) {
   const stats = reply.stats || {};
   const rates = reply.rates || {};
