@@ -25,6 +25,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -252,6 +253,7 @@ async def _access(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
+@require_safe
 @never_cache
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """``GET`` → every live process's metrics in the Prometheus text format."""

@@ -26,6 +26,8 @@ def _record(name: str) -> Any:
             "key": kwargs.get("key"),
             "pid": os.getpid(),
         }
+        if name.startswith("alert_"):
+            entry.update({k: kwargs.get(k) for k in ("name", "value", "threshold", "server")})
         with open(path, "a") as log:
             log.write(json.dumps(entry) + "\n")
 
@@ -39,7 +41,14 @@ class SignalLogConfig(AppConfig):
     def ready(self) -> None:
         from realtime import signals
 
-        for name in ("presence_joined", "presence_left", "user_online", "user_offline"):
+        for name in (
+            "presence_joined",
+            "presence_left",
+            "user_online",
+            "user_offline",
+            "alert_raised",
+            "alert_cleared",
+        ):
             getattr(signals, name).connect(
                 _record(name), weak=False, dispatch_uid=f"signal_log.{name}"
             )
