@@ -43,6 +43,11 @@ TICKET_SUBPROTOCOL_PREFIX = "realtime.ticket."
 INVALID_CREDENTIALS = "invalid_credentials"
 
 
+# Channels' get_user, but in the thread pool rather than on the process's one sync thread: in
+# a storm of signed-in clients, session lookups would otherwise queue behind each other.
+_get_user = database_sync_to_async(get_user.func, thread_sensitive=False)
+
+
 def drf_token_user(key: str) -> Any:
     """Default ``TOKEN_AUTHENTICATOR``: the active user of a DRF ``authtoken`` token."""
     if not apps.is_installed("rest_framework.authtoken"):
@@ -139,7 +144,7 @@ class RealtimeAuthMiddleware:
         cookies = parse_cookie(_header(scope, b"cookie") or "")
         engine = import_module(settings.SESSION_ENGINE)
         scope["session"] = engine.SessionStore(cookies.get(settings.SESSION_COOKIE_NAME))
-        scope["user"] = await get_user(scope)
+        scope["user"] = await _get_user(scope)
 
     @staticmethod
     def _ticket(scope: Scope) -> str | None:

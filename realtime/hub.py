@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from realtime import alerts, presence, registry, revocation, store, tickets
@@ -458,7 +459,11 @@ class Hub:
     # --- maintenance -----------------------------------------------------------------
     async def _maintain(self) -> None:
         while True:
-            tick = min(float(realtime_settings.RECONCILE_INTERVAL), registry.lease_interval())
+            tick = min(
+                float(realtime_settings.RECONCILE_INTERVAL),
+                float(realtime_settings.STATS_INTERVAL),
+                registry.lease_interval(),
+            )
             await asyncio.sleep(max(0.05, tick))
             try:
                 await self.maintain()
@@ -529,7 +534,8 @@ class Hub:
 
         described = self.describe()
         self._last_tick = (time.monotonic(), stats.snapshot())
-        alerts.evaluate(self.id, described)
+        # Alert receivers may use the ORM or block: not on the event loop.
+        await sync_to_async(alerts.evaluate, thread_sensitive=False)(self.id, described)
         described["alerts"] = alerts.active()
         try:
             await apublish(ADMIN_STATS_STREAM, "server.stats", described, ephemeral=True)

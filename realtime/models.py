@@ -121,7 +121,7 @@ class Connection(models.Model):
         related_name="realtime_connections",
     )
     transport = models.CharField(max_length=10, choices=TRANSPORTS)
-    remote_addr = models.CharField(max_length=64, blank=True)
+    remote_addr = models.CharField(max_length=64, blank=True, db_index=True)  # per-IP cap
     user_agent = models.CharField(max_length=300, blank=True)
     connected_at = models.DateTimeField(default=timezone.now)
     # When the record last changed (connect, subscriptions). Liveness is the server's lease:

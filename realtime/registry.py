@@ -151,6 +151,7 @@ def _recount(user_id: Any) -> None:
 def sweep() -> list[presence.Message]:
     """Remove what expired leases left behind; returns the presence messages to fan out."""
     messages: list[presence.Message] = []
+    stats.sweeper_lag = 0.0  # the latest sweep's lag, so the alert clears once caught up
     for server_id in Server.objects.filter(expires_at__lt=timezone.now()).values_list(
         "id", flat=True
     ):

@@ -26,7 +26,7 @@ class Stats:
     resumes: int = 0  # subscriptions that asked for history (since/cursor)
     replayed: int = 0  # events delivered from the database
     slow_consumer_drops: int = 0  # connections cut or skipped for not reading
-    sweeper_lag: float = 0.0  # worst delay, in seconds, between a lease expiring and its sweep
+    sweeper_lag: float = 0.0  # latest sweep: worst delay, in s, from a lease expiring to its sweep
     auth_failures: Counter[str] = field(default_factory=Counter)  # refused handshakes, by code
     errors: Counter[str] = field(default_factory=Counter)  # error frames sent, by code
     latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
