@@ -131,7 +131,8 @@ class Follower:
             if channel is not None and group is not None:
                 # If this fails, the membership expires with the layer's group_expiry.
                 with contextlib.suppress(Exception):
-                    await layer.group_discard(group, channel)
+                    async with asyncio.timeout(2):  # bounded: Ctrl-C must stop it promptly
+                        await layer.group_discard(group, channel)
 
     async def step(self) -> None:
         wait = POLL_INTERVAL
