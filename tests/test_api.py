@@ -138,6 +138,14 @@ def test_publish_with_a_server_token(db: None) -> None:
     assert (response.status_code, response.json()["seq"], response.json()["data"]) == (201, 2, None)
 
 
+def test_ephemeral_publish_is_sent_not_stored(db: None) -> None:
+    body = {"event": "cursor.moved", "data": {"x": 1}, "ephemeral": True}
+    response = publish(server_client(), "orders:1", body)
+    assert response.status_code == 201, response.content
+    assert (response.json()["seq"], response.json()["data"]) == (None, {"x": 1})
+    assert stored() == []
+
+
 def test_publish_follows_the_stream_policy(ada: Any, grace: Any) -> None:
     # chat:* lets signed-in users publish: session (with CSRF), token, ticket.
     response = publish(session_client(ada), "chat:1", {"event": "msg", "data": "hi"})

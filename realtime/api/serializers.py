@@ -48,6 +48,12 @@ class PublishSerializer(serializers.Serializer[Any]):
         "does the same. A repeat returns the first event and stores nothing.",
     )
 
+    ephemeral = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="true: not stored, no seq; sent to live subscribers only (cursors, typing).",
+    )
+
     def validate_event(self, value: str) -> str:
         try:
             return validate_event_type(value)
@@ -65,7 +71,7 @@ class EventSerializer(serializers.Serializer[Any]):
     """A stored event, as in the WebSocket ``event`` frame (without ``type``)."""
 
     stream = serializers.CharField()
-    seq = serializers.IntegerField()
+    seq = serializers.IntegerField(allow_null=True, help_text="null for an ephemeral event.")
     event = WireString()
     data = serializers.JSONField(allow_null=True)
     ts = serializers.CharField(help_text="ISO 8601 UTC with milliseconds.")

@@ -190,7 +190,13 @@ class StreamEventsView(RealtimeAPIView):
             raise APIError(
                 413, PAYLOAD_TOO_LARGE, f"Event data is larger than MAX_EVENT_SIZE ({limit} bytes)."
             )
-        stored = realtime.publish(stream, body.validated_data["event"], data, idempotency_key=key)
+        stored = realtime.publish(
+            stream,
+            body.validated_data["event"],
+            data,
+            idempotency_key=key,
+            ephemeral=body.validated_data["ephemeral"],
+        )
         answer = {
             **_event(stored, stream),
             "epoch": stored.stream.epoch,
