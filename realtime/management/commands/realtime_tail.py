@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -74,11 +75,23 @@ With the in-memory layer only stored events show, read every half second."""
             raise CommandError("-n and --since take a number >= 0.")
         follower = Follower(self, stream, options)
         try:
-            asyncio.run(follower.run())
+            asyncio.run(self.follow(follower))
         except KeyboardInterrupt:
-            pass  # Ctrl-C: the normal way to stop
+            pass  # Ctrl-C before the loop took over the signal
         except BrokenPipeError:
             sys.stderr.close()  # piped into `head`: stop quietly
+
+    @staticmethod
+    async def follow(follower: Follower) -> None:
+        """Run until done; Ctrl-C cancels the follower cleanly instead of interrupting
+        whatever it was awaiting."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):  # Ctrl-C: the normal way to stop
+            await follower.run()
 
 
 class Follower:
