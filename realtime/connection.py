@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -42,11 +43,18 @@ logger = logging.getLogger("realtime.connection")
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
 class BaseConnection:
     transport = "?"
 
-    def __init__(self, scope: dict[str, Any]) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
+        self.receive = receive
+        self.send = send
         self.id = uuid.uuid4().hex
         self.settings = realtime_settings
         self.subscriptions: dict[str, Subscription] = {}
@@ -65,6 +73,18 @@ class BaseConnection:
             bytes(scope.get("query_string", b"")).decode("utf-8", "replace"),
             keep_blank_values=True,
         )
+
+    @classmethod
+    def as_asgi(cls) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        """The ASGI application to route to, like a Channels consumer's ``as_asgi()``."""
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await cls(scope, receive, send).run()
+
+        return app
+
+    async def run(self) -> None:
+        raise NotImplementedError
 
     @property
     def hub(self) -> Hub:

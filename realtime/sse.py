@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from realtime.auth import origin_allowed
-from realtime.connection import BaseConnection
+from realtime.connection import BaseConnection, Receive, Scope, Send
 from realtime.exceptions import RealtimeError
 from realtime.presence import check_meta
 from realtime.protocol import (
@@ -50,9 +49,6 @@ from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.sse")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 STATUS_FOR_CODE = {"forbidden": 403}
 
@@ -63,18 +59,9 @@ class SSEConnection(BaseConnection):
     transport = "sse"
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        super().__init__(scope)
-        self.receive = receive
-        self.send = send
+        super().__init__(scope, receive, send)
         self.positions: dict[str, Position] = {}
         self._ended = asyncio.Event()
-
-    @classmethod
-    def as_asgi(cls) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await cls(scope, receive, send).run()
-
-        return app
 
     # --- transport hooks ---------------------------------------------------------------
     def encode_event(self, sub: Subscription, event: str, frame: str) -> str:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from realtime.auth import SUBPROTOCOL, offered_subprotocols, origin_allowed
-from realtime.connection import BaseConnection
+from realtime.connection import BaseConnection, Receive, Scope, Send
 from realtime.exceptions import RealtimeError
 from realtime.limits import TokenBucket
 from realtime.protocol import (
@@ -47,10 +46,6 @@ from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.websocket")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 
 class WebSocketConnection(BaseConnection):
     """One WebSocket client, from ``websocket.connect`` to disconnect."""
@@ -58,20 +53,9 @@ class WebSocketConnection(BaseConnection):
     transport = "websocket"
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        super().__init__(scope)
-        self.receive = receive
-        self.send = send
+        super().__init__(scope, receive, send)
         self.bucket = TokenBucket.from_settings()
         self.dropped = 0  # frames dropped in a row by the rate limit
-
-    @classmethod
-    def as_asgi(cls) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-        """The ASGI application to route to, like a Channels consumer's ``as_asgi()``."""
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await cls(scope, receive, send).run()
-
-        return app
 
     # --- transport hooks ---------------------------------------------------------------
     def encode_event(self, sub: Subscription, event: str, frame: str) -> str:
