@@ -68,6 +68,15 @@ def database_url(settings_dict: Mapping[str, Any]) -> str:
     raise RuntimeError(f"No DATABASE_URL form for database engine {engine!r}.")
 
 
+def settings_env(overrides: Mapping[str, Any] | None = None, **env: str) -> dict[str, str]:
+    """Environment for a daphne on ``tests.settings`` with these ``REALTIME`` ``overrides``."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "REALTIME_TEST_OVERRIDES": json.dumps(dict(overrides or {})),
+        **env,
+    }
+
+
 def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a subprocess that must see what this pytest process sees.
 

@@ -5,7 +5,6 @@ live-connections list updating itself in a real browser."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from tests.browser.fixtures import (  # noqa: F401 (fixtures)
     pages_fixture,
 )
 from tests.servers import Server as Daphne
-from tests.servers import WSClient, open_sse
+from tests.servers import WSClient, open_sse, settings_env
 
 User = get_user_model()
 ServerFactory = Callable[..., Daphne]
@@ -57,12 +56,7 @@ CHANGELISTS = [
 
 
 def start(daphne_server: ServerFactory, **overrides: Any) -> Daphne:
-    return daphne_server(
-        {
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "REALTIME_TEST_OVERRIDES": json.dumps(overrides),
-        }
-    )
+    return daphne_server(settings_env(overrides))
 
 
 def login(user: Any) -> tuple[Client, str]:

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from tests.servers import Server, WSClient
+from tests.servers import Server, WSClient, settings_env
 
 ServerFactory = Callable[..., Server]
 TOKEN = "metrics-token-" + "y" * 32
@@ -45,13 +45,7 @@ async def test_an_alert_fires_shows_and_clears(
         "RECONCILE_INTERVAL": 0.2,  # the maintenance loop, which runs the stats tick
         "METRICS_TOKEN": TOKEN,
     }
-    server = daphne_server(
-        {
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "REALTIME_TEST_OVERRIDES": json.dumps(overrides),
-            "REALTIME_TEST_SIGNAL_LOG": str(log),
-        }
-    )
+    server = daphne_server(settings_env(overrides, REALTIME_TEST_SIGNAL_LOG=str(log)))
 
     def alerts(signal: str) -> list[dict[str, Any]]:
         return [e for e in read_log(log) if e["signal"] == signal]

@@ -25,7 +25,7 @@ import realtime
 from realtime import presence, registry, tickets
 from realtime.api.authentication import match_api_token
 from realtime.models import Event, Stream
-from tests.servers import WSClient
+from tests.servers import WSClient, settings_env
 
 User = get_user_model()
 SERVER_TOKEN = "server-token-" + "x" * 32
@@ -470,12 +470,7 @@ def test_openapi_schema_is_valid_and_describes_the_answers(ada: Any) -> None:
 @pytest.fixture
 def api_server(daphne_server: Any) -> Any:
     overrides = {"RULES": RULES, "API_TOKENS": [SERVER_TOKEN]}
-    return daphne_server(
-        {
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "REALTIME_TEST_OVERRIDES": json.dumps(overrides),
-        }
-    )
+    return daphne_server(settings_env(overrides))
 
 
 async def test_rest_publish_reaches_websocket_subscribers(api_server: Any) -> None:

@@ -30,7 +30,7 @@ from tests.browser.fixtures import (  # noqa: F401 (fixtures)
     browser_fixture,
     pages_fixture,
 )
-from tests.servers import Server
+from tests.servers import Server, settings_env
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -41,13 +41,7 @@ def start(
     daphne_server: ServerFactory, overrides: dict[str, Any] | None = None, **env: str
 ) -> Server:
     """A daphne process with ``REALTIME`` ``overrides`` (tests.settings) and extra ``env``."""
-    return daphne_server(
-        {
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "REALTIME_TEST_OVERRIDES": json.dumps(overrides or {}),
-            **env,
-        }
-    )
+    return daphne_server(settings_env(overrides, **env))
 
 
 @sync_to_async

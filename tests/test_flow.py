@@ -4,24 +4,18 @@ server's memory; each stream's SLOW_CONSUMERS policy applies; nothing is lost fo
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
 
 import realtime
-from tests.servers import WSClient, open_sse
+from tests.servers import WSClient, open_sse, settings_env
 
 WS = "/realtime/ws/"
 
 
 def server_with(daphne_server, **overrides: Any):
-    return daphne_server(
-        {
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "REALTIME_TEST_OVERRIDES": json.dumps(overrides),
-        }
-    )
+    return daphne_server(settings_env(overrides))
 
 
 async def read_until_closed(ws: WSClient, timeout: float = 5) -> int | None:

@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 
 import realtime
 from realtime.policy import RulesPolicy
-from tests.servers import WSClient, open_sse
+from tests.servers import WSClient, open_sse, settings_env
 
 WS = "/realtime/ws/"
 User = get_user_model()
@@ -26,12 +26,7 @@ User = get_user_model()
 @pytest.fixture
 def start(daphne_server):
     def start_server(**overrides: Any):
-        return daphne_server(
-            {
-                "DJANGO_SETTINGS_MODULE": "tests.settings",
-                "REALTIME_TEST_OVERRIDES": json.dumps(overrides),
-            }
-        )
+        return daphne_server(settings_env(overrides))
 
     return start_server
 

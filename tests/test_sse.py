@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 import realtime
 from realtime.models import Stream
 from realtime.protocol import decode_cursor, encode_cursor
-from tests.servers import Server, SSEStream, WSClient, open_sse
+from tests.servers import Server, SSEStream, WSClient, open_sse, settings_env
 
 SSE_PATH = "/realtime/sse/"
 
@@ -37,12 +37,7 @@ def start(
     **env: str,
 ) -> Server:
     """A daphne process with ``REALTIME`` ``overrides`` (tests.settings) and extra ``env``."""
-    extra = {
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "REALTIME_TEST_OVERRIDES": json.dumps(overrides or {}),
-        **env,
-    }
-    return daphne_server(extra)
+    return daphne_server(settings_env(overrides, **env))
 
 
 def url(server: Server, *streams: str, **params: str) -> str:

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 
 import realtime
 from realtime.models import Event, Stream
-from tests.servers import Server, WSClient, arun_manage
+from tests.servers import Server, WSClient, arun_manage, settings_env
 
 WS_PATH = "/realtime/ws/"
 
@@ -35,12 +35,7 @@ def start(
     **env: str,
 ) -> Server:
     """A daphne process with ``REALTIME`` ``overrides`` (tests.settings) and extra ``env``."""
-    extra = {
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "REALTIME_TEST_OVERRIDES": json.dumps(overrides or {}),
-        **env,
-    }
-    return daphne_server(extra)
+    return daphne_server(settings_env(overrides, **env))
 
 
 async def connect(server: Server) -> tuple[WSClient, dict[str, Any]]:
