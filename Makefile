@@ -22,8 +22,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+BENCH_IDLE_ARGS ?=
+LOAD_ARGS ?= --url http://$(HOST):$(PORT)
 
-.PHONY: help venv install run test services bench lint format clean distclean
+.PHONY: help venv install run test services bench bench-idle load lint format clean distclean
 
 help:
 	@echo "make run      serve the demo on http://$(HOST):$(PORT) (SQLite, one process)"
@@ -31,6 +33,10 @@ help:
 	@echo "make lint     ruff check and ruff format --check"
 	@echo "make format   let ruff fix imports and formatting"
 	@echo "make bench    run the benchmark (project.bench; BENCH_ARGS=--help for options)"
+	@echo "make bench-idle  idle connections per process and resume of 10,000 missed events,"
+	@echo "              realtime against naive Channels (BENCH_IDLE_ARGS=--help for options)"
+	@echo "make load     WebSocket and SSE clients against running servers, e.g. make run's"
+	@echo "              (project.load; LOAD_ARGS='--url http://127.0.0.1:8000 --ws 100 --sse 20')"
 	@echo "make install  create .venv and install the package with its extras"
 	@echo "make clean    remove caches and .run/ (stops the tests' Redis); distclean: also .venv"
 
@@ -92,6 +98,16 @@ bench: install
 	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== benchmark =="; \
 	$(PY) -m project.bench $(BENCH_ARGS)
+
+# Like bench: its own redis-server and SQLite file; one fresh daphne process per measurement.
+bench-idle: install
+	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
+	echo "== idle connections and resume =="; \
+	$(PY) -m project.bench_idle $(BENCH_IDLE_ARGS)
+
+# Against servers that already run (make run, by default): starts nothing itself.
+load: install
+	$(PY) -m project.load $(LOAD_ARGS)
 
 lint: install
 	$(RUFF) check $(LINT_PATHS)

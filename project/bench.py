@@ -55,7 +55,7 @@ from project.bench_report import (
 )
 
 APPROACHES = {
-    "realtime": ("project.asgi:application", "/realtime/ws/"),
+    "realtime": ("project.asgi:application", "/realtime/ws/?batch=1"),
     "naive": ("project.naive_asgi:application", "/naive/ws/"),
 }
 REPLY_TIMEOUT = 30.0

@@ -37,6 +37,7 @@ CONNECT_ATTEMPTS = 3
 TEXT = WSMsgType.TEXT
 CLOSE = WSMsgType.CLOSE
 PING_FRAME = b'{"type":"ping"}'
+ACK_EVERY = 500  # frames between acknowledgements; the app's window is 10,000
 
 
 class Step:
@@ -62,6 +63,8 @@ class Subscriber(WSListener):  # type: ignore[misc]
         self.server = server
         self.transport: WSTransport | None = None
         self.last = 0  # highest seq received
+        self.frames = 0  # frames received (inside batches too), for flow control
+        self.acked = 0
         self.count = 0  # events received, duplicates excluded
         self.welcomed = False
         self.subscribed = False
@@ -80,29 +83,45 @@ class Subscriber(WSListener):  # type: ignore[misc]
                 transport.disconnect()
             return
         msg = json.loads(frame.get_payload_as_bytes())
-        if msg["type"] != "event":
+        kind = msg["type"]
+        if kind == "batch":
+            msgs = msg["frames"]
+        elif kind == "event":
+            msgs = (msg,)
+        else:
+            self.frames += 1
             self.control(transport, msg)
             return
-        if not self.subscribed:
-            return  # not counted: the benchmark owes events only to acknowledged subscribers
+        self.frames += len(msgs)
+        if self.frames - self.acked >= ACK_EVERY:
+            # Flow control (docs/protocol.md): acknowledge, or the server stops sending.
+            self.acked = self.frames
+            transport.send(TEXT, b'{"type":"received","count":%d}' % self.frames)
         now = time.time()
-        seq = msg["seq"]
-        data = msg["data"]
-        step = self.steps[data["k"]]
-        if seq > self.last:
-            self.last = seq
-            self.count += 1
-            step.unique += 1
-            lat = now - data["t"]
-            bucket = int(lat * BUCKETS_PER_SECOND)
-            if not 0 <= bucket < HIST_SIZE:
-                bucket = 0 if bucket < 0 else HIST_SIZE - 1
-            step.hist[bucket] += 1
-            if lat > step.max_lat:
-                step.max_lat = lat
-            step.last_rx = now
-        else:
-            step.dups += 1
+        steps = self.steps
+        for msg in msgs:
+            if msg["type"] != "event":
+                self.control(transport, msg)
+                continue
+            if not self.subscribed:
+                continue  # not counted: events are owed only to acknowledged subscribers
+            seq = msg["seq"]
+            data = msg["data"]
+            step = steps[data["k"]]
+            if seq > self.last:
+                self.last = seq
+                self.count += 1
+                step.unique += 1
+                lat = now - data["t"]
+                bucket = int(lat * BUCKETS_PER_SECOND)
+                if not 0 <= bucket < HIST_SIZE:
+                    bucket = 0 if bucket < 0 else HIST_SIZE - 1
+                step.hist[bucket] += 1
+                if lat > step.max_lat:
+                    step.max_lat = lat
+                step.last_rx = now
+            else:
+                step.dups += 1
 
     def control(self, transport: WSTransport, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -169,14 +188,17 @@ class LoadClient:
                         websocket_handshake_timeout=10,
                     )
                 except Exception as exc:
-                    if attempt == CONNECT_ATTEMPTS - 1:
-                        self.log(f"connection {index} to {url} failed: {exc!r}")
-                        self.failed += 1
-                        return
-                    await asyncio.sleep(0.2 * (attempt + 1))
+                    error: object = exc
                 else:
-                    self.subscribers.append(sub)
+                    if sub is not None:
+                        self.subscribers.append(sub)
+                        return
+                    error = "handshake dropped"  # picows gives no listener then
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    self.log(f"connection {index} to {url} failed: {error!r}")
+                    self.failed += 1
                     return
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     async def connect_all(self) -> dict[str, Any]:
         started = time.perf_counter()

@@ -7,22 +7,26 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "apresence",
     "apublish",
+    "apublish_many",
     "areset",
     "arevoke",
     "presence",
     "publish",
+    "publish_many",
     "reset",
     "revoke",
 ]
 
 if TYPE_CHECKING:
     from realtime.presence import apresence, presence
-    from realtime.publishing import apublish, areset, publish, reset
+    from realtime.publishing import apublish, apublish_many, areset, publish, publish_many, reset
     from realtime.revocation import arevoke, revoke
 
 _HOMES = {
     "publish": "publishing",
     "apublish": "publishing",
+    "publish_many": "publishing",
+    "apublish_many": "publishing",
     "reset": "publishing",
     "areset": "publishing",
     "presence": "presence",

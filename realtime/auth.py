@@ -143,8 +143,11 @@ class RealtimeAuthMiddleware:
         """
         cookies = parse_cookie(_header(scope, b"cookie") or "")
         engine = import_module(settings.SESSION_ENGINE)
-        scope["session"] = engine.SessionStore(cookies.get(settings.SESSION_COOKIE_NAME))
-        scope["user"] = await _get_user(scope)
+        key = cookies.get(settings.SESSION_COOKIE_NAME)
+        scope["session"] = engine.SessionStore(key)
+        # No cookie, nobody to look up: skip the thread pool, where in a reconnect storm the
+        # hop would wait behind every other client's database work before the handshake goes on.
+        scope["user"] = await _get_user(scope) if key else AnonymousUser()
 
     @staticmethod
     def _ticket(scope: Scope) -> str | None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+
+# redis-py 8's read timeout when none is given, and channels-redis's blocking receive.
+_REDIS_READ_TIMEOUT = 5
 
 
 @register(Tags.compatibility)
@@ -129,19 +133,39 @@ def _check_redis_timeouts(layer: dict[str, Any]) -> list[Any]:
     if major < 8:
         return []
 
-    def patient(host: Any) -> bool:
-        if not isinstance(host, dict) or "socket_timeout" not in host:
-            return False
-        return host["socket_timeout"] is None or host["socket_timeout"] > 5
-
-    short = [host for host in layer.get("CONFIG", {}).get("hosts", []) if not patient(host)]
+    short = [host for host in layer.get("CONFIG", {}).get("hosts", []) if not _patient(host)]
     if not short:
         return []
     return [
         Warning(
             "redis-py 8 gives socket reads a 5 s timeout, which channels-redis's 5 s blocking "
             "receive trips over: receives fail and messages are lost (channels_redis#422).",
-            hint='Give each host more: {"address": "redis://...", "socket_timeout": 15}.',
+            hint='Give each host more: {"address": "redis://...", "socket_timeout": 15} '
+            '(a Sentinel host: next to "master_name"; a URL: ?socket_timeout=15).',
             id="realtime.W007",
         )
     ]
+
+
+def _patient(host: Any) -> bool:
+    """Whether reads on this ``hosts`` entry wait longer than the blocking receive.
+
+    As redis-py's ``from_url`` does, a URL's ``?socket_timeout=`` wins over the entry's key;
+    a Sentinel entry (``master_name``) passes its keys to the master's connections.
+    """
+    if isinstance(host, str | bytes):
+        address, timeout = host, _REDIS_READ_TIMEOUT
+    elif isinstance(host, dict):
+        address, timeout = host.get("address"), host.get("socket_timeout", _REDIS_READ_TIMEOUT)
+    else:
+        return False  # (host, port): redis-py's default
+    if isinstance(address, bytes):
+        address = address.decode(errors="replace")
+    if address:
+        from_url = parse_qs(urlsplit(address).query).get("socket_timeout")
+        if from_url:
+            try:
+                timeout = float(from_url[0])
+            except ValueError:
+                return False
+    return timeout is None or timeout > _REDIS_READ_TIMEOUT

@@ -53,6 +53,11 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between each process's check of its streams' positions in the database, the
     # safety net that delivers events whose channel-layer message was lost.
     "RECONCILE_INTERVAL": 5.0,
+    # Seconds between a process's writes of live events to its connections while events
+    # keep coming (an idle process writes at once). Events queued meanwhile leave together:
+    # one SSE chunk, or one ``batch`` frame for WebSocket clients that asked for them.
+    # Larger: fewer, bigger writes (more throughput) for up to this much added latency.
+    "FLUSH_INTERVAL": 0.02,
     # Channel layer alias (in CHANNEL_LAYERS) used for fan-out between processes.
     "CHANNEL_LAYER": "default",
     # Seconds between each process's stats report: alert checks, and the admin dashboard's

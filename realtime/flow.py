@@ -20,7 +20,6 @@ Memory per connection is therefore bounded by the window, whatever the client do
 from __future__ import annotations
 
 import json
-from collections import deque
 from typing import Any
 
 from realtime.conf import realtime_settings
@@ -45,7 +44,9 @@ class Window:
     def __init__(self, messages: int, size: int) -> None:
         self.limit_messages, self.limit_bytes = messages, size
         self.sent = self.sent_bytes = self.acked = self.acked_bytes = 0
-        self.marks: deque[int] = deque()  # sent_bytes after each unacknowledged frame
+        # sent_bytes after each unacknowledged frame. A list, not a deque: an idle connection
+        # holds two or three marks, which a list keeps in 80 bytes and a deque in 760.
+        self.marks: list[int] = []
 
     @classmethod
     def from_settings(cls) -> Window:
@@ -60,9 +61,11 @@ class Window:
     def ack(self, count: int) -> None:
         """The client has received ``count`` frames in all (counts only go up)."""
         count = min(count, self.sent)
-        while self.acked < count:
-            self.acked_bytes = self.marks.popleft()
-            self.acked += 1
+        if count > self.acked:
+            done = count - self.acked
+            self.acked_bytes = self.marks[done - 1]
+            del self.marks[:done]
+            self.acked = count
 
     @property
     def in_flight(self) -> int:

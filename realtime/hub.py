@@ -29,7 +29,7 @@ import socket
 import time
 import uuid
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -87,6 +87,9 @@ class Hub:
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._dirty: set[str] = set()  # connections whose subscriptions changed
+        self._unflushed: dict[Any, None] = {}  # connections with events queued, in order
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushed_at = 0.0  # loop time of the last flush pass
         self._opened: list[str] = []  # connections opened and closed since the last stats tick
         self._closed: list[str] = []
         self._last_tick: tuple[float, dict[str, Any]] | None = None
@@ -138,6 +141,10 @@ class Hub:
         for timer in self._timers:
             timer.cancel()  # the lease sweep below removes what they would have
         self._timers.clear()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._unflushed.clear()
         tasks = [*self._tasks, *self._background]
         for task in tasks:
             task.cancel()
@@ -164,9 +171,10 @@ class Hub:
             logger.error("Background task failed.", exc_info=task.exception())
 
     # --- connections -----------------------------------------------------------------
-    async def attach(self, conn: Any) -> str | None:
+    async def attach(self, conn: Any, gone: Callable[[], bool] | None = None) -> str | None:
         """Record a new connection (``Connection`` row; the user goes online), unless a
-        connection cap refuses it: then the cap ("user" or "ip") is returned."""
+        connection cap refuses it: then the cap ("user" or "ip") is returned; or
+        ``registry.GONE`` if ``gone()`` was true when the database work was to begin."""
         await self.start()
         cap = await registry.aadd_connection(
             conn.id,
@@ -176,6 +184,7 @@ class Hub:
             conn.remote_addr,
             conn.user_agent,
             check_limits=True,
+            gone=gone,
         )
         if cap is None:
             self.connections[conn.id] = conn
@@ -319,6 +328,7 @@ class Hub:
                     for buffered in sub.presence_buffer or []:
                         if buffered["version"] > versions.get(buffered["key"], 0):
                             sub.conn.presence(sub, buffered["kind"], presence_frame(buffered))
+                    sub.presence_seen = dict(versions)
         finally:
             if first:
                 sub.presence_buffer = None
@@ -415,12 +425,12 @@ class Hub:
         if state is None:
             return
         if kind == "realtime.event":
-            stats.received += 1
-            if "t" in message:
-                stats.observe_latency(max(0.0, time.time() - message["t"]))
-            dirty = [sub.conn for sub in list(state.subs) if sub.offer(message)]
-            for conn in dirty:
-                await conn.flush()
+            self._offer(state, message, message.get("t"))
+            self._schedule_flush()
+        elif kind == "realtime.events":  # publish_many: several events of the stream, in order
+            for event in message["events"]:
+                self._offer(state, event, message.get("t"))
+            self._schedule_flush()
         elif kind == "realtime.presence":
             key, version = message["key"], message["version"]
             if version <= state.presence_versions.get(key, 0):
@@ -436,6 +446,39 @@ class Hub:
         elif kind == "realtime.reset":
             for sub in list(state.subs):
                 sub.start_sync()
+
+    def _offer(self, state: StreamState, message: dict[str, Any], sent: float | None) -> None:
+        stats.received += 1
+        if sent is not None:
+            stats.observe_latency(max(0.0, time.time() - sent))
+        unflushed = self._unflushed
+        for sub in list(state.subs):
+            if sub.offer(message):
+                unflushed[sub.conn] = None
+
+    def _schedule_flush(self) -> None:
+        """Write what ``dispatch`` queued: at once when idle, else one pass per interval.
+
+        Events that arrive while a pass is due are queued behind it and leave in the same
+        write (one ``batch`` frame, or one SSE chunk), so at high rates a process makes a
+        write per connection per ``FLUSH_INTERVAL`` instead of one per event per connection.
+        """
+        if self._flush_handle is not None or not self._unflushed:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._flushed_at + float(realtime_settings.FLUSH_INTERVAL) - loop.time()
+        self._flush_handle = loop.call_later(max(0.0, delay), self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_handle = None
+        self._flushed_at = asyncio.get_running_loop().time()
+        conns, self._unflushed = self._unflushed, {}
+        self.spawn(self._flush(conns))
+
+    @staticmethod
+    async def _flush(conns: dict[Any, None]) -> None:
+        for conn in conns:
+            await conn.flush()
 
     def _schedule_count(self, stream: str, state: StreamState) -> None:
         if state.count_task is None or state.count_task.done():

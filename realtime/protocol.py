@@ -217,6 +217,11 @@ def event_frame(stream: str, seq: int | None, event: str, data_json: str, ts: st
     )
 
 
+def batch_frame(frames: list[str]) -> str:
+    """The ``batch`` frame holding already-encoded frames, in order (joined, not re-encoded)."""
+    return '{"type":"batch","frames":[' + ",".join(frames) + "]}"
+
+
 def error_frame(code: str, message: str, frame_id: FrameId | None = None) -> ErrorFrame:
     return {"type": "error", "id": frame_id, "code": code, "message": message}
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -105,7 +106,7 @@ async def _fan_out_logged(message: LayerMessage) -> None:
         logger.exception(
             "Fan-out of %s#%s failed; it is stored and the reconciler will deliver it.",
             message["stream"],
-            message["seq"],
+            message.get("seq") or message["events"][0]["seq"],
         )
 
 
@@ -192,6 +193,81 @@ async def apublish(
     if pending is not None:
         await _fan_out_logged(pending)
     return stored
+
+
+# Events per channel-layer message of ``publish_many`` (keeps each message small).
+FAN_OUT_CHUNK = 100
+# Events one ``publish_many`` call may store: a tenth of the default OUTBOX_WINDOW, so one
+# burst never makes a subscriber that acknowledges promptly look slow.
+MAX_MANY = 1000
+
+
+def _prepare_many(stream: str, events: Iterable[tuple[str, Any]]) -> list[tuple[str, Any, str]]:
+    validate_stream_name(stream)
+    items = list(events)
+    if len(items) > MAX_MANY:
+        raise InvalidEvent(f"At most {MAX_MANY} events per publish_many() call.")
+    prepared = []
+    for event, data in items:
+        _, data, data_json = _prepare(stream, event, data)
+        prepared.append((event, data, data_json))
+    return prepared
+
+
+def _store_many(
+    stream: str, prepared: list[tuple[str, Any, str]]
+) -> tuple[list[Event], list[LayerMessage]]:
+    """``_store`` for several events: one transaction, fan-out messages of ``FAN_OUT_CHUNK``."""
+    try:
+        outer = transaction.get_connection().in_atomic_block
+        with transaction.atomic():
+            rows = store.append_many(stream, [(event, data) for event, data, _ in prepared])
+            singles = [
+                _message(row, data_json)
+                for row, (_, _, data_json) in zip(rows, prepared, strict=True)
+            ]
+            messages = [
+                {
+                    "type": "realtime.events",
+                    "stream": stream,
+                    "events": singles[start : start + FAN_OUT_CHUNK],
+                }
+                for start in range(0, len(singles), FAN_OUT_CHUNK)
+            ]
+            if outer:
+                for message in messages:
+                    transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
+    stats.published += len(rows)
+    return rows, [] if outer else messages
+
+
+def publish_many(stream: str, events: Iterable[tuple[str, Any]]) -> list[Event]:
+    """Store several ``(event, data)`` pairs as consecutive events of ``stream``, and send them.
+
+    All or nothing, in one transaction, and far cheaper per event than a ``publish`` each:
+    for bursts (imports, tickers catching up). Subscribers get them in order, as usual.
+    """
+    _ensure_sync("publish_many")
+    prepared = _prepare_many(stream, events)
+    if not prepared:
+        return []
+    rows, messages = _store_many(stream, prepared)
+    for message in messages:
+        _fan_out_sync(message)
+    return rows
+
+
+async def apublish_many(stream: str, events: Iterable[tuple[str, Any]]) -> list[Event]:
+    """Async twin of ``publish_many``."""
+    prepared = _prepare_many(stream, events)
+    if not prepared:
+        return []
+    rows, messages = await database_sync_to_async(_store_many)(stream, prepared)
+    for message in messages:
+        await _fan_out_logged(message)
+    return rows
 
 
 def _reset(stream: str) -> tuple[store.StreamInfo, LayerMessage | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +29,9 @@ from realtime.models import Connection, Server, UserStatus
 from realtime.stats import stats
 
 logger = logging.getLogger("realtime.registry")
+
+# What ``add_connection`` returns for a client that left before its turn came.
+GONE = "gone"
 
 
 def lease_interval() -> float:
@@ -77,12 +81,18 @@ def add_connection(
     user_agent: str,
     *,
     check_limits: bool = False,
+    gone: Callable[[], bool] | None = None,
 ) -> str | None:
     """Record a connection; with ``check_limits``, first refuse it (returning "user" or "ip")
     if it would pass MAX_CONNECTIONS_PER_USER / _PER_IP, counted over every process.
 
     One call, one transaction: a connection storm costs one round of queries per client.
+    Returns ``GONE``, recording nothing, when ``gone()`` says the client left while this call
+    waited for a thread: in a storm, the work of a handshake the server already dropped
+    would only delay the clients still waiting.
     """
+    if gone is not None and gone():
+        return GONE
     with transaction.atomic():
         if check_limits:
             cap = _limit_reached(user_id, remote_addr)
@@ -128,8 +138,8 @@ def remove_connection(conn_id: str, user_id: Any) -> None:
 
 def _recount(user_id: Any) -> None:
     """Flip the user's status if their connection count crossed zero (caller is atomic)."""
-    UserStatus.objects.get_or_create(user_id=user_id)
-    status = UserStatus.objects.select_for_update().get(user_id=user_id)
+    # One locking read (plus an insert the first time): every signed-in connect runs this.
+    status, _ = UserStatus.objects.select_for_update().get_or_create(user_id=user_id)
     online = Connection.objects.filter(user_id=user_id).exists()
     if online == status.online:
         return

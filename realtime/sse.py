@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from realtime.auth import origin_allowed
-from realtime.connection import BaseConnection, Receive, Scope, Send
+from realtime.connection import BATCH_FRAMES, BaseConnection, Receive, Scope, Send
 from realtime.exceptions import RealtimeError
 from realtime.presence import check_meta
 from realtime.protocol import (
@@ -57,6 +57,7 @@ class SSEConnection(BaseConnection):
     """One EventSource, from the request to the disconnect."""
 
     transport = "sse"
+    batch_frames = BATCH_FRAMES  # SSE messages simply follow each other in the body
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         super().__init__(scope, receive, send)
@@ -91,6 +92,9 @@ class SSEConnection(BaseConnection):
 
     async def write(self, text: str) -> None:
         await self.send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
+    async def write_many(self, frames: list[str]) -> None:
+        await self.write("".join(frames))
 
     # --- request -----------------------------------------------------------------------
     async def respond_error(
@@ -204,6 +208,7 @@ class SSEConnection(BaseConnection):
                     "messages": self.window.limit_messages,
                     "bytes": self.window.limit_bytes,
                 },
+                "batch": False,  # SSE never sends batch frames: its messages simply follow
             }
             self.queue(
                 f"retry: {int(self.settings.SSE_RETRY)}\n"

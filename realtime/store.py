@@ -60,11 +60,7 @@ def append(
             earlier.stream = locked
             earlier.duplicate = True
             return earlier
-    bumped = Stream.objects.filter(name=name).update(last_seq=F("last_seq") + 1)
-    if not bumped:
-        Stream.objects.get_or_create(name=name)
-        Stream.objects.filter(name=name).update(last_seq=F("last_seq") + 1)
-    stream = Stream.objects.get(name=name)
+    stream = _bump(name, 1)
     stored = Event.objects.create(
         stream=stream,
         seq=stream.last_seq,
@@ -73,10 +69,43 @@ def append(
         ts=ts or timezone.now(),
         idempotency_key=key,
     )
-    rule = retention.rule_for(name)
+    _retain(stream)
+    return stored
+
+
+def append_many(name: str, events: list[tuple[str, Any]]) -> list[Event]:
+    """Store several events with consecutive seqs, in order; like ``append``, in one go.
+
+    One row lock, one ``UPDATE`` and one bulk ``INSERT`` for all of them: the cheap way to
+    publish a burst (an import, a ticker catching up).
+    """
+    assert transaction.get_connection().in_atomic_block, "append_many() needs an atomic block"
+    stream = _bump(name, len(events))
+    first = stream.last_seq - len(events) + 1
+    now = timezone.now()
+    rows = [
+        Event(stream=stream, seq=first + offset, event=event, data=data, ts=now)
+        for offset, (event, data) in enumerate(events)
+    ]
+    Event.objects.bulk_create(rows)
+    _retain(stream)
+    return rows
+
+
+def _bump(name: str, count: int) -> Stream:
+    """Reserve the stream's next ``count`` seqs (taking its row lock); returns the stream."""
+    bumped = Stream.objects.filter(name=name).update(last_seq=F("last_seq") + count)
+    if not bumped:
+        Stream.objects.get_or_create(name=name)
+        Stream.objects.filter(name=name).update(last_seq=F("last_seq") + count)
+    return Stream.objects.get(name=name)
+
+
+def _retain(stream: Stream) -> None:
+    """Enforce the stream's ``max_events`` in the publishing transaction."""
+    rule = retention.rule_for(stream.name)
     if rule.max_events is not None and stream.last_seq - stream.trimmed_seq > rule.max_events:
         _trim(stream, stream.last_seq - rule.max_events)
-    return stored
 
 
 def _trim(stream: Stream, upto: int) -> int:

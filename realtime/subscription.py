@@ -26,9 +26,48 @@ from realtime.stats import stats
 
 logger = logging.getLogger("realtime.hub")
 
+# Seconds a live subscription waits for a missing message before reading the database.
+REORDER_GRACE = 0.05
 # Live events buffered per syncing subscription before the buffer is dropped (the database
 # has them all; the sync loop then reads once more instead of trusting the buffer).
 MAX_PENDING = 10_000
+
+
+Page = tuple[list[tuple[int, str, str]], "store.StreamInfo | None"]
+
+# History reads in flight in this process, by (event loop, stream, after, limit).
+_reads: dict[tuple[int, str, int, int], asyncio.Task[Page]] = {}
+
+
+async def read_page(stream: str, after: int, limit: int) -> Page:
+    """Up to ``limit`` events after ``after`` as ``(seq, event, frame)``, and the position.
+
+    Subscriptions catching up from the same position at once (a reconnect storm, a burst
+    the channel layer lost, a lagging process woken by the reconciler) share one query and
+    one encoding of each event, instead of one each: catching up costs the database the
+    same for one subscriber of a stream as for a thousand.
+    """
+    loop = asyncio.get_running_loop()
+    key = (id(loop), stream, after, limit)
+    task = _reads.get(key)
+    if task is None:
+        task = loop.create_task(_read_page(stream, after, limit))
+        _reads[key] = task
+        task.add_done_callback(lambda _: _reads.pop(key, None))
+    return await asyncio.shield(task)
+
+
+async def _read_page(stream: str, after: int, limit: int) -> Page:
+    rows, info = await store.aread(stream, after, limit)
+    frames = [
+        (
+            row.seq,
+            row.event,
+            event_frame(stream, row.seq, row.event, dumps(row.data), format_ts(row.ts)),
+        )
+        for row in rows
+    ]
+    return frames, info
 
 
 class Connection(Protocol):
@@ -70,6 +109,7 @@ class Subscription:
         "position",
         "presence_buffer",
         "presence_ref",
+        "presence_seen",
         "requested_epoch",
         "sees_presence",
         "since",
@@ -104,6 +144,8 @@ class Subscription:
         # While not None, presence frames wait here for this subscription's presence.state.
         self.presence_buffer: list[dict[str, Any]] | None = None
         self.presence_ref: str | None = None  # this connection's meta, once joined
+        # Per member key, the version the presence.state snapshot sent to this subscriber held.
+        self.presence_seen: dict[str, int] | None = None
         self.snapshot_at: int | None = None  # a snapshot is due, taken at this head
         # While the connection is slow (realtime.flow): the seqs skipped, or the latest
         # frame per conflation key.
@@ -134,7 +176,9 @@ class Subscription:
                 self.conn.deliver(self, message["event"], message["frame"])
                 return True
         self._buffer(message)
-        self.start_sync()
+        # Usually only a reordering (two publishers' fan-outs raced): give the missing
+        # message a moment to arrive before asking the database.
+        self.start_sync(delay=REORDER_GRACE)
         return False
 
     def _buffer(self, message: dict[str, Any]) -> None:
@@ -143,12 +187,22 @@ class Subscription:
             self.overflowed = True
         self.pending.append(message)
 
-    def start_sync(self) -> None:
-        """Catch up from the database (no-op if already doing so)."""
+    def start_sync(self, delay: float = 0.0) -> None:
+        """Catch up from the database (no-op if already doing so).
+
+        With a ``delay``, live messages are buffered meanwhile and the database is read only
+        if they still leave a gap after it.
+        """
         if not self.active or (self.task is not None and not self.task.done()):
             return
         self.syncing = True
-        self.task = asyncio.get_running_loop().create_task(self._sync())
+        self.task = asyncio.get_running_loop().create_task(self._sync(delay))
+        self.task.add_done_callback(self._sync_done)
+
+    def _sync_done(self, task: asyncio.Task[None]) -> None:
+        # A finished task keeps its coroutine (about 550 bytes): drop it, per subscription.
+        if self.task is task:
+            self.task = None
 
     def subscribed_frame(self, head: int, recovered: bool) -> SubscribedFrame:
         assert self.epoch is not None
@@ -161,7 +215,12 @@ class Subscription:
             "recovered": recovered,
         }
 
-    async def _sync(self) -> None:
+    async def _sync(self, grace: float = 0.0) -> None:
+        if grace:
+            await asyncio.sleep(grace)
+            if self.active and not self.overflowed and self._drain():
+                await self.conn.flush()
+                return
         delay = 0.1
         while self.active:
             try:
@@ -183,7 +242,7 @@ class Subscription:
             await self._send_snapshot(self.snapshot_at)
         batch = int(realtime_settings.REPLAY_BATCH_SIZE)
         logger.debug("Catching up %s from seq %d.", self.stream, self.position)
-        rows, info = await store.aread(self.stream, self.position, batch)
+        rows, info = await read_page(self.stream, self.position, batch)
         logger.debug("Read %d events of %s (head %s).", len(rows), self.stream, info)
         if not self.active:
             return True
@@ -195,29 +254,25 @@ class Subscription:
             self.requested_epoch, self.since = None, 0
             self._start_from(info, force_unrecovered=True)
             return False
-        lost = (rows and rows[0].seq != self.position + 1) or (
+        lost = (rows and rows[0][0] != self.position + 1) or (
             not rows and info.trimmed_seq > self.position
         )
         if lost:
             # Retention deleted events this subscription had not delivered yet.
-            self.position = (rows[0].seq - 1) if rows else info.trimmed_seq
+            self.position = (rows[0][0] - 1) if rows else info.trimmed_seq
             self.conn.subscribed(self, self.subscribed_frame(info.last_seq, False))
             if snapshots.find(self.stream) is not None:
                 self.snapshot_at = info.last_seq
                 return False
-        for row in rows:
+        for seq, event, frame in rows:
             if not self.conn.has_room():
                 # Replay goes at the client's pace: wait for its acknowledgements.
                 await self.conn.flush()
                 await self.conn.wait_for_room()
                 return False
-            self.position = row.seq
+            self.position = seq
             stats.replayed += 1
-            self.conn.deliver(
-                self,
-                row.event,
-                event_frame(self.stream, row.seq, row.event, dumps(row.data), format_ts(row.ts)),
-            )
+            self.conn.deliver(self, event, frame)
         if len(rows) == batch or self.overflowed:
             self.overflowed = False
             return False
@@ -278,6 +333,13 @@ class Subscription:
         if self.presence_buffer is not None:
             self.presence_buffer.append(message)
             return False
+        seen = self.presence_seen
+        if seen:
+            # Messages the presence.state snapshot already held may still be on their way
+            # (this connection's own join among them): drop those, forget the rest.
+            if message["version"] <= seen.get(message["key"], 0):
+                return False
+            seen.pop(message["key"], None)
         self.conn.presence(self, message["kind"], frame)
         return True
 

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from realtime.auth import SUBPROTOCOL, offered_subprotocols, origin_allowed
-from realtime.connection import BaseConnection, Receive, Scope, Send
+from realtime.connection import BATCH_FRAMES, CLIENT_GONE, BaseConnection, Receive, Scope, Send
 from realtime.exceptions import RealtimeError
 from realtime.limits import TokenBucket
 from realtime.protocol import (
@@ -36,6 +36,7 @@ from realtime.protocol import (
     UNSUPPORTED_FRAME,
     FrameId,
     SubscribedFrame,
+    batch_frame,
     dumps,
     error_frame,
     parse_client_frame,
@@ -56,6 +57,8 @@ class WebSocketConnection(BaseConnection):
         super().__init__(scope, receive, send)
         self.bucket = TokenBucket.from_settings()
         self.dropped = 0  # frames dropped in a row by the rate limit
+        if self.query.get("batch") == ["1"]:  # the client reads ``batch`` frames
+            self.batch_frames = BATCH_FRAMES
 
     # --- transport hooks ---------------------------------------------------------------
     def encode_event(self, sub: Subscription, event: str, frame: str) -> str:
@@ -78,6 +81,9 @@ class WebSocketConnection(BaseConnection):
 
     async def write(self, text: str) -> None:
         await self.send({"type": "websocket.send", "text": text})
+
+    async def write_many(self, frames: list[str]) -> None:
+        await self.write(batch_frame(frames))
 
     async def reply(self, frame: dict[str, Any]) -> None:
         self.queue(dumps(frame))
@@ -111,7 +117,7 @@ class WebSocketConnection(BaseConnection):
         refusal = None if origin_allowed(self.scope) else (403, FORBIDDEN_ORIGIN, "")
         if not self.settings.WEBSOCKET_ENABLED:
             refusal = (403, "websocket_disabled", "")
-        refusal = refusal or await self.admit()
+        refusal = refusal or await self.admit_unless_gone()
         if refusal is not None:
             # Closing before accepting makes the server answer the handshake with HTTP 403:
             # the client learns nothing, and no frame is ever sent on this connection.
@@ -135,6 +141,7 @@ class WebSocketConnection(BaseConnection):
                         "messages": self.window.limit_messages,
                         "bytes": self.window.limit_bytes,
                     },
+                    "batch": self.batch_frames > 1,
                 }
             )
             await self.serve()
@@ -143,6 +150,23 @@ class WebSocketConnection(BaseConnection):
             await self.close(CLOSE_INTERNAL_ERROR)
         finally:
             await self.detach()
+
+    async def admit_unless_gone(self) -> tuple[int, str, str] | None:
+        """``admit``, watching for the handshake to be dropped meanwhile (daphne's
+        ``--websocket_connect_timeout``, or the client gave up): in a reconnect storm, the
+        queued database work of clients nobody waits for would delay those still waiting."""
+        # Before the accept, the only message that can arrive is the disconnect.
+        left = asyncio.ensure_future(self.receive())
+        try:
+            refusal = await self.admit(left.done)
+        finally:
+            left.cancel()  # a pending receive gives its message up to the next one
+        if left.done() and not left.cancelled():
+            left.exception()  # retrieved; a message or an error alike means the client left
+            if refusal is None:
+                await self.detach()  # recorded just before the client went: forget it again
+                return 499, CLIENT_GONE, "The client left before it was admitted."
+        return refusal
 
     async def serve(self) -> None:
         timeout = float(self.settings.HEARTBEAT_TIMEOUT)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the servers the test suite talks to are running, and say where they are.
 #
-#   scripts/services.sh            Redis, PostgreSQL and Chromium (what `make test` needs)
+#   scripts/services.sh            Redis, PostgreSQL, Chromium and openssl (what `make test` needs)
 #   scripts/services.sh redis      only Redis (what `make bench` needs)
 #   scripts/services.sh postgres   only PostgreSQL
 #   scripts/services.sh browser    only Chromium (Debian's, for the browser tests)
@@ -242,12 +242,23 @@ ensure_chromium() {
 }
 
 # ---------------------------------------------------------------------------------------
+# openssl: the TLS Redis tests (tests/test_redis_deploy.py) make their certificates with it.
+# ---------------------------------------------------------------------------------------
+
+ensure_openssl() {
+    if command -v openssl >/dev/null; then
+        return
+    fi
+    apt_install openssl
+}
+
+# ---------------------------------------------------------------------------------------
 
 what="${1:-all}"
 REDIS_URL=""
 PG_DATABASE_URL=""
 case "$what" in
-    all) ensure_redis; ensure_postgres; ensure_chromium ;;
+    all) ensure_redis; ensure_postgres; ensure_chromium; ensure_openssl ;;
     redis) ensure_redis ;;
     postgres) ensure_postgres ;;
     browser) ensure_chromium ;;

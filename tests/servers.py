@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +335,12 @@ class WSClient:
     ``received`` holds every frame received, ``skipped`` those that ``recv_until`` passed over.
     By default the ``Origin`` header is ``http://<host>:<port>`` of the URL, which daphne's
     origin check accepts for hosts in ALLOWED_HOSTS; pass ``origin=None`` to send none.
+
+    ``unbatch=True`` (for a URL with ``?batch=1``) opens ``batch`` frames: their frames come
+    out of ``recv_json`` one at a time and go into ``received`` (so ``len(received)`` is the
+    protocol's ``received`` count), and the batch frames themselves are kept in ``batches``.
+    Without it a ``batch`` is returned as the one frame it is. ``messages`` counts WebSocket
+    messages either way.
     """
 
     def __init__(
@@ -342,13 +349,18 @@ class WSClient:
         *,
         origin: str | None = _FROM_URL,
         headers: Mapping[str, str] | None = None,
+        unbatch: bool = False,
     ) -> None:
         self.url = url
         self.origin = origin
         self.headers = dict(headers or {})
+        self.unbatch = unbatch
         self.ws: ClientConnection | None = None
         self.received: list[Any] = []
         self.skipped: list[Any] = []
+        self.batches: list[dict[str, Any]] = []
+        self.messages = 0
+        self._unread: deque[Any] = deque()  # frames of a batch not returned yet
 
     async def connect(
         self,
@@ -366,6 +378,7 @@ class WSClient:
             parts = urlsplit(url)
             origin = f"http://{parts.netloc}"
         self.url = url
+        self._unread.clear()
         self.ws = await connect(
             url,
             origin=Origin(origin) if origin is not None else None,
@@ -391,6 +404,18 @@ class WSClient:
 
     async def recv_json(self, timeout: float = 5) -> Any:
         """The next frame, decoded; AssertionError if none arrives within ``timeout`` s."""
+        while not self._unread:
+            frame = await self._recv_message(timeout)
+            if self.unbatch and isinstance(frame, dict) and frame.get("type") == "batch":
+                self.batches.append(frame)
+                self._unread.extend(frame["frames"])
+            else:
+                self._unread.append(frame)
+        frame = self._unread.popleft()
+        self.received.append(frame)
+        return frame
+
+    async def _recv_message(self, timeout: float) -> Any:
         try:
             async with asyncio.timeout(timeout):
                 raw = await self.connection.recv()
@@ -403,9 +428,13 @@ class WSClient:
                 f"WebSocket closed while waiting for a frame: code {self.close_code} "
                 f"reason {self.connection.close_reason!r}"
             ) from exc
-        frame = json.loads(raw)
-        self.received.append(frame)
-        return frame
+        self.messages += 1
+        return json.loads(raw)
+
+    @property
+    def mid_batch(self) -> bool:
+        """Whether frames of the last message, a batch, are still to come out of recv_json."""
+        return bool(self._unread)
 
     async def recv_until(self, predicate: Callable[[Any], bool], timeout: float = 5) -> Any:
         """The first frame for which ``predicate`` is true; earlier ones go to ``skipped``."""

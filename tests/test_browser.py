@@ -1,6 +1,7 @@
 """The browser client (``realtime/static/realtime/realtime.js``) in a real headless Chromium,
 against real daphne processes: the demo pages, reconnection, exact resume across a server
-crash, the SSE fallback, presence, the backoff policy, heartbeats and the publish queue.
+crash, the SSE fallback, presence, the backoff policy, heartbeats, the publish queue and
+``batch`` frames.
 
 Pages are served by the daphne processes themselves (static files included); events are
 published from this process with ``realtime.apublish``, which shares the test database and
@@ -665,3 +666,116 @@ async def test_sse_fallback_upgrades_to_websocket_when_it_works_again(
     assert [(e["seq"], e["data"]) for e in events] == [(n, n) for n in range(1, 5)]
     transports = [s["transport"] for s in await page.evaluate("log.states") if s["state"] == "open"]
     assert transports == ["sse", "websocket"], transports
+
+
+# Records, in the page, what the client's WebSocket receives and sends: per message from
+# the server, how many frames it carried (a batch's frames, else 1) and whether it was a
+# batch; per `received` sent, its count.
+WIRE_TAP_JS = """() => {
+  window.wire = { messages: [], received: [] };
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", ({ data }) => {
+        const frame = JSON.parse(data);
+        const batch = frame.type === "batch";
+        wire.messages.push({ batch, frames: batch ? frame.frames.length : 1, url: this.url });
+      });
+    }
+    send(data) {
+      const frame = JSON.parse(data);
+      if (frame.type === "received") wire.received.push(frame.count);
+      super.send(data);
+    }
+  };
+  return true;
+}"""
+
+
+async def test_batched_burst_arrives_once_in_order_and_keeps_a_small_window_open(
+    daphne_server: ServerFactory, pages: Pages
+) -> None:
+    # A window of 50 frames for a burst of 500 events, on a stream whose slow consumers are
+    # disconnected (4409): only prompt acknowledgements that count every frame inside the
+    # batches keep the connection open.
+    server = start(
+        daphne_server,
+        {
+            "OUTBOX_WINDOW": {"messages": 50, "bytes": 1_000_000},
+            "SLOW_CONSUMERS": {"*": "disconnect"},
+        },
+    )
+    stream = "public:batch-burst"
+    page = await pages.harness(server)
+    await page.evaluate(WIRE_TAP_JS)
+    await page.evaluate(f"start({{transports: ['websocket']}}); track({stream!r})")
+    await wait_open(page, client="rt")
+    await page.wait_for_function("() => log.subscribed.length === 1")
+    # 50 times 10 events, each ten sent as one channel-layer message, so each reaches the
+    # client as (part of) a batch frame. Paced: frames queued for a write count toward the
+    # window at once, so 50 events within one FLUSH_INTERVAL would fill it whatever the
+    # client does.
+    for chunk in range(50):
+        await realtime.apublish_many(
+            stream, [("tick", {"n": n}) for n in range(chunk * 10, chunk * 10 + 10)]
+        )
+        await asyncio.sleep(0.02)
+    await page.wait_for_function(
+        f"() => log.events[{stream!r}].length >= 500"
+        " || log.states.some(s => s.state === 'reconnecting')",
+        timeout=15_000,
+    )
+    await asyncio.sleep(0.2)  # anything repeated would be here by now
+    # One connection from start to end: never cut as a slow consumer (4409).
+    states = await page.evaluate("log.states")
+    assert [s["state"] for s in states if s["state"] != "connecting"] == ["open"], states
+    events = await page.evaluate(f"log.events[{stream!r}].map(e => [e.seq, e.data.n])")
+    assert events == [[n + 1, n] for n in range(500)]
+
+    wire = await page.evaluate("wire")
+    assert all("batch=1" in m["url"] for m in wire["messages"]), wire["messages"][:1]
+    batches = [m for m in wire["messages"] if m["batch"]]
+    assert batches, "no batch frame arrived"
+    assert len(wire["messages"]) < 500, len(wire["messages"])
+    # The client counts frames, not messages: what it counted is what arrived, and it
+    # acknowledged as it went, at most once per message.
+    frames = sum(m["frames"] for m in wire["messages"])
+    assert await page.evaluate("rt._received") == frames
+    acks = wire["received"]
+    assert acks == sorted(acks) and acks[-1] >= frames - 50, (acks, frames)
+    assert len(acks) <= len(wire["messages"]), "more than one acknowledgement per message"
+    assert "is slow" not in server.log()
+
+
+async def test_any_frame_may_come_in_a_batch_even_the_welcome(
+    daphne_server: ServerFactory, pages: Pages
+) -> None:
+    server = start(daphne_server)
+    stream = "public:batch-of-one"
+    page = await pages.harness(server)
+    relayed = {"frames": 0}
+
+    def route(ws: Any) -> None:
+        upstream = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            # Every message as a batch, welcome included (a batch of one is legal).
+            frame = json.loads(message)
+            frames = frame["frames"] if frame["type"] == "batch" else [frame]
+            relayed["frames"] += len(frames)
+            ws.send(json.dumps({"type": "batch", "frames": frames}))
+
+        upstream.on_message(from_server)
+
+    await page.route_web_socket("**/realtime/ws/**", route)
+    await page.evaluate(f"start({{transports: ['websocket']}}); track({stream!r})")
+    await wait_open(page, client="rt")
+    await page.wait_for_function("() => log.subscribed.length === 1")
+    for n in range(5):
+        await realtime.apublish(stream, "tick", n)
+    await page.wait_for_function(f"() => log.events[{stream!r}].length === 5")
+    events = await page.evaluate(f"log.events[{stream!r}].map(e => [e.seq, e.data])")
+    assert events == [[n + 1, n] for n in range(5)]
+    assert await page.evaluate("rt._received") == relayed["frames"]
+    assert await page.evaluate("rt.connectionId")  # from the welcome inside a batch

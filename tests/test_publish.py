@@ -193,3 +193,54 @@ async def test_idempotency_key_stores_and_sends_once(listener):
     assert (await realtime.apublish("t", "e", idempotency_key="pay-42")).seq == 1
     with pytest.raises(InvalidEvent):
         await realtime.apublish("s", "e", idempotency_key="has space")
+
+
+async def test_apublish_many_stores_in_order_and_fans_out_in_chunks(listener):
+    from realtime.publishing import FAN_OUT_CHUNK
+
+    await listener.join("many")
+    await realtime.apublish("many", "first", 0)
+    count = FAN_OUT_CHUNK + 5
+    events = await realtime.apublish_many("many", [("tick", {"n": n}) for n in range(count)])
+    assert [e.seq for e in events] == list(range(2, count + 2))
+    assert await sync_to_async(stored)("many") == list(range(1, count + 2))
+    assert (await listener.get())["seq"] == 1
+    chunks = [await listener.get(), await listener.get()]
+    assert [m["type"] for m in chunks] == ["realtime.events", "realtime.events"]
+    inner = [e for m in chunks for e in m["events"]]
+    assert [e["seq"] for e in inner] == list(range(2, count + 2))
+    assert [json.loads(e["frame"])["data"]["n"] for e in inner] == list(range(count))
+    assert {e["epoch"] for e in inner} == {events[0].stream.epoch}
+    await listener.assert_silent()
+
+
+async def test_publish_many_waits_for_commit_and_rolls_back_whole(listener):
+    await listener.join("many")
+
+    def work(fail: bool) -> None:
+        with transaction.atomic():
+            realtime.publish_many("many", [("a", 1), ("b", 2)])
+            if fail:
+                raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await sync_to_async(work)(True)
+    await listener.assert_silent()
+    assert await sync_to_async(stored)("many") == []
+    await sync_to_async(work)(False)
+    message = await listener.get()
+    assert [e["seq"] for e in message["events"]] == [1, 2]
+    assert await sync_to_async(stored)("many") == [1, 2]
+
+
+async def test_publish_many_validates_every_event_before_storing_any(listener):
+    with pytest.raises(InvalidEvent):
+        await realtime.apublish_many("many", [("ok", 1), ("realtime.reserved", 2)])
+    with pytest.raises(InvalidStream):
+        await realtime.apublish_many("bad stream", [("ok", 1)])
+    from realtime.publishing import MAX_MANY
+
+    with pytest.raises(InvalidEvent, match="At most"):
+        await realtime.apublish_many("many", [("e", n) for n in range(MAX_MANY + 1)])
+    assert await realtime.apublish_many("many", []) == []
+    assert await sync_to_async(stored)("many") == []

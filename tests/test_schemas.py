@@ -13,9 +13,11 @@ from typing import Any
 
 import jsonschema
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import transaction
 
 import realtime
-from tests.servers import WSClient, open_sse
+from tests.servers import WSClient, open_sse, settings_env
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -44,7 +46,7 @@ def test_every_frame_type_has_a_schema():
     server_types = {
         "welcome", "subscribed", "event", "unsubscribed", "ack", "pong", "error",
         "presence.state", "presence.join", "presence.update", "presence.leave", "presence.count",
-        "snapshot", "gap",
+        "snapshot", "gap", "batch",
     }  # fmt: skip
     assert server_types | CLIENT <= set(SCHEMAS)
 
@@ -116,6 +118,57 @@ async def test_live_frames_match_their_schemas(daphne_server):
     assert names[:2] == ["realtime.welcome", "realtime.subscribed"]
     for event in events:  # SSE data is the same JSON as the WebSocket frame
         check(event["data"])
+
+
+@sync_to_async
+def publish_in_one_transaction(stream: str, count: int) -> None:
+    """``count`` events of ``stream``, fanned out one by one as the transaction commits."""
+    with transaction.atomic():
+        for n in range(count):
+            realtime.publish(stream, "tick", {"n": n})
+
+
+async def test_live_batch_frames_match_their_schema(daphne_server):
+    server = daphne_server(settings_env({"FLUSH_INTERVAL": 0.05}))
+    stream = "public:batches"
+    await realtime.apublish_many(stream, [("tick", {"n": n}) for n in range(150)])
+    async with WSClient(server.ws_url + "/realtime/ws/?batch=1&client_id=x") as ws:
+        welcome = await ws.recv_json()
+        assert welcome["type"] == "welcome" and welcome["batch"] is True, welcome
+        # A page of history (replay), then live: one publish_many message, then 200 single
+        # messages as fast as a commit sends them.
+        await ws.send_json({"type": "subscribe", "id": 1, "stream": stream, "since": 0})
+        await realtime.apublish_many(stream, [("tick", {"n": n}) for n in range(150, 300)])
+        await publish_in_one_transaction(stream, 200)
+        events = 0
+        while events < 500:
+            message = await ws.recv_json()
+            if message["type"] == "batch":
+                events += sum(f["type"] == "event" for f in message["frames"])
+            elif message["type"] == "event":
+                events += 1
+        await ws.send_json({"type": "ping", "id": "end"})
+        await ws.recv_until(
+            lambda f: "end" in [f.get("id"), *(g.get("id") for g in f.get("frames", []))]
+        )
+    batches = [f for f in ws.received if f["type"] == "batch"]
+    assert len(batches) >= 2, [f["type"] for f in ws.received]
+    for batch in batches:
+        check(batch)
+        for frame in batch["frames"]:
+            assert frame["type"] != "batch"
+            check(frame)
+    for frame in ws.received:
+        check(frame)
+    # The schema refuses what no server sends.
+    for bad in (
+        {"type": "batch", "frames": []},
+        {"type": "batch", "frames": [{"type": "batch", "frames": [{"type": "pong"}]}]},
+        {"type": "batch", "frames": [{"no": "type"}]},
+        {"type": "batch", "frames": ["text"]},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            check(bad)
 
 
 @pytest.mark.parametrize("kind", sorted(CLIENT))

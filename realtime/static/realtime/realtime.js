@@ -289,11 +289,26 @@ class WebSocketTransport {
       return;
     }
     this.owner.activity(this);
+    if (frame?.type === "batch" && Array.isArray(frame.frames)) {
+      // Several frames in one message (docs/protocol.md#batch, asked for with ?batch=1):
+      // each is handled, and counted for flow control, as if it had come alone.
+      const { frames } = frame;
+      for (let i = 0; i < frames.length && !this.done; i++) {
+        this._frame(frames[i], i < frames.length - 1);
+      }
+    } else {
+      this._frame(frame, false);
+    }
+  }
+
+  /** One server frame; `more`: others of the same batch follow it at once. */
+  _frame(frame, more) {
+    if (!frame || typeof frame !== "object") return;
     if (!this.welcomed && frame.type === "welcome") {
       this.welcomed = true;
       this.owner.welcome(this, frame);
     } else {
-      this.owner.frame(this, frame);
+      this.owner.frame(this, frame, more);
     }
   }
 
@@ -835,6 +850,7 @@ export class RealtimeClient extends Emitter {
   _openWebSocket(ticket, owner) {
     const params = new URLSearchParams();
     if (this.clientId) params.set("client_id", this.clientId);
+    params.set("batch", "1"); // frames may come several to a message: see WebSocketTransport
     const url = this._endpoint("ws/", params).replace(/^http/, "ws");
     const protocols = [SUBPROTOCOL];
     if (ticket) protocols.push(TICKET_SUBPROTOCOL_PREFIX + ticket);
@@ -967,11 +983,13 @@ export class RealtimeClient extends Emitter {
     this._flushQueue();
   }
 
-  frame(conn, frame) {
+  /** A frame after the welcome; `more`: the rest of its batch follows at once, so the
+   *  acknowledgement can wait for the batch's last frame (one `received` per batch). */
+  frame(conn, frame, more = false) {
     if (conn !== this._conn) return;
-    this._received += 1;
+    this._received += 1; // each frame of a batch counts, the batch itself does not
     this._handleFrame(frame);
-    if (this._received - this._acked >= this._ackEvery) this._acknowledge();
+    if (!more && this._received - this._acked >= this._ackEvery) this._acknowledge();
   }
 
   _acknowledge() {
