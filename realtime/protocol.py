@@ -94,11 +94,18 @@ FrameId = str | int
 
 
 # --- Server frames -----------------------------------------------------------------------
+class WindowInfo(TypedDict):
+    messages: int
+    bytes: int
+
+
 class WelcomeFrame(TypedDict):
     type: Literal["welcome"]
     connection_id: str
     protocol: int
     heartbeat: float
+    window: WindowInfo
+    batch: bool
 
 
 class SubscribedFrame(TypedDict):
