@@ -182,11 +182,20 @@ class HttpConnection:
         return status, data
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
+        writer, self.reader, self.writer = self.writer, None, None
+        if writer is None:
+            return
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except asyncio.CancelledError:
+            # Python 3.11's wait_closed awaits the protocol's own future: a request cancelled
+            # while closing cancels that future too. Only our own cancellation goes on up.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception:
+            pass
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
