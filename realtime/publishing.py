@@ -106,7 +106,7 @@ async def _fan_out_logged(message: LayerMessage) -> None:
         logger.exception(
             "Fan-out of %s#%s failed; it is stored and the reconciler will deliver it.",
             message["stream"],
-            message.get("seq") or message["events"][0]["seq"],
+            message["seq"] if "seq" in message else message["events"][0]["seq"],
         )
 
 

@@ -244,3 +244,25 @@ async def test_publish_many_validates_every_event_before_storing_any(listener):
         await realtime.apublish_many("many", [("e", n) for n in range(MAX_MANY + 1)])
     assert await realtime.apublish_many("many", []) == []
     assert await sync_to_async(stored)("many") == []
+
+
+async def test_a_failed_fan_out_is_logged_for_every_kind_of_message(settings, caplog):
+    """With the layer unreachable (a real Redis URL nobody listens on), every publish path
+    stores, logs the fan-out failure for the reconciler, and returns normally."""
+    from tests.servers import free_port
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]},
+        }
+    }
+    await realtime.apublish("down", "one", 1)
+    await realtime.apublish_many("down", [("many", 2), ("many", 3)])
+    await realtime.areset("down")
+    failures = [r.getMessage() for r in caplog.records if "Fan-out of" in r.getMessage()]
+    assert [m.split(" failed")[0] for m in failures] == [
+        "Fan-out of down#1",
+        "Fan-out of down#2",
+        "Fan-out of down#0",
+    ]
