@@ -39,6 +39,7 @@ from project.bench_procs import (
     Proc,
     Processes,
     background_load,
+    check_bounds,
     cpu_pct,
     cpu_sample,
     free_port,
@@ -373,9 +374,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (len(args.rates), 1, 30, "number of --rates"),
         (max(args.rates), 1, 20_000, "--rates"),
     ]
-    for value, low, high, what in limits:
-        if not low <= value <= high:
-            parser.error(f"{what} must be between {low} and {high} (bounded load)")
+    check_bounds(parser, limits)
     return args
 
 

@@ -36,16 +36,9 @@ from typing import Any
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from project.bench import Bench
-from project.bench_client import Step
-from project.bench_procs import BenchError, Proc, free_port, log
-from project.load import (
-    ACK_EVERY,
-    LoadError,
-    SeqTracker,
-    SSEClient,
-    check_bounds,
-    raise_fd_limit,
-)
+from project.bench_client import ACK_EVERY, Step
+from project.bench_procs import BenchError, Proc, check_bounds, free_port, log, raise_fd_limit
+from project.load import LoadError, SeqTracker, SSEClient
 
 APPS = {"realtime": "project.asgi:application", "naive": "project.naive_asgi:application"}
 WS_PATHS = {"realtime": "/realtime/ws/", "naive": "/naive/ws/"}

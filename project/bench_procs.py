@@ -7,11 +7,13 @@ the benchmark itself die. CPU use is read from ``/proc`` (Linux only, like the b
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -31,6 +33,31 @@ class BenchError(Exception):
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def check_bounds(
+    parser: argparse.ArgumentParser, limits: list[tuple[float, float, float, str]]
+) -> None:
+    """Refuse options outside ``(value, low, high, name)``: every run's load is bounded."""
+    for value, low, high, what in limits:
+        if not low <= value <= high:
+            parser.error(f"{what} must be between {low:g} and {high:g} (bounded load)")
+
+
+def raise_fd_limit(connections: int) -> int:
+    """Room for two sockets per connection (this process's, and daphne's, which inherits the
+    limit; or an SSE client's stream and acknowledgements): raise the soft limit, or say why
+    the run cannot work. Returns the limit now in force."""
+    needed = 2 * connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise BenchError(
+                f"{connections} connections need {needed} open files; the hard limit is "
+                f"{hard} (ulimit -Hn): use fewer connections or raise it."
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def free_port() -> int:

@@ -46,15 +46,22 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from project.bench_client import BUCKETS_PER_SECOND, HIST_SIZE, LoadClient, Step
-from project.bench_procs import log
+from project.bench_client import (
+    ACK_EVERY,
+    BUCKETS_PER_SECOND,
+    CONNECT_ATTEMPTS,
+    CONNECT_CONCURRENCY,
+    HIST_SIZE,
+    LoadClient,
+    Step,
+)
+from project.bench_procs import BenchError, check_bounds, log, raise_fd_limit
 from project.bench_publisher import make_publish, run_step
 from project.bench_report import percentile_ms
 
@@ -62,9 +69,6 @@ WS_PATHS = {"realtime": "/realtime/ws/?batch=1", "naive": "/naive/ws/"}
 SSE_PATH = "/realtime/sse/"
 HEARTBEAT_PATH = "/realtime/heartbeat/"
 EVENT = "load.tick"
-ACK_EVERY = 500  # frames between acknowledgements; the default window is 10,000
-CONNECT_CONCURRENCY = 50
-CONNECT_ATTEMPTS = 3
 REQUEST_TIMEOUT = 15.0
 MAX_CONNECTIONS = 20_000
 
@@ -83,18 +87,6 @@ def rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def raise_fd_limit(connections: int) -> None:
-    """Room for a socket per connection (two per SSE client: stream and acknowledgements)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = 2 * connections + 256
-    if soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            raise LoadError(
-                f"{connections} connections need {needed} open files; ulimit -Hn {hard}"
-            )
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def record(step: Step, latency: float, now: float) -> None:
@@ -831,21 +823,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def check_bounds(
-    parser: argparse.ArgumentParser, limits: list[tuple[float, float, float, str]]
-) -> None:
-    """Refuse options outside ``(value, low, high, name)``: every run's load is bounded."""
-    for value, low, high, what in limits:
-        if not low <= value <= high:
-            parser.error(f"{what} must be between {low:g} and {high:g} (bounded load)")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         raise_fd_limit(args.ws + args.sse)
         report = asyncio.run(run(args))
-    except LoadError as exc:
+    except (BenchError, LoadError) as exc:
         log(f"load failed: {exc}")
         return 1
     except KeyboardInterrupt:

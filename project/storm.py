@@ -840,21 +840,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def raise_fd_limit(clients: int) -> int:
-    """Room for this process's sockets (one per client; daphne, which inherits the limit,
-    needs as many): raise the soft limit, or say why the run cannot work."""
-    needed = 2 * clients + 256
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        if hard < needed:
-            raise SystemExit(
-                f"storm: {clients} clients need {needed} open files; the hard limit is {hard} "
-                f"(ulimit -Hn). Use fewer --clients or raise it."
-            )
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 async def amain(args: argparse.Namespace) -> int:
     storm = Storm(args)
     try:
@@ -874,8 +859,13 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from project.bench_procs import BenchError, raise_fd_limit
+
     args = parse_args(argv)
-    raise_fd_limit(args.clients)
+    try:
+        raise_fd_limit(args.clients)
+    except BenchError as exc:
+        raise SystemExit(f"storm: {exc}") from None
     try:
         return asyncio.run(amain(args))
     except KeyboardInterrupt:
