@@ -388,7 +388,10 @@ def api_publisher(
             conn = conns[turn % len(conns)]
             turn += 1
             body = json.dumps({"event": EVENT, "data": data}).encode()
-            status, answer = await conn.request("POST", path, body, headers)
+            try:
+                status, answer = await conn.request("POST", path, body, headers)
+            except OSError as exc:
+                raise LoadError(f"POST {path} to {conn.host}:{conn.port} failed: {exc}") from exc
             if status != 201:
                 raise LoadError(f"POST {path} answered {status}: {answer[:300]!r}")
             seq = int(json.loads(answer)["seq"])
