@@ -23,9 +23,10 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 BENCH_IDLE_ARGS ?=
+SOAK_ARGS ?=
 LOAD_ARGS ?= --url http://$(HOST):$(PORT)
 
-.PHONY: help venv install run test services bench bench-idle load lint format clean distclean
+.PHONY: help venv install run test services bench bench-idle soak load lint format clean distclean
 
 help:
 	@echo "make run      serve the demo on http://$(HOST):$(PORT) (SQLite, one process)"
@@ -35,6 +36,8 @@ help:
 	@echo "make bench    run the benchmark (project.bench; BENCH_ARGS=--help for options)"
 	@echo "make bench-idle  idle connections per process and resume of 10,000 missed events,"
 	@echo "              realtime against naive Channels (BENCH_IDLE_ARGS=--help for options)"
+	@echo "make soak     a minute of hostile anonymous churn against fresh servers; fails if the"
+	@echo "              realtime tables' rows or the RSS keep growing (SOAK_ARGS=--help)"
 	@echo "make load     WebSocket and SSE clients against running servers, e.g. make run's"
 	@echo "              (project.load; LOAD_ARGS='--url http://127.0.0.1:8000 --ws 100 --sse 20')"
 	@echo "make install  create .venv and install the package with its extras"
@@ -65,7 +68,7 @@ run: install
 	@echo "== applying migrations =="
 	$(PY) manage.py migrate --no-input
 	@echo "== serving the demo on http://$(HOST):$(PORT) (Ctrl-C stops it) =="
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) project.asgi:application
+	$(PY) -m realtime.serve -b $(HOST) -p $(PORT) project.asgi:application
 
 services:
 	@scripts/services.sh
@@ -104,6 +107,13 @@ bench-idle: install
 	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== idle connections and resume =="; \
 	$(PY) -m project.bench_idle $(BENCH_IDLE_ARGS)
+
+# Like bench-idle: its own SQLite file and daphne processes; several share the Redis of
+# services.sh (REDIS_URL) under a key prefix of their own. Exit status 1 if anything grows.
+soak: install
+	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
+	echo "== soak: hostile churn, rows and RSS =="; \
+	$(PY) -m project.soak $(SOAK_ARGS)
 
 # Against servers that already run (make run, by default): starts nothing itself.
 load: install

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from project.bench_procs import (
     cpu_sample,
     free_port,
     log,
+    run_tool,
 )
 from project.bench_report import (
     compare,
@@ -380,9 +380,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def amain(args: argparse.Namespace) -> int:
     bench = Bench(args)
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         result = await bench.run()
     finally:
@@ -398,14 +395,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return asyncio.run(amain(args))
-    except BenchError as exc:
-        log(f"benchmark failed: {exc}")
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted")
-        return 130
+    return run_tool("benchmark", lambda: amain(args))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,15 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from project.bench import Bench
 from project.bench_client import ACK_EVERY, Step
-from project.bench_procs import BenchError, Proc, check_bounds, free_port, log, raise_fd_limit
+from project.bench_procs import (
+    BenchError,
+    Proc,
+    check_bounds,
+    free_port,
+    log,
+    raise_fd_limit,
+    run_tool,
+)
 from project.load import LoadError, SeqTracker, SSEClient
 
 APPS = {"realtime": "project.asgi:application", "naive": "project.naive_asgi:application"}
@@ -490,6 +498,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace) -> int:
+    raise_fd_limit(args.connections)  # daphne and the load client inherit it
     result = await IdleBench(args).measure()
     print("\n" + markdown(result), flush=True)
     if args.json:
@@ -500,15 +509,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        raise_fd_limit(args.connections)  # daphne and the load client inherit it
-        return asyncio.run(amain(args))
-    except (BenchError, LoadError) as exc:
-        log(f"bench_idle failed: {exc}")
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted")
-        return 130
+    return run_tool("bench_idle", lambda: amain(args), (LoadError,))
 
 
 if __name__ == "__main__":

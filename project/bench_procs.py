@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,30 @@ class BenchError(Exception):
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def run_tool(
+    name: str,
+    amain: Callable[[], Coroutine[Any, Any, int]],
+    errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """A tool's exit status: ``amain()``'s, 1 (one line, no traceback) when a step could not
+    be carried out, 130 when interrupted by Ctrl-C or SIGTERM (its processes are stopped)."""
+
+    async def cancelled_by_sigterm() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await amain()
+
+    try:
+        return asyncio.run(cancelled_by_sigterm())
+    except (BenchError, *errors) as exc:
+        log(f"{name} failed: {exc}")
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted")
+        return 130
 
 
 def check_bounds(

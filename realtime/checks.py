@@ -27,14 +27,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         alias = realtime_settings.CHANNEL_LAYER
         retention.rules.cache_clear()
         retention.rules()
+        retention.presence_history()
         policy.rules.cache_clear()
         if issubclass(realtime_settings.POLICY, policy.RulesPolicy):
             policy.rules()
         from realtime.api.authentication import api_tokens
 
         api_tokens()  # the REST API's server tokens: a list of long strings
+        # Imports daphne.server, as daphne's own AppConfig (INSTALLED_APPS) already does.
+        from realtime.serve import max_frame_size
+
+        max_frame_size()  # a positive int: realtime.serve gives it to daphne as its limit
     except ImproperlyConfigured as exc:
         errors.append(Error(str(exc), id="realtime.E001"))
+    else:
+        errors += _check_runserver_limits()
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     if alias not in layers:
         errors.append(
@@ -107,6 +114,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="realtime.W006",
             )
         )
+    warnings += _check_daphne_version()
     if any("GZipMiddleware" in m for m in getattr(settings, "MIDDLEWARE", [])):
         warnings.append(
             Warning(
@@ -117,6 +125,61 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return warnings
+
+
+def _check_runserver_limits() -> list[Any]:
+    """``manage.py runserver`` (daphne's) takes its WebSocket limits from two settings, 1 MiB
+    each when unset, and drops the connection (1006) on a message over them;
+    ``python -m realtime.serve`` follows ``MAX_FRAME_SIZE`` by itself and closes with 1009.
+    Unset limits above ``MAX_FRAME_SIZE`` are the development default and pass."""
+    from realtime.serve import DAPHNE_DEFAULT_LIMIT, max_frame_size
+
+    limit = max_frame_size()
+    found = []
+    for name in ("DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE", "DAPHNE_WEBSOCKET_MAX_FRAME_SIZE"):
+        value = getattr(settings, name, None)
+        if value is None:
+            if limit > DAPHNE_DEFAULT_LIMIT:
+                found.append(f"{name} (unset: {DAPHNE_DEFAULT_LIMIT}) is below it")
+        elif not isinstance(value, int):
+            continue  # daphne itself refuses it
+        elif 0 < value < limit:
+            found.append(f"{name} = {value} is below it")
+        elif value == 0:
+            found.append(f"{name} = 0 sets no limit")
+        elif value > limit:
+            found.append(f"{name} = {value} is above it")
+    if not found:
+        return []
+    return [
+        Warning(
+            f"REALTIME['MAX_FRAME_SIZE'] is {limit} bytes, but {'; '.join(found)}. runserver "
+            "drops the connection (1006) on a message over its limit, and reads one up to its "
+            "limit into memory before the app refuses it (frame_too_large).",
+            hint="Give both DAPHNE_WEBSOCKET_* settings MAX_FRAME_SIZE's value (or leave them "
+            "out while it is at most 1 MiB); serve with `python -m realtime.serve`, whose "
+            "limit follows MAX_FRAME_SIZE (docs/deployment.md).",
+            id="realtime.W008",
+        )
+    ]
+
+
+def _check_daphne_version() -> list[Any]:
+    """daphne before 4.2.2 gives autobahn no size limit, so messages are unlimited."""
+    from realtime.serve import DAPHNE_WITH_LIMITS, daphne_version
+
+    version = daphne_version()
+    if version >= DAPHNE_WITH_LIMITS:
+        return []
+    return [
+        Warning(
+            f"daphne {'.'.join(map(str, version))} sets no WebSocket message size limit: a "
+            "client can make a server read a message of any size into memory "
+            "(CVE-2026-44545), and `python -m realtime.serve` refuses to run on it.",
+            hint=f"Upgrade daphne to {'.'.join(map(str, DAPHNE_WITH_LIMITS))} or later.",
+            id="realtime.W009",
+        )
+    ]
 
 
 def _check_redis_timeouts(layer: dict[str, Any]) -> list[Any]:
@@ -153,6 +216,8 @@ def _patient(host: Any) -> bool:
     As redis-py's ``from_url`` does, a URL's ``?socket_timeout=`` wins over the entry's key;
     a Sentinel entry (``master_name``) passes its keys to the master's connections.
     """
+    address: Any
+    timeout: float | None
     if isinstance(host, str | bytes):
         address, timeout = host, _REDIS_READ_TIMEOUT
     elif isinstance(host, dict):

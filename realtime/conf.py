@@ -92,6 +92,12 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_MAX_META_SIZE": 2048,
     # Stream patterns whose presence is sent as occupancy counts only (big rooms).
     "PRESENCE_COUNTS_ONLY": [],
+    # How long presence history (``PresenceSession``: who was present when) is kept after a
+    # session ends (seconds or timedelta; None: forever). Pruned with the events.
+    "PRESENCE_HISTORY_RETENTION": timedelta(days=30),
+    # Record anonymous members' sessions too. Off: only signed-in users' are kept, so
+    # anonymous clients cannot fill the table.
+    "PRESENCE_HISTORY_ANONYMOUS": False,
     # Accept WebSocket handshakes at all; False refuses them (HTTP 403) so clients fall back
     # to SSE — for testing that fallback, or behind infrastructure that breaks WebSocket.
     "WEBSOCKET_ENABLED": True,

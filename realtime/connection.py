@@ -26,7 +26,7 @@ from realtime.conf import realtime_settings
 from realtime.exceptions import PermissionDenied, RealtimeError
 from realtime.hub import Hub, get_hub
 from realtime.policy import Action, compile_pattern, get_policy
-from realtime.presence import check_meta
+from realtime.presence import ANONYMOUS_PREFIX, check_meta
 from realtime.protocol import (
     AUTHENTICATION_REQUIRED,
     INVALID_CREDENTIALS,
@@ -131,7 +131,7 @@ class BaseConnection:
     def presence_key(self) -> str:
         """Presence member key: the user's pk, or ``anon:<client id>`` for anonymous clients."""
         user_id = self.user_id
-        return str(user_id) if user_id is not None else f"anon:{self.client_id}"
+        return str(user_id) if user_id is not None else f"{ANONYMOUS_PREFIX}{self.client_id}"
 
     @property
     def remote_addr(self) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from realtime import alerts, presence, registry, revocation, store, tickets
+from realtime import alerts, cleanup, presence, registry, revocation, store
 from realtime.conf import realtime_settings
 from realtime.protocol import dumps
 from realtime.stats import stats
@@ -48,6 +48,13 @@ logger = logging.getLogger("realtime.hub")
 GROUP_REFRESH = 600.0
 # Longest a hub's close() waits for its tasks, then for removing its lease.
 CLOSE_TIMEOUT = 5.0
+# Seconds a hub remembers the version of a member that left. Channel layers drop messages
+# older than their expiry (60 s by default in channels-redis and the in-memory layer), so a
+# message of the member's older than this cannot arrive any more.
+DEPARTED_TTL = 90.0
+# Connection ids kept for the admin's next connections.changed while publishing it fails
+# (the channel layer is down); beyond it the lists are dropped and the page told to reload.
+MAX_CHANGES = 1000
 # Occupancy of counts-only streams is sent at most this often.
 COUNT_INTERVAL = 1.0
 # Staff-only streams the admin pages watch (``realtime:*`` is staff-only in RulesPolicy).
@@ -56,9 +63,23 @@ ADMIN_CONNECTIONS_STREAM = "realtime:admin:connections"
 
 
 class StreamState:
-    """A hub's local subscribers of one stream, its group membership and presence versions."""
+    """A hub's local subscribers of one stream, its group membership and presence versions.
 
-    __slots__ = ("checked_head", "count_task", "joined", "lock", "presence_versions", "subs")
+    ``presence_versions`` holds the newest version delivered per member key, so an older
+    message that arrives late is dropped. A member that left stays in it (and in
+    ``departed``, with when to forget it) for ``DEPARTED_TTL`` only: enough to drop its
+    late messages, while members who come and go cannot grow it without bound.
+    """
+
+    __slots__ = (
+        "checked_head",
+        "count_task",
+        "departed",
+        "joined",
+        "lock",
+        "presence_versions",
+        "subs",
+    )
 
     def __init__(self) -> None:
         self.subs: dict[Subscription, None] = {}  # insertion-ordered set
@@ -66,7 +87,25 @@ class StreamState:
         self.lock = asyncio.Lock()
         self.checked_head = 0
         self.presence_versions: dict[str, int] = {}
+        self.departed: dict[str, float] = {}  # key -> loop time to forget it, in that order
         self.count_task: asyncio.Task[None] | None = None
+
+    def saw_presence(self, key: str, version: int, left: bool, now: float) -> bool:
+        """Record a presence message's version; False if it is older than one delivered."""
+        if version <= self.presence_versions.get(key, 0):
+            return False
+        self.presence_versions[key] = version
+        self.departed.pop(key, None)
+        if left:
+            self.departed[key] = now + DEPARTED_TTL
+        return True
+
+    def forget_departed(self, now: float) -> None:
+        for key, until in list(self.departed.items()):
+            if until > now:
+                break
+            del self.departed[key]
+            self.presence_versions.pop(key, None)
 
 
 class Hub:
@@ -92,6 +131,7 @@ class Hub:
         self._flushed_at = 0.0  # loop time of the last flush pass
         self._opened: list[str] = []  # connections opened and closed since the last stats tick
         self._closed: list[str] = []
+        self._changes_lost = False  # more than MAX_CHANGES of them: lists dropped
         self._last_tick: tuple[float, dict[str, Any]] | None = None
         self._started: asyncio.Future[None] | None = None
         now = time.monotonic()
@@ -188,8 +228,14 @@ class Hub:
         )
         if cap is None:
             self.connections[conn.id] = conn
-            self._opened.append(conn.id)
+            self._changed(self._opened, conn.id)
         return cap
+
+    def _changed(self, ids: list[str], conn_id: str) -> None:
+        if len(ids) < MAX_CHANGES:
+            ids.append(conn_id)
+        else:
+            self._changes_lost = True
 
     def detach(self, conn: Any) -> None:
         """Forget a closed connection after the leave grace period.
@@ -199,7 +245,7 @@ class Hub:
         """
         if self.connections.pop(conn.id, None) is None:
             return
-        self._closed.append(conn.id)
+        self._changed(self._closed, conn.id)
         self._dirty.discard(conn.id)
         args = (conn.id, conn.user_id, bool(conn.presence_meta))
         grace = float(realtime_settings.PRESENCE_GRACE)
@@ -245,11 +291,10 @@ class Hub:
             await self._join(stream, state)
             # Positioned before returning, so a frame the client sends next (a publish, say)
             # is ordered after the subscription; the replay goes on in the background.
-            info = await store.astream_info(stream, create=True)
+            info = await store.aposition(stream)
         except BaseException:
             await self.unsubscribe(sub)
             raise
-        assert info is not None
         sub._start_from(info)
         sub.start_sync()
         return sub
@@ -367,9 +412,9 @@ class Hub:
     def _merge_versions(self, stream: str, versions: dict[str, int]) -> None:
         state = self.streams.get(stream)
         if state is not None:
+            now = asyncio.get_running_loop().time()
             for key, version in versions.items():
-                if version > state.presence_versions.get(key, 0):
-                    state.presence_versions[key] = version
+                state.saw_presence(key, version, False, now)
 
     async def _fan_out_all(self, messages: list[dict[str, Any]]) -> None:
         from realtime.publishing import fan_out
@@ -432,10 +477,11 @@ class Hub:
                 self._offer(state, event, message.get("t"))
             self._schedule_flush()
         elif kind == "realtime.presence":
-            key, version = message["key"], message["version"]
-            if version <= state.presence_versions.get(key, 0):
+            now = asyncio.get_running_loop().time()
+            if not state.saw_presence(
+                message["key"], message["version"], message["kind"] == "leave", now
+            ):
                 return  # older than what this process already delivered
-            state.presence_versions[key] = version
             if presence.counts_only(message["stream"]):
                 self._schedule_count(message["stream"], state)
                 return
@@ -523,6 +569,9 @@ class Hub:
             due["reconcile"] = now + float(realtime_settings.RECONCILE_INTERVAL)
             await self.reconcile()
         await self._expire_presence(now)
+        loop_now = asyncio.get_running_loop().time()
+        for state in self.streams.values():
+            state.forget_departed(loop_now)
         if now >= due["lease"]:
             due["lease"] = now + self._jitter(registry.lease_interval())
             changed = {
@@ -545,9 +594,11 @@ class Hub:
             await self._rejoin_all()
         if now >= due["prune"]:
             due["prune"] = now + self._jitter(float(realtime_settings.PRUNE_INTERVAL))
-            deleted = await store.aprune() + await tickets.aprune()
-            if deleted:
-                logger.info("Retention deleted %d events.", deleted)
+            pruned = await cleanup.aprune(list(self.streams))
+            if any(pruned.values()):
+                logger.info(
+                    "Retention deleted %s.", ", ".join(f"{n} {k}" for k, n in pruned.items())
+                )
 
     def describe(self) -> dict[str, Any]:
         """This process: identity, counters, rates since the last tick, active alerts."""
@@ -582,9 +633,15 @@ class Hub:
         described["alerts"] = alerts.active()
         try:
             await apublish(ADMIN_STATS_STREAM, "server.stats", described, ephemeral=True)
-            if self._opened or self._closed:
-                change = {"server": self.id, "opened": self._opened, "closed": self._closed}
-                self._opened, self._closed = [], []
+            if self._opened or self._closed or self._changes_lost:
+                change: dict[str, Any] = {
+                    "server": self.id,
+                    "opened": self._opened,
+                    "closed": self._closed,
+                }
+                if self._changes_lost:
+                    change.update(opened=[], closed=[], reload=True)
+                self._opened, self._closed, self._changes_lost = [], [], False
                 await apublish(
                     ADMIN_CONNECTIONS_STREAM, "connections.changed", change, ephemeral=True
                 )

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from django.conf import settings
@@ -13,11 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from realtime.conf import STREAM_NAME_COLUMN
-
-
-def new_epoch() -> str:
-    """A fresh opaque epoch token; a new one means "history was reset: start over"."""
-    return secrets.token_hex(8)
+from realtime.epochs import new_epoch as new_epoch  # migrations name the default here
 
 
 class Stream(models.Model):
@@ -27,6 +22,9 @@ class Stream(models.Model):
     publishing transaction, whose row lock orders concurrent publishers, so seqs are gapless
     and commit in order. ``trimmed_seq`` is the newest seq that retention deleted: history
     is complete from ``trimmed_seq + 1`` to ``last_seq``.
+
+    The first publish creates the row (subscribing does not: ``realtime.epochs``); pruning
+    removes it again once it holds no events and nobody is subscribed.
     """
 
     name = models.CharField(max_length=STREAM_NAME_COLUMN, unique=True)
@@ -156,10 +154,13 @@ class UserStatus(models.Model):
 
 
 class PresenceMember(models.Model):
-    """A member (a user, or an anonymous client) of one stream's presence.
+    """A member (a user, or an anonymous client) present on one stream.
 
-    ``version`` grows with every change under the row lock; presence messages carry it, so
-    the hub can drop one that arrives after a newer one from another process.
+    The row lives while the member has a connection in the presence (a ``Presence`` meta):
+    it is created by the first join and deleted with the last leave, so presence keeps
+    nothing of members who left (``PresenceSession`` is the history). ``version`` counts the
+    member's changes under the row lock; messages carry ``presence.version_of`` it, which
+    also orders a member's later rows after its earlier ones.
     """
 
     stream = models.CharField(max_length=STREAM_NAME_COLUMN)
@@ -167,7 +168,6 @@ class PresenceMember(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    present = models.BooleanField(default=False)
     version = models.BigIntegerField(default=0)
     since = models.DateTimeField(null=True, blank=True)
 
@@ -176,7 +176,6 @@ class PresenceMember(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["stream", "key"], name="realtime_member_stream_key")
         ]
-        indexes = [models.Index(fields=["stream", "present"], name="realtime_member_present")]
 
     def __str__(self) -> str:
         return f"{self.stream} {self.key}"
@@ -205,7 +204,11 @@ class Presence(models.Model):
 
 
 class PresenceSession(models.Model):
-    """History: a member was present on a stream from ``started_at`` to ``ended_at``."""
+    """History: a member was present on a stream from ``started_at`` to ``ended_at``.
+
+    Kept for ``PRESENCE_HISTORY_RETENTION`` after it ended; anonymous members' sessions are
+    recorded only with ``PRESENCE_HISTORY_ANONYMOUS``.
+    """
 
     stream = models.CharField(max_length=STREAM_NAME_COLUMN, db_index=True)
     key = models.CharField(max_length=100)
@@ -213,7 +216,7 @@ class PresenceSession(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     started_at = models.DateTimeField(default=timezone.now)
-    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-started_at"]

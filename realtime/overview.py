@@ -191,7 +191,7 @@ def overview(limit: int = 10) -> Overview:
         connections.update(row.connections)
     subscribers = subscriber_counts()
     expired, lag = sweeper_state()
-    present = PresenceMember.objects.filter(present=True)
+    present = PresenceMember.objects.all()
     return Overview(
         servers=server_rows,
         connections=dict(connections),

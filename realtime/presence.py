@@ -10,6 +10,13 @@ Every change runs in one transaction holding the member's row lock and bumps the
 a newer one from another process, and a subscriber can drop buffered messages its snapshot
 already contains. Messages are idempotent (they carry the member's full metas), so the state
 a client builds from ``presence.state`` plus the messages is the database's.
+
+A member's row is deleted when its last connection leaves, so what presence keeps is bounded
+by who is present now. The version a message carries is ``version_of(member)``: the row's
+primary key above its change count. Primary keys are never reused (PostgreSQL sequences;
+SQLite ``AUTOINCREMENT``, which Django uses), so a member who leaves and comes back gets a
+higher version than anything its earlier row sent, and hubs can go on dropping stale
+messages by comparing numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from realtime import signals
+from realtime import retention, signals
 from realtime.conf import realtime_settings
 from realtime.exceptions import RealtimeError
 from realtime.models import Presence, PresenceMember, PresenceSession
@@ -32,6 +39,9 @@ from realtime.protocol import INVALID_PRESENCE, PRESENCE_FULL, normalize
 from realtime.streams import matches, validate_stream_name
 
 Message = dict[str, Any]
+
+# Anonymous members' keys start with this (``anon:<client id>``); users' are their pk.
+ANONYMOUS_PREFIX = "anon:"
 
 
 @dataclass(frozen=True)
@@ -83,15 +93,37 @@ def _metas(member: PresenceMember) -> list[dict[str, Any]]:
     ]
 
 
+def version_of(member: PresenceMember) -> int:
+    """What messages carry as the member's version: ordered across the member's rows."""
+    return (member.pk << 32) | member.version
+
+
 def _message(member: PresenceMember, kind: str, metas: list[dict[str, Any]]) -> Message:
     return {
         "type": "realtime.presence",
         "stream": member.stream,
         "key": member.key,
-        "version": member.version,
+        "version": version_of(member),
         "kind": kind,
         "metas": metas,
     }
+
+
+def _records_history(user_id: Any) -> bool:
+    return user_id is not None or bool(realtime_settings.PRESENCE_HISTORY_ANONYMOUS)
+
+
+def _lock_member(stream: str, key: str, user_id: Any) -> tuple[PresenceMember, bool]:
+    """The member's row, locked, created if needed; and whether it was created."""
+    for _ in range(10):
+        member, created = PresenceMember.objects.get_or_create(
+            stream=stream, key=key, defaults={"user_id": user_id}
+        )
+        locked = PresenceMember.objects.select_for_update().filter(pk=member.pk).first()
+        if locked is not None:
+            return locked, created
+        # Its last connection left (deleting the row) while we waited for the lock.
+    raise RuntimeError(f"Presence member {key!r} on {stream!r} kept vanishing; giving up.")
 
 
 def join(
@@ -99,36 +131,34 @@ def join(
 ) -> tuple[Message, str]:
     """Add (or refresh) ``connection``'s meta under member ``key``; returns message and ref."""
     with transaction.atomic():
-        member, _ = PresenceMember.objects.get_or_create(
-            stream=stream, key=key, defaults={"user_id": user_id}
-        )
-        member = PresenceMember.objects.select_for_update().get(pk=member.pk)
+        member, created = _lock_member(stream, key, user_id)
         limit = realtime_settings.PRESENCE_MAX_MEMBERS
-        if not member.present and limit is not None:
-            present = PresenceMember.objects.filter(stream=stream, present=True).count()
-            if present >= int(limit):
+        if created and limit is not None:
+            present = PresenceMember.objects.filter(stream=stream).count()
+            if present > int(limit):
                 raise RealtimeError(
                     f"Presence on {stream!r} is full ({limit} members).", code=PRESENCE_FULL
                 )
         ref = secrets.token_hex(6)
-        row, created = Presence.objects.get_or_create(
+        row, new_meta = Presence.objects.get_or_create(
             member=member,
             connection=connection,
             defaults={"server_id": server, "ref": ref, "meta": meta},
         )
-        if not created:
+        if not new_meta:
             row.meta = meta
             row.save(update_fields=["meta"])
         member.version += 1
-        kind = "update" if member.present else "join"
-        if kind == "join":
-            member.present, member.since = True, timezone.now()
-            PresenceSession.objects.create(
-                stream=stream, key=key, user_id=user_id, started_at=member.since
-            )
-        member.save(update_fields=["present", "version", "since"])
+        kind = "join" if created else "update"
+        if created:
+            member.since = timezone.now()
+            if _records_history(user_id):
+                PresenceSession.objects.create(
+                    stream=stream, key=key, user_id=user_id, started_at=member.since
+                )
+        member.save(update_fields=["version", "since"])
         message = _message(member, kind, _metas(member))
-        if kind == "join":
+        if created:
             transaction.on_commit(
                 lambda: signals.presence_joined.send(
                     sender=PresenceMember, stream=stream, key=key, user=member.user, meta=meta
@@ -170,14 +200,17 @@ def _leave_rows(rows: list[tuple[int, int]]) -> list[Message]:
         for row in Presence.objects.filter(member_id__in=ids).order_by("joined_at", "pk"):
             remaining[row.member_id].append({"ref": row.ref, "meta": row.meta})
         gone = [pk for pk, metas in remaining.items() if not metas]
-        PresenceMember.objects.filter(pk__in=ids).update(version=F("version") + 1)
-        PresenceMember.objects.filter(pk__in=gone).update(present=False)
+        PresenceMember.objects.filter(pk__in=ids).exclude(pk__in=gone).update(
+            version=F("version") + 1
+        )
+        PresenceMember.objects.filter(pk__in=gone).delete()
         now = timezone.now()
         for pk in gone:
             member = members[pk]
-            PresenceSession.objects.filter(
-                stream=member.stream, key=member.key, ended_at__isnull=True
-            ).update(ended_at=now)
+            if _records_history(member.user_id):
+                PresenceSession.objects.filter(
+                    stream=member.stream, key=member.key, ended_at__isnull=True
+                ).update(ended_at=now)
             transaction.on_commit(
                 _left_signal(member.stream, member.key, member.user_id), robust=True
             )
@@ -204,13 +237,10 @@ def snapshot(stream: str) -> tuple[dict[str, Any], dict[str, int]]:
     """``members`` as sent in ``presence.state``, and each member's version."""
     members: dict[str, Any] = {}
     versions: dict[str, int] = {}
-    present = PresenceMember.objects.filter(stream=stream, present=True)
-    for member in present:
+    for member in PresenceMember.objects.filter(stream=stream):
         members[member.key] = {"metas": []}
-        versions[member.key] = member.version
-    rows = Presence.objects.filter(member__stream=stream, member__present=True).select_related(
-        "member"
-    )
+        versions[member.key] = version_of(member)
+    rows = Presence.objects.filter(member__stream=stream).select_related("member")
     for row in rows.order_by("joined_at", "pk"):
         if row.member.key in members:
             members[row.member.key]["metas"].append({"ref": row.ref, "meta": row.meta})
@@ -219,8 +249,8 @@ def snapshot(stream: str) -> tuple[dict[str, Any], dict[str, int]]:
 
 def counts(stream: str) -> dict[str, int]:
     """Occupancy: unique members and connections present on ``stream``."""
-    connections = Presence.objects.filter(member__stream=stream, member__present=True).count()
-    members = PresenceMember.objects.filter(stream=stream, present=True).count()
+    connections = Presence.objects.filter(member__stream=stream).count()
+    members = PresenceMember.objects.filter(stream=stream).count()
     return {"members": members, "connections": connections}
 
 
@@ -228,7 +258,7 @@ def members(stream: str) -> list[Member]:
     """Who is present on ``stream``, with each member's connections (metas)."""
     validate_stream_name(stream)
     result = []
-    rows = PresenceMember.objects.filter(stream=stream, present=True).prefetch_related("metas")
+    rows = PresenceMember.objects.filter(stream=stream).prefetch_related("metas")
     for member in rows:
         metas = [
             Meta(p.ref, p.meta, p.connection, p.joined_at)
@@ -236,6 +266,18 @@ def members(stream: str) -> list[Member]:
         ]
         result.append(Member(member.key, member.user_id, member.since, metas))
     return result
+
+
+def prune_history(now: datetime | None = None) -> int:
+    """Delete presence sessions that ended longer than ``PRESENCE_HISTORY_RETENTION`` ago,
+    and (with ``PRESENCE_HISTORY_ANONYMOUS`` off) every anonymous one; returns how many."""
+    keep = retention.presence_history()
+    old = PresenceSession.objects.none()
+    if keep is not None:
+        old = PresenceSession.objects.filter(ended_at__lt=(now or timezone.now()) - keep)
+    if not realtime_settings.PRESENCE_HISTORY_ANONYMOUS:
+        old |= PresenceSession.objects.filter(key__startswith=ANONYMOUS_PREFIX)
+    return int(old.delete()[0])
 
 
 presence = members

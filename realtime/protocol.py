@@ -23,6 +23,7 @@ PROTOCOL_VERSION = 1
 # --- Close codes (WebSocket) -------------------------------------------------------------
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # the server is shutting down; reconnect and resume
+CLOSE_MESSAGE_TOO_BIG = 1009  # sent by the server (realtime.serve): a message over MAX_FRAME_SIZE
 CLOSE_INTERNAL_ERROR = 1011  # unexpected server error; reconnect and resume
 CLOSE_UNAUTHORIZED = 4401  # access revoked: logout, password change, ``realtime.revoke``...
 CLOSE_FORBIDDEN = 4403  # handshake refused (closed before accept: the client sees HTTP 403)
@@ -106,6 +107,7 @@ class WelcomeFrame(TypedDict):
     heartbeat: float
     window: WindowInfo
     batch: bool
+    max_frame: int
 
 
 class SubscribedFrame(TypedDict):

@@ -11,6 +11,9 @@
 ``max_events`` is enforced exactly, in the publishing transaction. ``max_age`` is enforced by
 a sweep every ``PRUNE_INTERVAL`` seconds in each server process and by the ``realtime_prune``
 management command. A stream that matches no pattern keeps everything.
+
+Presence history (``PresenceSession`` rows) has its own ``PRESENCE_HISTORY_RETENTION``,
+enforced by the same sweep (``realtime.cleanup``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -61,18 +65,24 @@ def rules() -> tuple[Rule, ...]:
             raise ImproperlyConfigured(
                 f"REALTIME['RETENTION'][{pattern!r}]['max_events'] must be an int >= 0 or None."
             )
-        max_age = rule.get("max_age")
-        if isinstance(max_age, int | float) and not isinstance(max_age, bool):
-            max_age = timedelta(seconds=max_age)
-        if max_age is not None and (
-            not isinstance(max_age, timedelta) or max_age.total_seconds() <= 0
-        ):
-            raise ImproperlyConfigured(
-                f"REALTIME['RETENTION'][{pattern!r}]['max_age'] must be positive seconds, "
-                "a timedelta, or None."
-            )
+        max_age = _duration(rule.get("max_age"), f"REALTIME['RETENTION'][{pattern!r}]['max_age']")
         parsed.append(Rule(pattern, max_events, max_age))
     return tuple(parsed)
+
+
+def presence_history() -> timedelta | None:
+    """How long ended presence sessions are kept (``PRESENCE_HISTORY_RETENTION``)."""
+    return _duration(
+        realtime_settings.PRESENCE_HISTORY_RETENTION, "REALTIME['PRESENCE_HISTORY_RETENTION']"
+    )
+
+
+def _duration(value: Any, name: str) -> timedelta | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=value)
+    if value is not None and (not isinstance(value, timedelta) or value.total_seconds() <= 0):
+        raise ImproperlyConfigured(f"{name} must be positive seconds, a timedelta, or None.")
+    return value
 
 
 def rule_for(stream: str) -> Rule:

@@ -209,6 +209,7 @@ class SSEConnection(BaseConnection):
                     "bytes": self.window.limit_bytes,
                 },
                 "batch": False,  # SSE never sends batch frames: its messages simply follow
+                "max_frame": int(self.settings.MAX_FRAME_SIZE),
             }
             self.queue(
                 f"retry: {int(self.settings.SSE_RETRY)}\n"

@@ -11,18 +11,18 @@ sync thread — a connection storm's handshakes do not wait for each other's pre
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
-from realtime import retention
-from realtime.models import Event, Stream, new_epoch
+from realtime import epochs, retention
+from realtime.models import Event, Stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ def append(
     """
     assert transaction.get_connection().in_atomic_block, "append() needs an atomic block"
     if key is not None:
-        Stream.objects.get_or_create(name=name)
+        _create(name)
         locked = Stream.objects.select_for_update().get(name=name)
         earlier = Event.objects.filter(stream=locked, idempotency_key=key).first()
         if earlier is not None:
@@ -96,9 +96,14 @@ def _bump(name: str, count: int) -> Stream:
     """Reserve the stream's next ``count`` seqs (taking its row lock); returns the stream."""
     bumped = Stream.objects.filter(name=name).update(last_seq=F("last_seq") + count)
     if not bumped:
-        Stream.objects.get_or_create(name=name)
+        _create(name)
         Stream.objects.filter(name=name).update(last_seq=F("last_seq") + count)
     return Stream.objects.get(name=name)
+
+
+def _create(name: str) -> None:
+    """Make sure ``name`` has a row; a new one gets the epoch its subscribers were told."""
+    Stream.objects.get_or_create(name=name, defaults={"epoch": epochs.creation_epoch(name)})
 
 
 def _retain(stream: Stream) -> None:
@@ -117,13 +122,21 @@ def _trim(stream: Stream, upto: int) -> int:
     return deleted
 
 
-def stream_info(name: str, *, create: bool = False) -> StreamInfo | None:
-    """The stream's committed position; with ``create``, a new stream is made if needed."""
-    if create:
-        stream, _ = Stream.objects.get_or_create(name=name)
-        return _info(stream)
+def stream_info(name: str) -> StreamInfo | None:
+    """The stream's committed position, or None if it has no row (see ``position``)."""
     found = Stream.objects.filter(name=name).first()
     return _info(found) if found else None
+
+
+def missing(name: str) -> StreamInfo:
+    """The position of a stream without a row, as a subscriber is told it: empty, under the
+    epoch a first publish now would give it. Nothing is written."""
+    return StreamInfo(name, epochs.creation_epoch(name), 0, 0)
+
+
+def position(name: str) -> StreamInfo:
+    """The stream's committed position, rowless or not (what ``subscribed`` reports)."""
+    return stream_info(name) or missing(name)
 
 
 def read(name: str, after: int, limit: int) -> tuple[list[Event], StreamInfo | None]:
@@ -151,7 +164,7 @@ def reset(name: str) -> StreamInfo:
     with transaction.atomic():
         stream, _ = Stream.objects.select_for_update().get_or_create(name=name)
         Event.objects.filter(stream=stream).delete()
-        stream.epoch = new_epoch()
+        stream.epoch = epochs.new_epoch()
         stream.last_seq = stream.trimmed_seq = 0
         stream.save(update_fields=["epoch", "last_seq", "trimmed_seq"])
         return _info(stream)
@@ -196,7 +209,38 @@ def _trim_locked(stream_id: int, upto: int) -> int:
         return _trim(stream, min(upto, stream.last_seq))
 
 
+def prune_streams(subscribed: Collection[str], now: datetime | None = None) -> int:
+    """Delete the rows of streams that hold no events and are not in ``subscribed``;
+    returns how many went.
+
+    A stream that never stored an event goes at once; one whose history retention emptied
+    waits until it is ``EMPTY_STREAM_MIN_AGE`` old, which is what lets seq-0 positions carry
+    over between creation epochs exactly (``realtime.epochs``). Each row is re-checked under
+    its lock, so a publish that races the deletion either comes first (and the row stays)
+    or creates the row again.
+    """
+    cutoff = (now or timezone.now()) - epochs.EMPTY_STREAM_MIN_AGE
+    empty = Stream.objects.filter(last_seq=F("trimmed_seq")).filter(
+        Q(last_seq=0) | Q(created_at__lt=cutoff)
+    )
+    candidates = [
+        pk for pk, name in empty.values_list("pk", "name").iterator() if name not in subscribed
+    ]
+    deleted = 0
+    for start in range(0, len(candidates), 500):
+        with transaction.atomic():
+            locked = list(
+                empty.select_for_update()
+                .filter(pk__in=candidates[start : start + 500])
+                .exclude(Exists(Event.objects.filter(stream=OuterRef("pk"))))
+                .values_list("pk", flat=True)
+            )
+            deleted += Stream.objects.filter(pk__in=locked).delete()[1].get(Stream._meta.label, 0)
+    return deleted
+
+
 astream_info = database_sync_to_async(stream_info, thread_sensitive=False)
+aposition = database_sync_to_async(position, thread_sensitive=False)
 aread = database_sync_to_async(read, thread_sensitive=False)
 aheads = database_sync_to_async(heads, thread_sensitive=False)
 aprune = database_sync_to_async(prune, thread_sensitive=False)

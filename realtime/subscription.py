@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 
-from realtime import snapshots, store
+from realtime import epochs, snapshots, store
 from realtime.conf import realtime_settings
 from realtime.protocol import SubscribedFrame, dumps, event_frame, format_ts
 from realtime.stats import stats
@@ -246,14 +246,21 @@ class Subscription:
         logger.debug("Read %d events of %s (head %s).", len(rows), self.stream, info)
         if not self.active:
             return True
-        if info is None or info.epoch != self.epoch:
-            # The stream was reset (or deleted) since we last looked: start over.
-            if info is None:
-                info = await store.astream_info(self.stream, create=True)
-                assert info is not None
-            self.requested_epoch, self.since = None, 0
-            self._start_from(info, force_unrecovered=True)
-            return False
+        info = info or store.missing(self.stream)
+        if info.epoch != self.epoch:
+            assert self.epoch is not None
+            if not epochs.carries_over(
+                self.stream, self.epoch, self.position, info.epoch, info.trimmed_seq
+            ):
+                # The stream was reset (or emptied, removed and created again) since we
+                # last looked: start over.
+                self.requested_epoch, self.since = None, 0
+                self._start_from(info, force_unrecovered=True)
+                return False
+            # Created after this subscriber found it empty: the same history under its
+            # row's epoch, which the client needs to resume with.
+            self.epoch = info.epoch
+            self.conn.subscribed(self, self.subscribed_frame(info.last_seq, True))
         lost = (rows and rows[0][0] != self.position + 1) or (
             not rows and info.trimmed_seq > self.position
         )
@@ -285,7 +292,12 @@ class Subscription:
         if since is None:
             start = info.last_seq  # live only: nothing to recover
         elif (
-            (wanted is not None and wanted != info.epoch)
+            (
+                wanted is not None
+                and not epochs.carries_over(
+                    self.stream, wanted, since, info.epoch, info.trimmed_seq
+                )
+            )
             or since > info.last_seq
             or since < info.trimmed_seq
         ):

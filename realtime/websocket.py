@@ -142,6 +142,7 @@ class WebSocketConnection(BaseConnection):
                         "bytes": self.window.limit_bytes,
                     },
                     "batch": self.batch_frames > 1,
+                    "max_frame": int(self.settings.MAX_FRAME_SIZE),
                 }
             )
             await self.serve()

@@ -111,7 +111,7 @@ def sample_rows() -> dict[str, Any]:
         ),
     }
     realtime.publish("public:a", "t.e", {"n": 1})
-    member = PresenceMember.objects.create(stream="chat:1", key=str(ada.pk), user=ada, present=True)
+    member = PresenceMember.objects.create(stream="chat:1", key=str(ada.pk), user=ada)
     Presence.objects.create(member=member, server=live, connection="1" * 32, ref="r1")
     PresenceSession.objects.create(stream="chat:1", key=str(ada.pk), user=ada)
     UserStatus.objects.create(user=ada, online=True)

@@ -546,6 +546,31 @@ async def test_publishes_queue_while_disconnected(
     assert [data["n"] for _, _, data in await stored(stream)] == [1, 2, 3]
 
 
+async def test_publish_over_max_frame_is_refused_by_the_client(
+    daphne_server: ServerFactory, pages: Pages
+) -> None:
+    """Sent, it would close the connection (1009 with realtime.serve) and be sent again after
+    every reconnect: the client refuses it with frame_too_large and stays connected."""
+    server = start(daphne_server, {"MAX_FRAME_SIZE": 2048})
+    stream = "public:chat:big"
+    page = await pages.harness(server)
+    await page.evaluate(f"start({{transports: ['websocket']}}); track({stream!r}, {{since: 0}})")
+    await wait_open(page, client="rt")
+    assert await page.evaluate("rt.maxFrame") == 2048
+    connection = await page.evaluate("rt.connectionId")
+    outcome = await page.evaluate(
+        f"""async () => {{
+          const settle = (p) => p.then((v) => ({{ok: v.seq}}), (e) => ({{error: e.code}}));
+          const big = await settle(rt.publish({stream!r}, "m", {{text: "x".repeat(3000)}}));
+          const small = await settle(rt.publish({stream!r}, "m", {{text: "fits"}}));
+          return {{big, small}};
+        }}"""
+    )
+    assert outcome == {"big": {"error": "frame_too_large"}, "small": {"ok": 1}}
+    assert await page.evaluate("rt.connectionId") == connection
+    assert [data["text"] for _, _, data in await stored(stream)] == ["fits"]
+
+
 async def test_publish_resent_after_lost_ack_is_stored_once(
     daphne_server: ServerFactory, pages: Pages
 ) -> None:

@@ -52,6 +52,14 @@ def test_unknown_key_is_an_error_naming_the_valid_keys() -> None:
         assert key in error.msg.split("Valid keys are:")[1], key
 
 
+@pytest.mark.parametrize("value", [0, -5, "30 days", True])
+def test_bad_presence_history_retention_is_an_error(value: object) -> None:
+    with override_settings(REALTIME={"PRESENCE_HISTORY_RETENTION": value}):
+        messages = realtime_messages()
+    assert ids(messages) == ["realtime.E001"]
+    assert "PRESENCE_HISTORY_RETENTION" in messages[0].msg
+
+
 @pytest.mark.parametrize(
     "path", ["realtime.policy.NoSuchPolicy", "no_such_module.Policy", "notadottedpath"]
 )

@@ -165,7 +165,7 @@ def test_prune_enforces_a_tightened_max_events(settings: Any) -> None:
 
     set_retention(settings, {"public:*": {"max_events": 3}, "*": {"max_events": None}})
     out = run("realtime_prune")
-    assert "Deleted 7 event(s)." in out
+    assert "Deleted 7 event(s)," in out
     assert seqs("public:p") == [8, 9, 10]
     stream = Stream.objects.get(name="public:p")
     assert (stream.last_seq, stream.trimmed_seq) == (10, 7)
@@ -173,7 +173,7 @@ def test_prune_enforces_a_tightened_max_events(settings: Any) -> None:
     assert Stream.objects.get(name="other:q").trimmed_seq == 0
 
     # Nothing left to do the second time.
-    assert "Deleted 0 event(s)." in run("realtime_prune")
+    assert "Deleted 0 event(s)," in run("realtime_prune")
     assert seqs("public:p") == [8, 9, 10]
 
 
@@ -182,7 +182,7 @@ def test_prune_max_events_zero_keeps_nothing(settings: Any) -> None:
     set_retention(settings, {"public:*": {"max_events": None}})
     publish_n("public:p", 4)
     set_retention(settings, {"public:*": {"max_events": 0}})
-    assert "Deleted 4 event(s)." in run("realtime_prune")
+    assert "Deleted 4 event(s)," in run("realtime_prune")
     assert seqs("public:p") == []
     assert Stream.objects.get(name="public:p").trimmed_seq == 4
 
@@ -202,7 +202,7 @@ def test_prune_deletes_events_older_than_max_age(settings: Any) -> None:
     age("other:q", 2, timedelta(days=30))  # matches no rule: kept forever
 
     out = run("realtime_prune")
-    assert "Deleted 3 event(s)." in out
+    assert "Deleted 3 event(s)," in out
     assert seqs("public:p") == [4, 5]
     assert Stream.objects.get(name="public:p").trimmed_seq == 3
     assert seqs("other:q") == [1, 2]
@@ -214,7 +214,7 @@ def test_prune_max_age_keeps_history_gapless(settings: Any) -> None:
     publish_n("public:p", 4)
     # Only seq 2 is old (clock skew between publishers): 1 goes with it.
     age("public:p", 0, timedelta(minutes=10), only=2)
-    assert "Deleted 2 event(s)." in run("realtime_prune")
+    assert "Deleted 2 event(s)," in run("realtime_prune")
     assert seqs("public:p") == [3, 4]
     assert Stream.objects.get(name="public:p").trimmed_seq == 2
 
@@ -243,7 +243,7 @@ def test_prune_without_rules(settings: Any) -> None:
     publish_n("public:p", 2)
     out = run("realtime_prune")
     assert "(none: every stream keeps all its events)" in out
-    assert "Deleted 0 event(s)." in out
+    assert "Deleted 0 event(s)," in out
     assert seqs("public:p") == [1, 2]
 
 
@@ -256,12 +256,13 @@ def test_prune_through_manage_py_with_settings_from_the_environment() -> None:
         "REALTIME_TEST_OVERRIDES": json.dumps({"RETENTION": {"public:*": {"max_events": 2}}}),
     }
     result = run_manage("realtime_prune", env=env)
-    assert "Deleted 4 event(s)." in result.stdout
+    assert "Deleted 4 event(s)," in result.stdout
     assert seqs("public:p") == [5, 6]
     assert Stream.objects.get(name="public:p").trimmed_seq == 4
 
 
 def test_prune_help() -> None:
     result = run_manage("realtime_prune", "--help")
-    assert "Delete stored events that REALTIME['RETENTION'] no longer keeps" in result.stdout
+    assert "Delete what retention no longer keeps" in result.stdout
+    assert "stream rows left with no events and no subscribers" in result.stdout
     assert "--rules" in result.stdout

@@ -43,7 +43,10 @@ def run(*args: str) -> str:
             "realtime_tail",
             ["like `tail -f`", "--since SEQ", "--count N", "--timeout S", "Ctrl-C", "examples:"],
         ),
-        ("realtime_prune", ["Delete stored events", "PRUNE_INTERVAL", "--rules", "crontab"]),
+        (
+            "realtime_prune",
+            ["Delete what retention", "PRESENCE_HISTORY_RETENTION", "PRUNE_INTERVAL", "crontab"],
+        ),
     ],
 )
 def test_help_explains_each_command(command: str, phrases: list[str]) -> None:
@@ -70,7 +73,7 @@ def deployment() -> None:
     Connection.objects.create(id="2" * 32, server=live, transport="websocket", streams=["public:a"])
     Connection.objects.create(id="3" * 32, server=live, transport="sse", streams=["chat:1"])
     UserStatus.objects.create(user=ada, online=True)
-    PresenceMember.objects.create(stream="chat:1", key=str(ada.pk), present=True)
+    PresenceMember.objects.create(stream="chat:1", key=str(ada.pk))
     for n in range(3):
         realtime.publish("public:a", "t.e", {"n": n})
 

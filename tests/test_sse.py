@@ -19,7 +19,7 @@ import httpx
 from asgiref.sync import sync_to_async
 
 import realtime
-from realtime.models import Stream
+from realtime import store
 from realtime.protocol import decode_cursor, encode_cursor
 from tests.servers import Server, SSEStream, WSClient, open_sse, settings_env
 
@@ -58,7 +58,8 @@ async def opened(target: str, **kwargs: Any) -> AsyncIterator[SSEStream]:
 
 @sync_to_async
 def epoch_of(name: str) -> str:
-    return Stream.objects.get(name=name).epoch
+    """The stream's epoch, stored or (never published to) the one subscribers are told."""
+    return store.position(name).epoch
 
 
 async def subscribed_events(sse: SSEStream, count: int) -> dict[str, dict[str, Any]]:

@@ -136,5 +136,6 @@ def test_read_returns_rows_then_position():
     assert info is not None and info.last_seq == 5
     assert store.read("missing", 0, 10) == ([], None)
     assert store.stream_info("missing") is None
-    created = store.stream_info("missing", create=True)
-    assert created is not None and created.last_seq == 0
+    assert store.position("missing") == store.missing("missing")
+    assert store.position("missing").last_seq == 0
+    assert not Stream.objects.filter(name="missing").exists()

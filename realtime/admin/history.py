@@ -44,8 +44,7 @@ class PresenceInline(admin.TabularInline):  # type: ignore[type-arg]
 
 @admin.register(PresenceMember)
 class PresenceMemberAdmin(ReadOnlyAdmin):
-    list_display = ["stream", "key", "user", "present", "since", "connections", "version"]
-    list_filter = ["present"]
+    list_display = ["stream", "key", "user", "since", "connections", "version"]
     search_fields = ["=stream", "key", "user__username"]
     list_select_related = ["user"]
     inlines = [PresenceInline]

@@ -4,15 +4,19 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from realtime import retention, store
+from realtime import cleanup, retention
+from realtime.conf import realtime_settings
 from realtime.management.base import Command as BaseCommand
 
 
 class Command(BaseCommand):
     help = """\
-Delete stored events that REALTIME['RETENTION'] no longer keeps: events older than their
-stream's max_age, and events beyond its max_events. It prints the rules first (the first
-pattern matching a stream's name decides), then how many events it deleted.
+Delete what retention no longer keeps: events older than their stream's max_age or beyond
+its max_events (REALTIME['RETENTION']), stream rows left with no events and no subscribers,
+presence sessions that ended longer than PRESENCE_HISTORY_RETENTION ago (and anonymous
+ones unless PRESENCE_HISTORY_ANONYMOUS), and the nonces of expired connection tickets. It
+prints the rules first (the first pattern matching a stream's name decides), then what it
+deleted.
 
 Every server process already does this every PRUNE_INTERVAL seconds (60 by default), so
 you need this command only when no server is running, after tightening a rule (to apply
@@ -20,7 +24,7 @@ it now), or to run retention from cron instead (then set PRUNE_INTERVAL very hig
 Clients whose missed events were deleted get `subscribed` with recovered: false when they
 resume (docs/retention.md)."""
     examples = """\
-  manage.py realtime_prune            print the rules, delete, print the count
+  manage.py realtime_prune            print the rules, delete, print the counts
   manage.py realtime_prune --rules    only print the rules in force
   */10 * * * * cd /srv/app && .venv/bin/python manage.py realtime_prune -v 0   (crontab)"""
 
@@ -40,8 +44,27 @@ resume (docs/retention.md)."""
                 self.stdout.write(f"  {rule.pattern:<30} max_events: {events:<14} max_age: {age}")
             if not rules:
                 self.stdout.write("  (none: every stream keeps all its events)")
+            keep = retention.presence_history()
+            kept = "forever" if keep is None else f"{_span(keep.total_seconds())} after they end"
+            anonymous = "" if realtime_settings.PRESENCE_HISTORY_ANONYMOUS else ", signed-in only"
+            self.stdout.write(f"Presence sessions: kept {kept}{anonymous}.")
         if options["rules"]:
             return
-        deleted = store.prune()
+        pruned = cleanup.prune()
         if verbose:
-            self.stdout.write(self.style.SUCCESS(f"Deleted {deleted} event(s)."))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Deleted {pruned['events']} event(s), {pruned['streams']} empty "
+                    f"stream(s), {pruned['presence_sessions']} presence session(s) and "
+                    f"{pruned['tickets']} ticket nonce(s)."
+                )
+            )
+
+
+def _span(seconds: float) -> str:
+    """``2592000`` -> ``30 days``: the largest whole unit."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} s"

@@ -264,6 +264,9 @@ export declare class RealtimeClient extends Emitter<ClientEvents> {
   readonly clientId: string | null;
   /** Seconds between heartbeats, from the server's welcome. */
   readonly heartbeat: number | null;
+  /** The largest frame the server accepts, in bytes (its welcome's `max_frame`): a larger
+   *  publish is rejected with code "frame_too_large" without being sent. */
+  readonly maxFrame: number | null;
   readonly subscriptions: Map<string, Subscription>;
   subscribe<T = unknown>(stream: string, options?: SubscribeOptions<T>): Subscription<T>;
   subscription(stream: string): Subscription | undefined;

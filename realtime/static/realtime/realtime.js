@@ -53,6 +53,8 @@ export const DEFAULTS = Object.freeze({
 });
 
 /** An error with a stable `code` (the protocol's error codes, plus the client's own). */
+const utf8 = new TextEncoder();
+
 export class RealtimeError extends Error {
   constructor(code, message, detail = {}) {
     super(message || code);
@@ -673,6 +675,7 @@ export class RealtimeClient extends Emitter {
     this.connectionId = null;
     this.subscriptions = new Map();
     this.heartbeat = null; // seconds, from welcome
+    this.maxFrame = null; // bytes: the largest frame the server accepts, from welcome
     this._conn = null; // the current transport object (connecting or open)
     this._open = false;
     this._attempt = 0; // failed attempts in a row: the backoff exponent
@@ -951,6 +954,7 @@ export class RealtimeClient extends Emitter {
     this.transport = conn.kind;
     this.connectionId = frame.connection_id;
     this.heartbeat = frame.heartbeat;
+    this.maxFrame = frame.max_frame ?? null;
     // Flow control (docs/protocol.md#flow-control): acknowledge what arrived, so the server
     // keeps sending; the welcome frame is the first of this connection's frames.
     this._received = 1;
@@ -1352,11 +1356,23 @@ export class RealtimeClient extends Emitter {
     if (this.transport === "websocket") {
       for (const entry of this._queue.splice(0)) {
         entry.id = this._id();
-        this._inflight.set(entry.id, entry);
         const frame = { type: "publish", id: entry.id, stream: entry.stream, event: entry.event };
         frame.data = entry.data;
         if (entry.ephemeral) frame.ephemeral = true;
         else frame.key = entry.key;
+        // The server closes the connection (1009) on a frame over its limit: sent, it would
+        // be re-sent after every reconnect. Refused here instead, like the server would.
+        const size = this.maxFrame && utf8.encode(JSON.stringify(frame)).length;
+        if (size > this.maxFrame) {
+          entry.reject(
+            new RealtimeError(
+              "frame_too_large",
+              `This publish is ${size} bytes; the server accepts frames of ${this.maxFrame}.`,
+            ),
+          );
+          continue;
+        }
+        this._inflight.set(entry.id, entry);
         this._send(frame);
       }
     } else {
