@@ -31,10 +31,9 @@ def prune(subscribed: Collection[str] = ()) -> Pruned:
     ``subscribed`` adds streams the caller knows to have subscribers that the connection
     records may not show yet (they are written with the next lease renewal).
     """
-    events = store.prune()
-    return {
-        "events": events,
-        "streams": store.prune_streams(registry.subscribed_streams().union(subscribed)),
+    return {  # in this order: streams emptied by the events' sweep go in the same run
+        "events": store.prune(),
+        "streams": store.prune_streams({*registry.recorded_subscriptions(), *subscribed}),
         "presence_sessions": presence.prune_history(),
         "tickets": tickets.prune(),
     }

@@ -31,9 +31,11 @@ from realtime.protocol import (
     AUTHENTICATION_REQUIRED,
     INVALID_CREDENTIALS,
     NOT_SUBSCRIBED,
+    PROTOCOL_VERSION,
     TOO_MANY_CONNECTIONS,
     TOO_MANY_SUBSCRIPTIONS,
     SubscribedFrame,
+    WelcomeFrame,
     dumps,
 )
 from realtime.registry import GONE
@@ -152,6 +154,18 @@ class BaseConnection:
     def auth(self) -> dict[str, Any]:
         """How the client authenticated (``realtime.auth``): method, session, token, error."""
         return self.scope.get("realtime.auth") or {}
+
+    def welcome_frame(self, batch: bool) -> WelcomeFrame:
+        """The first frame of the connection (``batch``: whether it may get batch frames)."""
+        return {
+            "type": "welcome",
+            "connection_id": self.id,
+            "protocol": PROTOCOL_VERSION,
+            "heartbeat": self.settings.HEARTBEAT_INTERVAL,
+            "window": {"messages": self.window.limit_messages, "bytes": self.window.limit_bytes},
+            "batch": batch,
+            "max_frame": int(self.settings.MAX_FRAME_SIZE),
+        }
 
     def credentials_refusal(self) -> tuple[int, str, str] | None:
         """Why the credentials cannot connect: (HTTP status, code, message), or None."""

@@ -87,7 +87,7 @@ class StreamState:
         self.lock = asyncio.Lock()
         self.checked_head = 0
         self.presence_versions: dict[str, int] = {}
-        self.departed: dict[str, float] = {}  # key -> loop time to forget it, in that order
+        self.departed: dict[str, float] = {}  # key -> monotonic time to forget it, in order
         self.count_task: asyncio.Task[None] | None = None
 
     def saw_presence(self, key: str, version: int, left: bool, now: float) -> bool:
@@ -412,7 +412,7 @@ class Hub:
     def _merge_versions(self, stream: str, versions: dict[str, int]) -> None:
         state = self.streams.get(stream)
         if state is not None:
-            now = asyncio.get_running_loop().time()
+            now = time.monotonic()
             for key, version in versions.items():
                 state.saw_presence(key, version, False, now)
 
@@ -477,9 +477,8 @@ class Hub:
                 self._offer(state, event, message.get("t"))
             self._schedule_flush()
         elif kind == "realtime.presence":
-            now = asyncio.get_running_loop().time()
             if not state.saw_presence(
-                message["key"], message["version"], message["kind"] == "leave", now
+                message["key"], message["version"], message["kind"] == "leave", time.monotonic()
             ):
                 return  # older than what this process already delivered
             if presence.counts_only(message["stream"]):
@@ -569,9 +568,8 @@ class Hub:
             due["reconcile"] = now + float(realtime_settings.RECONCILE_INTERVAL)
             await self.reconcile()
         await self._expire_presence(now)
-        loop_now = asyncio.get_running_loop().time()
         for state in self.streams.values():
-            state.forget_departed(loop_now)
+            state.forget_departed(now)
         if now >= due["lease"]:
             due["lease"] = now + self._jitter(registry.lease_interval())
             changed = {

@@ -25,7 +25,6 @@ from realtime.protocol import (
     INVALID_FRAME,
     INVALID_PRESENCE,
     MAX_CURSOR_LENGTH,
-    PROTOCOL_VERSION,
     REVOKED,
     SSE_ERROR,
     SSE_GAP,
@@ -199,18 +198,8 @@ class SSEConnection(BaseConnection):
             }
         )
         try:
-            welcome = {
-                "type": "welcome",
-                "connection_id": self.id,
-                "protocol": PROTOCOL_VERSION,
-                "heartbeat": self.settings.HEARTBEAT_INTERVAL,
-                "window": {
-                    "messages": self.window.limit_messages,
-                    "bytes": self.window.limit_bytes,
-                },
-                "batch": False,  # SSE never sends batch frames: its messages simply follow
-                "max_frame": int(self.settings.MAX_FRAME_SIZE),
-            }
+            # SSE never sends batch frames: its messages simply follow each other.
+            welcome = self.welcome_frame(batch=False)
             self.queue(
                 f"retry: {int(self.settings.SSE_RETRY)}\n"
                 + sse_message(dumps(welcome), event=SSE_WELCOME)

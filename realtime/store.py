@@ -139,6 +139,15 @@ def position(name: str) -> StreamInfo:
     return stream_info(name) or missing(name)
 
 
+def resumes(info: StreamInfo, epoch: str | None, since: int) -> bool:
+    """Whether a client at ``since`` of ``epoch`` (None: the current one) gets exactly what
+    it missed from ``info``'s history: same history (``epochs.carries_over``), and ``since``
+    neither ahead of the head nor older than what retention kept."""
+    return (
+        epoch is None or epochs.carries_over(info.name, epoch, since, info.epoch, info.trimmed_seq)
+    ) and info.trimmed_seq <= since <= info.last_seq
+
+
 def read(name: str, after: int, limit: int) -> tuple[list[Event], StreamInfo | None]:
     """Up to ``limit`` events with seq > ``after``, then the stream's position.
 

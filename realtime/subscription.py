@@ -291,16 +291,7 @@ class Subscription:
         recovered = not force_unrecovered
         if since is None:
             start = info.last_seq  # live only: nothing to recover
-        elif (
-            (
-                wanted is not None
-                and not epochs.carries_over(
-                    self.stream, wanted, since, info.epoch, info.trimmed_seq
-                )
-            )
-            or since > info.last_seq
-            or since < info.trimmed_seq
-        ):
+        elif not store.resumes(info, wanted, since):
             start, recovered = info.trimmed_seq, False
         else:
             start = since

@@ -30,7 +30,6 @@ from realtime.protocol import (
     FRAME_TOO_LARGE,
     INTERNAL_ERROR,
     NOT_SUBSCRIBED,
-    PROTOCOL_VERSION,
     RATE_LIMITED,
     REVOKED,
     UNSUPPORTED_FRAME,
@@ -131,20 +130,7 @@ class WebSocketConnection(BaseConnection):
         await self.send(accept)
         self.bucket = TokenBucket.from_settings()
         try:
-            await self.reply(
-                {
-                    "type": "welcome",
-                    "connection_id": self.id,
-                    "protocol": PROTOCOL_VERSION,
-                    "heartbeat": self.settings.HEARTBEAT_INTERVAL,
-                    "window": {
-                        "messages": self.window.limit_messages,
-                        "bytes": self.window.limit_bytes,
-                    },
-                    "batch": self.batch_frames > 1,
-                    "max_frame": int(self.settings.MAX_FRAME_SIZE),
-                }
-            )
+            await self.reply(dict(self.welcome_frame(batch=self.batch_frames > 1)))
             await self.serve()
         except Exception:
             logger.exception("WebSocket connection %s failed.", self.id)

@@ -22,7 +22,7 @@ from rest_framework.schemas import get_schema_view
 from rest_framework.views import APIView
 
 import realtime
-from realtime import epochs, store
+from realtime import store
 from realtime.api import serializers as s
 from realtime.api.authentication import DEFAULT_AUTHENTICATION_CLASSES, is_server, is_staff
 from realtime.api.errors import (
@@ -217,14 +217,7 @@ class StreamEventsView(RealtimeAPIView):
         info = store.stream_info(stream)
         if info is None:
             raise APIError(404, NOT_FOUND, f"No stream {stream!r}.")
-        recovered = not (
-            (
-                epoch is not None
-                and not epochs.carries_over(stream, epoch, since, info.epoch, info.trimmed_seq)
-            )
-            or since > info.last_seq
-            or since < info.trimmed_seq
-        )
+        recovered = store.resumes(info, epoch, since)
         start = since if recovered else info.trimmed_seq
         rows, now = store.read(stream, start, limit)
         if now is None or now.epoch != info.epoch:
