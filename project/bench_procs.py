@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -249,6 +250,47 @@ class Processes:
             await self.stop([proc])
         if code != 0:
             raise BenchError(f"manage.py migrate failed ({code}):\n{proc.tail()}")
+
+
+class ScratchPostgres:
+    """A database of its own on a PostgreSQL server, for one run: made, then dropped.
+
+    ``server_url`` names the server (any database on it, to connect to); the scratch one is
+    ``<prefix>_<pid>``. Loopback servers only, like everything the tools touch.
+    """
+
+    def __init__(self, server_url: str, prefix: str) -> None:
+        if urlsplit(server_url).hostname not in {"127.0.0.1", "localhost", "::1"}:
+            raise BenchError(f"{server_url}: only a PostgreSQL server on loopback is used")
+        self.server_url = server_url
+        self.name = f"{prefix}_{os.getpid()}"
+        self.url = urlsplit(server_url)._replace(path=f"/{self.name}").geturl()
+        self.created = False
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.server_url, autocommit=True, connect_timeout=5) as pg:
+            pg.execute(sql)
+
+    def create(self) -> str:
+        """Create the database; its URL. BenchError (one line) if the server is unreachable."""
+        try:
+            self._admin(f"CREATE DATABASE {self.name}")
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BenchError(f"PostgreSQL at {self.server_url} is unreachable: {first}") from None
+        self.created = True
+        return self.url
+
+    def drop(self) -> None:
+        if not self.created:
+            return
+        try:
+            self._admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+            self.created = False
+        except Exception as exc:
+            log(f"could not drop {self.name}: {exc}")
 
 
 # --- CPU accounting from /proc ----------------------------------------------------------------

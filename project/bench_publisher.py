@@ -10,8 +10,9 @@ stdin: ``{"cmd": "run", "k": K, "rate": R, "duration": D}`` publishes ``R * D`` 
 due at ``start + i / R``, one call at a time; a call publishes every event due by then (one,
 unless the publisher is behind schedule), and the reply says what it did. ``realtime`` calls
 ``realtime.apublish`` (stored in the database, then fanned out), or ``apublish_many`` for
-several; ``naive`` calls ``channel_layer.group_send`` directly and numbers the events itself. Each
-event's data is ``{"t": time.time(), "n": i, "k": K}``. Exits when stdin closes.
+several; ``realtime-single`` always one ``apublish`` per event; ``naive`` calls
+``channel_layer.group_send`` directly and numbers the events itself. Each event's data is
+``{"t": time.time(), "n": i, "k": K}``. Exits when stdin closes.
 """
 
 from __future__ import annotations
@@ -41,8 +42,19 @@ def make_publish(approach: str, stream: str) -> Callable[[list[dict[str, Any]]],
 
     Several datas are due at once only when the publisher is behind schedule: ``realtime``
     then stores them with one ``apublish_many`` (one transaction, one layer message), as a
-    busy producer would; ``naive`` sends them one ``group_send`` each.
+    busy producer would; ``realtime-single`` awaits one ``apublish`` per event, as a view or a
+    chat handler does; ``naive`` sends them one ``group_send`` each.
     """
+    if approach == "realtime-single":
+        import realtime
+
+        async def publish_one_at_a_time(datas: list[dict[str, Any]]) -> int:
+            seq = 0
+            for data in datas:
+                seq = int((await realtime.apublish(stream, "bench.tick", data)).seq)
+            return seq
+
+        return publish_one_at_a_time
     if approach == "realtime":
         import realtime
 
@@ -151,7 +163,9 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--approach", choices=["realtime", "naive"], required=True)
+    parser.add_argument(
+        "--approach", choices=["realtime", "realtime-single", "naive"], required=True
+    )
     parser.add_argument("--stream", default="public:bench")
     return parser.parse_args(argv)
 

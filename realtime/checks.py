@@ -42,6 +42,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         errors.append(Error(str(exc), id="realtime.E001"))
     else:
         errors += _check_runserver_limits()
+    errors += _check_sqlite()
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     if alias not in layers:
         errors.append(
@@ -124,6 +125,35 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="realtime.W003",
             )
         )
+    return warnings
+
+
+def _check_sqlite() -> list[Any]:
+    """SQLite's defaults make publishers and the servers' own writes wait for each other.
+
+    In rollback-journal mode a writer blocks every reader; in a deferred transaction two
+    writers that both read first cannot both upgrade, and one fails at once with "database is
+    locked" whatever the timeout. WAL lets readers run beside the writer, and ``IMMEDIATE``
+    takes the write lock up front, waiting up to ``timeout`` for it.
+    """
+    warnings: list[Any] = []
+    for alias, db in settings.DATABASES.items():
+        if not db.get("ENGINE", "").endswith("sqlite3"):
+            continue
+        options = db.get("OPTIONS", {}) or {}
+        wal = "journal_mode=wal" in str(options.get("init_command", "")).lower().replace(" ", "")
+        if not wal or str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+            warnings.append(
+                Warning(
+                    f"DATABASES[{alias!r}] is SQLite without WAL and IMMEDIATE transactions: "
+                    "publishers and the servers' bookkeeping block each other, and concurrent "
+                    "writes can fail with 'database is locked'.",
+                    hint="Set OPTIONS = {'init_command': 'PRAGMA journal_mode=WAL; PRAGMA "
+                    "synchronous=NORMAL;', 'transaction_mode': 'IMMEDIATE', 'timeout': 20} "
+                    "(docs/deployment.md).",
+                    id="realtime.W010",
+                )
+            )
     return warnings
 
 

@@ -37,6 +37,7 @@ from channels.layers import get_channel_layer
 
 from realtime import alerts, cleanup, presence, registry, revocation, store
 from realtime.conf import realtime_settings
+from realtime.pacing import WritePacer
 from realtime.protocol import dumps
 from realtime.stats import stats
 from realtime.streams import group_name
@@ -128,7 +129,7 @@ class Hub:
         self._dirty: set[str] = set()  # connections whose subscriptions changed
         self._unflushed: dict[Any, None] = {}  # connections with events queued, in order
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._flushed_at = 0.0  # loop time of the last flush pass
+        self._pacer = WritePacer(float(realtime_settings.FLUSH_INTERVAL))
         self._opened: list[str] = []  # connections opened and closed since the last stats tick
         self._closed: list[str] = []
         self._changes_lost = False  # more than MAX_CHANGES of them: lists dropped
@@ -502,28 +503,28 @@ class Hub:
                 unflushed[sub.conn] = None
 
     def _schedule_flush(self) -> None:
-        """Write what ``dispatch`` queued: at once when idle, else one pass per interval.
+        """Write what ``dispatch`` queued: at once when idle, else when the pacer says.
 
         Events that arrive while a pass is due are queued behind it and leave in the same
         write (one ``batch`` frame, or one SSE chunk), so at high rates a process makes a
-        write per connection per ``FLUSH_INTERVAL`` instead of one per event per connection.
+        write per connection per pass instead of one per event (``realtime.pacing``).
         """
         if self._flush_handle is not None or not self._unflushed:
             return
         loop = asyncio.get_running_loop()
-        delay = self._flushed_at + float(realtime_settings.FLUSH_INTERVAL) - loop.time()
-        self._flush_handle = loop.call_later(max(0.0, delay), self._flush_due)
+        self._flush_handle = loop.call_later(self._pacer.delay(loop.time()), self._flush_due)
 
     def _flush_due(self) -> None:
         self._flush_handle = None
-        self._flushed_at = asyncio.get_running_loop().time()
+        self._pacer.started(asyncio.get_running_loop().time())
         conns, self._unflushed = self._unflushed, {}
         self.spawn(self._flush(conns))
 
-    @staticmethod
-    async def _flush(conns: dict[Any, None]) -> None:
+    async def _flush(self, conns: dict[Any, None]) -> None:
+        began = time.perf_counter()
         for conn in conns:
             await conn.flush()
+        self._pacer.finished(time.perf_counter() - began)
 
     def _schedule_count(self, stream: str, state: StreamState) -> None:
         if state.count_task is None or state.count_task.done():

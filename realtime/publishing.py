@@ -17,13 +17,11 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from asgiref.sync import AsyncToSync
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from realtime import store
+from realtime import groupcommit, sender, store
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidEvent, StoreUnavailable, SyncInAsyncContext
 from realtime.models import Event, Stream
@@ -90,13 +88,8 @@ def _message(stored: Event, data_json: str) -> LayerMessage:
 
 async def fan_out(message: LayerMessage) -> None:
     """Send one message to the stream's group: one layer message per server process."""
-    layer = get_channel_layer(realtime_settings.CHANNEL_LAYER)
-    if layer is None:
-        raise InvalidEvent(
-            f"No channel layer {realtime_settings.CHANNEL_LAYER!r} in CHANNEL_LAYERS."
-        )
     # The hubs time publish-to-fan-out latency from here (wall clocks: keep them in sync).
-    await layer.group_send(group_name(message["stream"]), {**message, "t": time.time()})
+    await sender.layer().group_send(group_name(message["stream"]), {**message, "t": time.time()})
 
 
 async def _fan_out_logged(message: LayerMessage) -> None:
@@ -119,7 +112,7 @@ def _ephemeral(stream: str, event: str, data: Any, data_json: str) -> tuple[Even
 def _store(
     stream: str, event: str, data: Any, data_json: str, key: str | None = None
 ) -> tuple[Event, LayerMessage | None]:
-    """Append in the caller's transaction (or a new one).
+    """Append in the caller's transaction (or a new one, or none where one statement does).
 
     Returns the message for the caller to fan out now, or ``None`` when there is nothing to
     send yet (an outer transaction is open: fan-out waits for its commit with ``on_commit``)
@@ -127,13 +120,16 @@ def _store(
     """
     try:
         outer = transaction.get_connection().in_atomic_block
-        with transaction.atomic():
-            stored = store.append(stream, event, data, key=key)
-            if stored.duplicate:
-                return stored, None
-            message = _message(stored, data_json)
-            if outer:
-                transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+        if outer or store.needs_transaction(key):
+            with transaction.atomic():
+                stored = store.append(stream, event, data, key=key, data_json=data_json)
+        else:
+            stored = store.append(stream, event, data, data_json=data_json)
+        if stored.duplicate:
+            return stored, None
+        message = _message(stored, data_json)
+        if outer:
+            transaction.on_commit(partial(_fan_out_sync, message), robust=True)
     except (OperationalError, InterfaceError) as exc:
         # Rolled back (or never begun): nothing is stored, so nothing is sent.
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
@@ -142,7 +138,8 @@ def _store(
 
 
 def _fan_out_sync(message: LayerMessage) -> None:
-    async_to_sync(_fan_out_logged)(message)
+    """Fan out from sync code: handed to the process's long-lived sender (``realtime.sender``)."""
+    sender.send(group_name(message["stream"]), message)
 
 
 def publish(
@@ -166,7 +163,7 @@ def publish(
     key = validate_idempotency_key(idempotency_key)
     if ephemeral:
         stored, message = _ephemeral(stream, event, data, data_json)
-        async_to_sync(fan_out)(message)
+        _fan_out_sync(message)
         return stored
     stored, message = _store(stream, event, data, data_json, key)
     if message is not None:
@@ -182,21 +179,95 @@ async def apublish(
     ephemeral: bool = False,
     idempotency_key: str | None = None,
 ) -> Event:
-    """Async twin of ``publish``; the database write runs off the event loop."""
+    """Async twin of ``publish``; the database write runs off the event loop.
+
+    Called from sync code through ``async_to_sync`` it runs on that code's thread and joins
+    its transaction, as ``publish`` would. Otherwise no caller's transaction can be open, and
+    concurrent calls are group committed (``realtime.groupcommit``): they share a transaction
+    and a layer message per stream, and each returns its own event or raises its own error.
+    """
     stream, data, data_json = _prepare(stream, event, data)
     key = validate_idempotency_key(idempotency_key)
     if ephemeral:
         stored, message = _ephemeral(stream, event, data, data_json)
         await fan_out(message)
         return stored
-    stored, pending = await database_sync_to_async(_store)(stream, event, data, data_json, key)
-    if pending is not None:
-        await _fan_out_logged(pending)
+    if _under_sync_code():
+        stored, pending = await store.on_sync_thread(_store)(stream, event, data, data_json, key)
+        if pending is not None:
+            await _fan_out_logged(pending)
+        return stored
+    committer = groupcommit.committer_for(_commit_group, _fan_out_group)
+    stored, _ = await committer.submit((stream, event, data, data_json, key))
     return stored
 
 
-# Events per channel-layer message of ``publish_many`` (keeps each message small).
-FAN_OUT_CHUNK = 100
+def _under_sync_code() -> bool:
+    """Whether this coroutine runs inside ``async_to_sync`` called from a sync thread, whose
+    transaction it may have to join. asgiref keeps no public flag for it; this is what its
+    ``SyncToAsync`` reads to find that thread (asgiref 3.x, ``sync.py``)."""
+    return getattr(AsyncToSync.executors, "current", None) is not None
+
+
+Pending = tuple[str, str, Any, str, str | None]  # stream, event, data, data_json, key
+Stored = tuple[Event, LayerMessage | None]
+
+
+def _commit_group(group: list[Pending]) -> list[Stored | BaseException]:
+    """``_store`` for a group of publishes, in one transaction; one by one if that fails.
+
+    Each stream's events keep the order they were submitted in (``store.append_group``).
+    """
+    if len(group) > 1:
+        try:
+            return _commit_together(group)
+        except Exception:
+            logger.info(
+                "A group commit failed; committing its publishes one by one.", exc_info=True
+            )
+    outcomes: list[Stored | BaseException] = []
+    for pending in group:
+        try:
+            outcomes.append(_store(*pending))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _commit_together(group: list[Pending]) -> list[Stored | BaseException]:
+    stored: dict[int, Stored] = {}
+    plain = [index for index, pending in enumerate(group) if pending[4] is None]
+    keyed = sorted(set(range(len(group))) - set(plain), key=lambda index: group[index][0])
+    with transaction.atomic():
+        rows = store.append_group([group[index][:3] for index in plain])  # type: ignore[misc]
+        for index, row in zip(plain, rows, strict=True):
+            stored[index] = (row, _message(row, group[index][3]))
+        for index in keyed:
+            stream, event, data, data_json, key = group[index]
+            row = store.append(stream, event, data, key=key, data_json=data_json)
+            stored[index] = (row, None if row.duplicate else _message(row, data_json))
+    stats.published += sum(1 for _, message in stored.values() if message is not None)
+    return [stored[index] for index in range(len(group))]
+
+
+async def _fan_out_group(results: list[Stored | BaseException]) -> None:
+    """One layer message per stream for a committed group (chunks of ``FAN_OUT_CHUNK``)."""
+    by_stream: dict[str, list[LayerMessage]] = {}
+    for result in results:
+        if not isinstance(result, BaseException) and result[1] is not None:
+            by_stream.setdefault(result[1]["stream"], []).append(result[1])
+    messages = []
+    for name, singles in by_stream.items():
+        if len(singles) == 1:
+            messages.append(singles[0])
+            continue
+        for start in range(0, len(singles), FAN_OUT_CHUNK):
+            chunk = singles[start : start + FAN_OUT_CHUNK]
+            messages.append({"type": "realtime.events", "stream": name, "events": chunk})
+    await asyncio.gather(*(_fan_out_logged(message) for message in messages))
+
+
+FAN_OUT_CHUNK = sender.FAN_OUT_CHUNK  # events per channel-layer message of ``publish_many``
 # Events one ``publish_many`` call may store: a tenth of the default OUTBOX_WINDOW, so one
 # burst never makes a subscriber that acknowledges promptly look slow.
 MAX_MANY = 1000
@@ -264,7 +335,7 @@ async def apublish_many(stream: str, events: Iterable[tuple[str, Any]]) -> list[
     prepared = _prepare_many(stream, events)
     if not prepared:
         return []
-    rows, messages = await database_sync_to_async(_store_many)(stream, prepared)
+    rows, messages = await store.on_sync_thread(_store_many)(stream, prepared)
     for message in messages:
         await _fan_out_logged(message)
     return rows
@@ -292,7 +363,7 @@ def reset(stream: str) -> store.StreamInfo:
 async def areset(stream: str) -> store.StreamInfo:
     """Async twin of ``reset``."""
     validate_stream_name(stream)
-    info, message = await database_sync_to_async(_reset)(stream)
+    info, message = await store.on_sync_thread(_reset)(stream)
     if message is not None:
         await _fan_out_logged(message)
     return info

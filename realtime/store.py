@@ -11,18 +11,24 @@ sync thread — a connection storm's handshakes do not wait for each other's pre
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import json
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections, router, transaction
 from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from realtime import epochs, retention
 from realtime.models import Event, Stream
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +46,31 @@ def _info(stream: Stream) -> StreamInfo:
 
 
 def append(
-    name: str, event: str, data: Any, *, ts: datetime | None = None, key: str | None = None
+    name: str,
+    event: str,
+    data: Any,
+    *,
+    ts: datetime | None = None,
+    key: str | None = None,
+    data_json: str | None = None,
 ) -> Event:
-    """Store one event with the stream's next seq; must run inside ``transaction.atomic``.
+    """Store one event with the stream's next seq, in the open transaction or as one statement.
 
-    The ``UPDATE`` of the stream row takes its row lock until the transaction ends, so
-    concurrent publishers to one stream queue behind each other: seqs are allocated without
-    duplicates or gaps (a rolled-back seq is reused), and commit in seq order.
+    Bumping ``last_seq`` takes the stream row's lock until the transaction ends, so concurrent
+    publishers to one stream queue behind each other: seqs are allocated without duplicates
+    or gaps (a rolled-back seq is reused), and commit in seq order. On PostgreSQL the bump and
+    the insert are one statement (a CTE), which outside a transaction commits by itself: one
+    round trip per event (a ``max_events`` trim then follows in a transaction of its own).
+    SQLite takes two (``UPDATE … RETURNING``, ``INSERT``), so there the caller must hold a
+    transaction, as it must with an idempotency ``key``. ``data_json`` is ``data`` already
+    encoded, as ``protocol.normalize`` does.
 
-    With an idempotency ``key`` already used on the stream (and still retained), nothing is
-    stored: the earlier event is returned with ``duplicate = True``.
+    With a ``key`` already used on the stream (and still retained), nothing is stored: the
+    earlier event is returned with ``duplicate = True``.
     """
-    assert transaction.get_connection().in_atomic_block, "append() needs an atomic block"
+    connection = connections[router.db_for_write(Event)]
     if key is not None:
+        assert connection.in_atomic_block, "append() with a key needs an atomic block"
         _create(name)
         locked = Stream.objects.select_for_update().get(name=name)
         earlier = Event.objects.filter(stream=locked, idempotency_key=key).first()
@@ -60,17 +78,71 @@ def append(
             earlier.stream = locked
             earlier.duplicate = True
             return earlier
-    stream = _bump(name, 1)
-    stored = Event.objects.create(
-        stream=stream,
-        seq=stream.last_seq,
-        event=event,
-        data=data,
-        ts=ts or timezone.now(),
-        idempotency_key=key,
+    text = data_json if data_json is not None else _encode(data)
+    row = _insert(connection, name, event, text, ts, key)
+    if row is None:
+        _create(name)
+        row = _insert(connection, name, event, text, ts, key)
+        assert row is not None
+    event_id, stream_id, epoch, seq, trimmed, ts = row
+    stream = Stream(id=stream_id, name=name, epoch=epoch, last_seq=seq, trimmed_seq=trimmed)
+    stream._state.adding, stream._state.db = False, connection.alias
+    stored = Event(
+        id=event_id, stream=stream, seq=seq, event=event, data=data, ts=ts, idempotency_key=key
     )
-    _retain(stream)
+    stored._state.adding, stored._state.db = False, connection.alias
+    _retain(stream, locked=connection.in_atomic_block)
     return stored
+
+
+def needs_transaction(key: str | None) -> bool:
+    """Whether ``append`` must run in ``transaction.atomic`` (see its docstring)."""
+    return key is not None or connections[router.db_for_write(Event)].vendor != "postgresql"
+
+
+def _encode(data: Any) -> str:
+    return json.dumps(data, cls=DjangoJSONEncoder)
+
+
+def _insert(
+    connection: Any, name: str, event: str, text: str, ts: datetime | None, key: str | None
+) -> tuple[int, int, str, int, int, datetime] | None:
+    """Bump the stream and insert the event: the new row's id, the stream's id, epoch, seq and
+    trimmed seq, and the event's time; None if the stream has no row.
+
+    Without a ``ts`` the event is stamped after the stream's lock is taken, so timestamps
+    follow seqs (on PostgreSQL by the database's clock, within the statement).
+    """
+    quote = connection.ops.quote_name
+    streams, events = quote(Stream._meta.db_table), quote(Event._meta.db_table)
+    bump = (
+        f"UPDATE {streams} SET last_seq = last_seq + 1 WHERE name = %s"
+        " RETURNING id, epoch, last_seq, trimmed_seq"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH s AS ({bump}), e AS (INSERT INTO {events}"
+                " (stream_id, seq, event, data, ts, idempotency_key)"
+                " SELECT id, last_seq, %s, %s::jsonb, COALESCE(%s, clock_timestamp()), %s"
+                " FROM s RETURNING id, ts)"
+                " SELECT e.id, s.id, s.epoch, s.last_seq, s.trimmed_seq, e.ts FROM s, e",
+                [name, event, text, ts, key],
+            )
+            found = cursor.fetchone()
+            return None if found is None else tuple(found)  # type: ignore[return-value]
+        cursor.execute(bump, [name])
+        position = cursor.fetchone()
+        if position is None:
+            return None
+        stream_id, epoch, seq, trimmed = position
+        ts = ts or timezone.now()
+        cursor.execute(
+            f"INSERT INTO {events} (stream_id, seq, event, data, ts, idempotency_key)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            [stream_id, seq, event, text, connection.ops.adapt_datetimefield_value(ts), key],
+        )
+        return cursor.fetchone()[0], stream_id, epoch, seq, trimmed, ts
 
 
 def append_many(name: str, events: list[tuple[str, Any]]) -> list[Event]:
@@ -79,26 +151,73 @@ def append_many(name: str, events: list[tuple[str, Any]]) -> list[Event]:
     One row lock, one ``UPDATE`` and one bulk ``INSERT`` for all of them: the cheap way to
     publish a burst (an import, a ticker catching up).
     """
-    assert transaction.get_connection().in_atomic_block, "append_many() needs an atomic block"
-    stream = _bump(name, len(events))
-    first = stream.last_seq - len(events) + 1
+    return append_group([(name, event, data) for event, data in events])
+
+
+def append_group(events: list[tuple[str, str, Any]]) -> list[Event]:
+    """Store ``(stream, event, data)`` triples, each stream's in order with consecutive seqs.
+
+    What group commit stores: the streams' rows are bumped in name order (one statement on
+    PostgreSQL, one per stream elsewhere), so two groups never wait for each other's locks in
+    a cycle, and the events go in one bulk ``INSERT``. Must run inside ``transaction.atomic``.
+    """
+    assert transaction.get_connection().in_atomic_block, "append_group() needs an atomic block"
+    counts: dict[str, int] = {}
+    for name, _, _ in events:
+        counts[name] = counts.get(name, 0) + 1
+    streams = _bump(counts)
+    missing = {name: count for name, count in counts.items() if name not in streams}
+    if missing:
+        for name in sorted(missing):
+            _create(name)
+        streams.update(_bump(missing))
+    next_seq = {name: stream.last_seq - counts[name] + 1 for name, stream in streams.items()}
     now = timezone.now()
-    rows = [
-        Event(stream=stream, seq=first + offset, event=event, data=data, ts=now)
-        for offset, (event, data) in enumerate(events)
-    ]
+    rows = []
+    for name, event, data in events:
+        rows.append(Event(stream=streams[name], seq=next_seq[name], event=event, data=data, ts=now))
+        next_seq[name] += 1
     Event.objects.bulk_create(rows)
-    _retain(stream)
+    for stream in streams.values():
+        _retain(stream)
     return rows
 
 
-def _bump(name: str, count: int) -> Stream:
-    """Reserve the stream's next ``count`` seqs (taking its row lock); returns the stream."""
-    bumped = Stream.objects.filter(name=name).update(last_seq=F("last_seq") + count)
-    if not bumped:
-        _create(name)
-        Stream.objects.filter(name=name).update(last_seq=F("last_seq") + count)
-    return Stream.objects.get(name=name)
+def _bump(counts: dict[str, int]) -> dict[str, Stream]:
+    """Reserve each named stream's next ``count`` seqs, taking the rows' locks in name order;
+    the streams that have a row, by name, positioned after the bump."""
+    connection = connections[router.db_for_write(Stream)]
+    table = connection.ops.quote_name(Stream._meta.db_table)
+    names = sorted(counts)
+    found: dict[str, Stream] = {}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH v(name, n) AS (SELECT * FROM unnest(%s::text[], %s::bigint[])),"
+                f" locked AS (SELECT s.id FROM {table} s JOIN v ON s.name = v.name"
+                f" ORDER BY s.name FOR UPDATE OF s)"
+                f" UPDATE {table} s SET last_seq = s.last_seq + v.n FROM v"
+                f" WHERE s.name = v.name AND s.id IN (SELECT id FROM locked)"
+                f" RETURNING s.id, s.name, s.epoch, s.last_seq, s.trimmed_seq",
+                [names, [counts[name] for name in names]],
+            )
+            rows = cursor.fetchall()
+        else:
+            rows = []
+            for name in names:
+                cursor.execute(
+                    f"UPDATE {table} SET last_seq = last_seq + %s WHERE name = %s"
+                    " RETURNING id, name, epoch, last_seq, trimmed_seq",
+                    [counts[name], name],
+                )
+                rows.extend(cursor.fetchall())
+    for stream_id, name, epoch, last_seq, trimmed_seq in rows:
+        stream = Stream(
+            id=stream_id, name=name, epoch=epoch, last_seq=last_seq, trimmed_seq=trimmed_seq
+        )
+        stream._state.adding, stream._state.db = False, connection.alias
+        found[name] = stream
+    return found
 
 
 def _create(name: str) -> None:
@@ -106,11 +225,15 @@ def _create(name: str) -> None:
     Stream.objects.get_or_create(name=name, defaults={"epoch": epochs.creation_epoch(name)})
 
 
-def _retain(stream: Stream) -> None:
-    """Enforce the stream's ``max_events`` in the publishing transaction."""
+def _retain(stream: Stream, locked: bool = True) -> None:
+    """Enforce the stream's ``max_events``: in the publishing transaction, which holds the
+    stream's row lock, or (``locked=False``, after a one-statement append) in one of its own."""
     rule = retention.rule_for(stream.name)
     if rule.max_events is not None and stream.last_seq - stream.trimmed_seq > rule.max_events:
-        _trim(stream, stream.last_seq - rule.max_events)
+        if locked:
+            _trim(stream, stream.last_seq - rule.max_events)
+        else:
+            _trim_locked(stream.pk, stream.last_seq - rule.max_events)
 
 
 def _trim(stream: Stream, upto: int) -> int:
@@ -246,6 +369,27 @@ def prune_streams(subscribed: Collection[str], now: datetime | None = None) -> i
             )
             deleted += Stream.objects.filter(pk__in=locked).delete()[1].get(Stream._meta.label, 0)
     return deleted
+
+
+def on_sync_thread(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """``func`` run on the process's sync thread, keeping its database connection.
+
+    For ``apublish``: it may join a caller's transaction, so it runs where that transaction
+    is (``thread_sensitive``), and unlike ``database_sync_to_async`` it does not close the
+    thread's connection around every call, which under ``CONN_MAX_AGE = 0`` costs a new
+    connection per event. Django still closes it at the end of each request; a connection an
+    error left unusable is closed here, so the next call opens a fresh one.
+    """
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connection = connections[router.db_for_write(Event)]
+            if connection.errors_occurred and not connection.in_atomic_block:
+                connection.close_if_unusable_or_obsolete()
+
+    return sync_to_async(run, thread_sensitive=True)
 
 
 astream_info = database_sync_to_async(stream_info, thread_sensitive=False)

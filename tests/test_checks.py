@@ -318,3 +318,30 @@ def test_bad_policy_path_is_rejected_on_use() -> None:
             realtime_settings.POLICY  # noqa: B018
         # Other settings are still readable.
         assert DEFAULTS["MAX_FRAME_SIZE"] == realtime_settings.MAX_FRAME_SIZE
+
+
+def test_sqlite_without_wal_and_immediate_transactions_warns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = settings.DATABASES["default"]
+    if not db["ENGINE"].endswith("sqlite3"):
+        # The same check on a PostgreSQL run: a second, SQLite, database is what it reads.
+        monkeypatch.setitem(settings.DATABASES, "extra", {"ENGINE": "django.db.backends.sqlite3"})
+        alias, options = "extra", {}
+    else:
+        alias, options = "default", dict(db["OPTIONS"])
+        assert realtime_messages() == []  # the project's settings are what the hint says
+    target = settings.DATABASES[alias]
+    monkeypatch.setitem(target, "OPTIONS", {**options, "init_command": ""})
+    messages = realtime_messages()
+    assert ids(messages) == ["realtime.W010"] and f"DATABASES[{alias!r}]" in messages[0].msg
+    monkeypatch.setitem(
+        target, "OPTIONS", {"init_command": "PRAGMA journal_mode = WAL;", "timeout": 20}
+    )
+    assert ids(realtime_messages()) == ["realtime.W010"]  # deferred transactions
+    monkeypatch.setitem(
+        target,
+        "OPTIONS",
+        {"init_command": "PRAGMA journal_mode=wal", "transaction_mode": "IMMEDIATE"},
+    )
+    assert realtime_messages() == []

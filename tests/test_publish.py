@@ -36,6 +36,14 @@ class Listener:
         async with asyncio.timeout(timeout):
             return await self.layer.receive(self.channel)
 
+    async def event(self, timeout: float = 3) -> dict:
+        """The next event, whether it came alone or in a ``realtime.events`` message (the
+        process's sender joins events of one stream that queue up behind a send)."""
+        if not getattr(self, "queued", None):
+            message = await self.get(timeout)
+            self.queued = message["events"] if message["type"] == "realtime.events" else [message]
+        return self.queued.pop(0)
+
     async def assert_silent(self, wait: float = 0.4) -> None:
         with pytest.raises(TimeoutError):
             message = await self.get(wait)
@@ -83,7 +91,7 @@ async def test_sync_publish_in_a_transaction_waits_for_commit(listener):
     loop = asyncio.get_running_loop()
     await sync_to_async(work)()
     assert committed.is_set()
-    assert [(await listener.get())["seq"] for _ in range(2)] == [1, 2]
+    assert [(await listener.event())["seq"] for _ in range(2)] == [1, 2]
 
 
 async def test_rollback_publishes_nothing(listener):
@@ -115,7 +123,7 @@ async def test_nested_rollback_sends_only_what_committed(listener):
             realtime.publish("s", "outer", 3)
 
     await sync_to_async(work)()
-    first, second = await listener.get(), await listener.get()
+    first, second = await listener.event(), await listener.event()
     assert [(m["seq"], m["event"]) for m in (first, second)] == [(1, "outer"), (2, "outer")]
     assert json.loads(second["frame"])["data"] == 3
     await listener.assert_silent()
@@ -266,3 +274,138 @@ async def test_a_failed_fan_out_is_logged_for_every_kind_of_message(settings, ca
         "Fan-out of down#2",
         "Fan-out of down#0",
     ]
+
+
+PUBLISHER = """
+import django, os, sys
+django.setup()
+import realtime
+count, fork = int(sys.argv[1]), sys.argv[2] == "fork"
+for n in range(count // 2 if fork else count):
+    realtime.publish("from-script", "tick", {"n": n})
+if fork:  # as a pre-forking server does: the child starts a sender of its own
+    from django.db import connections
+    connections.close_all()
+    if pid := os.fork():
+        os._exit(os.waitpid(pid, 0)[1] >> 8)
+    for n in range(count // 2, count):
+        realtime.publish("from-script", "tick", {"n": n})
+# No flush: exiting must send what is queued (the sender's atexit hook).
+"""
+
+
+@pytest.mark.parametrize("fork", ["no-fork", "fork"])
+async def test_a_script_that_publishes_and_exits_delivers_everything(listener, fork):
+    """A management command or worker: sync ``publish()`` with no event loop in the process.
+    Every event reaches the layer, in order, though the process exits right after the last."""
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from tests.servers import server_env
+
+    await listener.join("from-script")
+    count = 300
+    script = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISHER, str(count), fork,
+        env=server_env(), cwd=settings.BASE_DIR, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        # Read while it publishes: a layer channel holds only so many messages.
+        seqs = [(await listener.event(timeout=30))["seq"] for _ in range(count)]
+        async with asyncio.timeout(30):
+            _, stderr = await script.communicate()
+    finally:
+        if script.returncode is None:
+            script.kill()
+    assert script.returncode == 0, stderr.decode()
+    assert seqs == list(range(1, count + 1))
+    await listener.assert_silent()
+
+
+def test_the_sender_joins_queued_events_of_a_stream():
+    from realtime.sender import FAN_OUT_CHUNK, merge
+
+    def event(stream: str, seq: int | None) -> tuple[str, dict]:
+        return stream, {"type": "realtime.event", "stream": stream, "seq": seq, "t": 1.0}
+
+    queued = [event("a", 1), event("a", 2), event("b", 1), event("a", 3), event("a", None)]
+    queued += [event("c", n) for n in range(1, FAN_OUT_CHUNK + 3)]
+    merged = merge(queued)
+    shape = [(g, m["type"], [e["seq"] for e in m.get("events", [m])]) for g, m in merged]
+    assert shape[:4] == [
+        ("a", "realtime.events", [1, 2]),
+        ("b", "realtime.event", [1]),
+        ("a", "realtime.event", [3]),
+        ("a", "realtime.event", [None]),  # ephemeral: never joined, it has no seq
+    ]
+    assert shape[4:] == [
+        ("c", "realtime.events", list(range(1, FAN_OUT_CHUNK + 1))),
+        ("c", "realtime.events", [FAN_OUT_CHUNK + 1, FAN_OUT_CHUNK + 2]),
+    ]
+
+
+async def test_concurrent_apublishes_are_group_committed(listener):
+    """Outside a caller's transaction, concurrent ``apublish`` calls share one transaction and
+    one layer message per stream, and each caller learns its own seq."""
+    await listener.join("g", "h")
+    events = await asyncio.gather(
+        *(realtime.apublish("g" if n % 2 else "h", "tick", {"n": n}) for n in range(60))
+    )
+    assert sorted(e.seq for e in events if e.stream.name == "g") == list(range(1, 31))
+    # Each stream's seqs follow the order of the calls.
+    for name in ("g", "h"):
+        mine = [e for e in events if e.stream.name == name]
+        assert [e.seq for e in mine] == list(range(1, 31))
+    messages = []
+    while len([e for m in messages for e in m.get("events", [m])]) < 60:
+        messages.append(await listener.get())
+    assert len(messages) < 60 and {m["type"] for m in messages} == {"realtime.events"}
+    for name in ("g", "h"):
+        received = [e for m in messages for e in m.get("events", [m]) if e["stream"] == name]
+        assert [e["seq"] for e in received] == list(range(1, 31))
+    await listener.assert_silent()
+    assert await sync_to_async(stored)("g") == list(range(1, 31))
+
+
+async def test_a_failing_publish_in_a_group_fails_alone(listener):
+    """A publish the database refuses (here a stream whose next seq is already taken, as a
+    bad restore would leave it) fails its own caller; the rest of its group is stored."""
+    from realtime.models import Stream
+
+    def corrupt() -> None:
+        stream = Stream.objects.create(name="broken")
+        Event.objects.create(stream=stream, seq=1, event="left-over")
+
+    await sync_to_async(corrupt)()
+    await listener.join("fine")
+    results = await asyncio.gather(
+        *(realtime.apublish(name, "e", n) for n, name in enumerate(["fine", "broken", "fine"])),
+        return_exceptions=True,
+    )
+    assert [r.seq for r in (results[0], results[2])] == [1, 2]
+    assert isinstance(results[1], Exception) and not isinstance(results[1], Event)
+    assert await sync_to_async(stored)("fine") == [1, 2]
+    assert await sync_to_async(stored)("broken") == [1]
+    assert [(await listener.event())["seq"] for _ in range(2)] == [1, 2]
+
+
+async def test_apublish_from_sync_code_joins_its_transaction(listener):
+    await listener.join("s")
+    from asgiref.sync import async_to_sync
+
+    def work(fail: bool) -> None:
+        with transaction.atomic():
+            async_to_sync(realtime.apublish)("s", "e", 1)
+            asyncio.run_coroutine_threadsafe(listener.assert_silent(0.3), loop).result(5)
+            if fail:
+                raise RuntimeError("boom")
+
+    loop = asyncio.get_running_loop()
+    with pytest.raises(RuntimeError):
+        await sync_to_async(work)(True)
+    assert await sync_to_async(stored)("s") == []
+    await sync_to_async(work)(False)
+    assert (await listener.event())["seq"] == 1
+    assert await sync_to_async(stored)("s") == [1]

@@ -1,0 +1,193 @@
+"""The per-process sender: sync callers' channel-layer messages on one long-lived event loop.
+
+``async_to_sync(layer.group_send)`` from a plain thread (a WSGI view, a worker, a management
+command, an ``on_commit`` callback) builds an event loop per call, and channels-redis opens a
+Redis connection per loop: about 5 ms a message. Sync publishers instead hand each message to
+one daemon thread that keeps its loop, and so its layer connections, for the life of the
+process. The caller does not wait for the send: its event is already committed, and a message
+the layer loses is delivered by every hub's reconciler (``RECONCILE_INTERVAL``).
+
+Messages leave in the order they were submitted. Consecutive events of one stream that queue
+up while a send is under way leave as one ``realtime.events`` message (at most
+``FAN_OUT_CHUNK`` events), so a busy publisher costs the layer one message per stream per
+send, not one per event. ``flush(timeout)`` waits for what is queued; it runs at interpreter
+exit, bounded by ``EXIT_TIMEOUT``.
+
+The in-memory layer is the exception: its queues belong to the server's event loop, so its
+messages still go through ``async_to_sync``, which runs them on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+
+from realtime.conf import realtime_settings
+
+logger = logging.getLogger("realtime.publish")
+
+# Events per merged ``realtime.events`` message (keeps each layer message small).
+FAN_OUT_CHUNK = 100
+# Messages that may wait for the sender; past this a submit waits up to ``FULL_WAIT`` seconds,
+# then drops the message (logged: the reconciler delivers what it carried).
+MAX_PENDING = 10_000
+FULL_WAIT = 1.0
+# How long interpreter exit waits for queued messages.
+EXIT_TIMEOUT = 5.0
+
+Message = dict[str, Any]
+
+
+def layer() -> BaseChannelLayer:
+    found = get_channel_layer(realtime_settings.CHANNEL_LAYER)
+    if found is None:
+        from realtime.exceptions import InvalidEvent
+
+        raise InvalidEvent(
+            f"No channel layer {realtime_settings.CHANNEL_LAYER!r} in CHANNEL_LAYERS."
+        )
+    return found
+
+
+def merge(queued: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
+    """Join runs of stored events to one group into ``realtime.events`` messages."""
+    merged: list[tuple[str, Message]] = []
+    for group, message in queued:
+        last = merged[-1][1] if merged and merged[-1][0] == group else None
+        if _stored_event(message) and last is not None and _stored_event(last):
+            merged[-1] = (group, {**_events(last), "events": [last, message]})
+            continue
+        if (
+            _stored_event(message)
+            and last is not None
+            and last["type"] == "realtime.events"
+            and len(last["events"]) < FAN_OUT_CHUNK
+        ):
+            last["events"].append(message)
+            continue
+        merged.append((group, message))
+    return merged
+
+
+def _stored_event(message: Message) -> bool:
+    return message["type"] == "realtime.event" and message["seq"] is not None
+
+
+def _events(first: Message) -> Message:
+    return {"type": "realtime.events", "stream": first["stream"], "t": first["t"]}
+
+
+class Sender:
+    """One daemon thread with its own event loop, sending what sync callers submit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._queue: deque[tuple[str, Message]] = deque()
+        self._busy = False  # a send is under way
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._pid = 0
+        self.dropped = 0
+
+    def submit(self, group: str, message: Message) -> None:
+        """Queue ``message`` for ``group``; returns at once (waits only when the queue is full)."""
+        found = layer()
+        if isinstance(found, InMemoryChannelLayer):
+            async_to_sync(found.group_send)(group, message)
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start()
+            if len(self._queue) >= MAX_PENDING and not self._lock.wait_for(
+                lambda: len(self._queue) < MAX_PENDING, FULL_WAIT
+            ):
+                self.dropped += 1
+                logger.error(
+                    "The sender is %s messages behind; dropped one for %s "
+                    "(stored: the reconciler will deliver it).",
+                    len(self._queue),
+                    group,
+                )
+                return
+            self._queue.append((group, message))
+            if len(self._queue) == 1 and not self._busy:
+                assert self._loop is not None and self._wake is not None
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    def flush(self, timeout: float = EXIT_TIMEOUT) -> bool:
+        """Wait up to ``timeout`` seconds for every queued message to be sent; True if it was."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return True
+            return self._lock.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        ready = threading.Event()
+        thread = threading.Thread(
+            target=self._run, args=(ready,), name="realtime-sender", daemon=True
+        )
+        thread.start()
+        ready.wait()
+        atexit.register(self.flush, EXIT_TIMEOUT)
+
+    def _run(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._wake = asyncio.Event()
+        ready.set()
+        self._loop.run_until_complete(self._send_forever())
+
+    async def _send_forever(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    queued = list(self._queue)
+                    self._queue.clear()
+                    self._busy = bool(queued)
+                    self._lock.notify_all()
+                if not queued:
+                    break
+                for group, message in merge(queued):
+                    await self._send(group, message)
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
+
+    @staticmethod
+    async def _send(group: str, message: Message) -> None:
+        try:
+            await layer().group_send(group, message)
+        except Exception:
+            logger.exception(
+                "Sending a %s message to %s failed; it is stored: the reconciler will deliver it.",
+                message["type"],
+                group,
+            )
+
+
+sender = Sender()
+# A child forked while the sender thread held its lock would wait on it forever: start afresh.
+os.register_at_fork(after_in_child=sender.__init__)
+
+
+def send(group: str, message: Message) -> None:
+    """Send ``message`` to ``group`` from sync code, through the process's sender."""
+    sender.submit(group, {**message, "t": message.get("t", time.time())})
+
+
+def flush(timeout: float = EXIT_TIMEOUT) -> bool:
+    """Wait for the messages sync callers queued; True if all were sent within ``timeout``."""
+    return sender.flush(timeout)
