@@ -26,7 +26,7 @@ BENCH_IDLE_ARGS ?=
 SOAK_ARGS ?=
 LOAD_ARGS ?= --url http://$(HOST):$(PORT)
 
-.PHONY: help venv install run test services bench bench-idle soak load lint format clean distclean
+.PHONY: help venv install run test services bench bench-publish bench-chat bench-servers bench-idle soak load lint format clean distclean
 
 help:
 	@echo "make run      serve the demo on http://$(HOST):$(PORT) (SQLite, one process)"
@@ -34,6 +34,9 @@ help:
 	@echo "make lint     ruff check and ruff format --check"
 	@echo "make format   let ruff fix imports and formatting"
 	@echo "make bench    run the benchmark (project.bench; BENCH_ARGS=--help for options)"
+	@echo "make bench-publish  what one publish costs, per API, on SQLite and PostgreSQL"
+	@echo "make bench-chat  1,000 WebSocket clients in 100 rooms publishing to each other"
+	@echo "make bench-servers  daphne, uvicorn, hypercorn and granian serving the app"
 	@echo "make bench-idle  idle connections per process and resume of 10,000 missed events,"
 	@echo "              realtime against naive Channels (BENCH_IDLE_ARGS=--help for options)"
 	@echo "make soak     a minute of hostile anonymous churn against fresh servers; fails if the"
@@ -101,6 +104,22 @@ bench: install
 	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== benchmark =="; \
 	$(PY) -m project.bench $(BENCH_ARGS)
+
+# Like bench; a scratch database on the PostgreSQL that services.sh finds, dropped after.
+bench-publish: install
+	@svc="$$(scripts/services.sh postgres)" || exit 1; set -a; eval "$$svc"; set +a; \
+	echo "== publish path =="; \
+	$(PY) -m project.bench_publish --pg-url "$$PG_DATABASE_URL" $(BENCH_PUBLISH_ARGS)
+
+bench-chat: install
+	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
+	echo "== chat: 1,000 clients in 100 rooms =="; \
+	$(PY) -m project.bench_chat $(BENCH_CHAT_ARGS)
+
+bench-servers: install
+	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
+	echo "== ASGI servers =="; \
+	$(PY) -m project.bench_servers $(BENCH_SERVERS_ARGS)
 
 # Like bench: its own redis-server and SQLite file; one fresh daphne process per measurement.
 bench-idle: install

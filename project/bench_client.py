@@ -28,6 +28,8 @@ from typing import Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from project.bench_procs import emit
+
 BUCKETS_PER_SECOND = 10_000  # 0.1 ms histogram buckets...
 HIST_SIZE = 10 * BUCKETS_PER_SECOND  # ...up to 10 s; slower deliveries land in the last one
 PING_INTERVAL = 10.0  # seconds; the app closes connections silent for HEARTBEAT_TIMEOUT (30)
@@ -268,11 +270,6 @@ class LoadClient:
         for sub in self.subscribers:
             if sub.transport is not None and not sub.closed:
                 sub.transport.disconnect(graceful=False)
-
-
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 async def main(args: argparse.Namespace) -> None:

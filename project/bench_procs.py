@@ -37,6 +37,12 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def emit(obj: dict[str, Any]) -> None:
+    """One JSON line on stdout: how the tools' child processes report to their parent."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
 def run_tool(
     name: str,
     amain: Callable[[], Coroutine[Any, Any, int]],

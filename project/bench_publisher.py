@@ -27,14 +27,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from project.bench_procs import emit
+
 MAX_ERRORS = 10  # per step; after that the step is abandoned
 LATE_FACTOR = 1.5  # a step stops at duration * LATE_FACTOR even if events remain
 MAX_BATCH = 100  # most events due at once that one call publishes
-
-
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 def make_publish(approach: str, stream: str) -> Callable[[list[dict[str, Any]]], Awaitable[int]]:

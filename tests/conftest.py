@@ -170,12 +170,16 @@ def daphne_server(
     request.node.stash[_SERVERS] = servers
 
     def start(
-        env: Mapping[str, str] | None = None, *, app: str | None = None, port: int | None = None
+        env: Mapping[str, str] | None = None,
+        *,
+        app: str | None = None,
+        port: int | None = None,
+        server: str = "daphne",
     ) -> Server:
         kwargs = {"app": app} if app else {}
-        server = Server.start(log_dir=tmp_path, env=env, port=port, **kwargs)
-        servers.append(server)
-        return server
+        started = Server.start(log_dir=tmp_path, env=env, port=port, server=server, **kwargs)
+        servers.append(started)
+        return started
 
     yield start
     for server in servers:

@@ -120,6 +120,22 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 # --------------------------------------------------------------------------------------
 
 
+# The ASGI servers the app supports (docs/deployment.md), as each is started here: one
+# process on 127.0.0.1, client messages limited to MAX_FRAME_SIZE (64 KiB) where the server
+# has the option, and a bounded graceful shutdown.
+SERVER_COMMANDS: dict[str, list[str]] = {
+    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "{app}"],
+    "uvicorn": [
+        "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
+        "--ws", "websockets-sansio", "--ws-max-size", "65536",
+        "--timeout-graceful-shutdown", "2", "--no-access-log", "--lifespan", "off", "{app}",
+    ],
+    "hypercorn": [
+        "-m", "hypercorn", "--bind", "127.0.0.1:{port}", "--graceful-timeout", "2", "{app}",
+    ],
+}  # fmt: skip
+
+
 class ServerError(RuntimeError):
     """A server process did not start (the message includes its output)."""
 
@@ -193,21 +209,24 @@ class Server:
         app: str = ASGI_APP,
         ready_timeout: float = 20,
         port: int | None = None,
+        server: str = "daphne",
     ) -> Server:
-        """Start daphne on a free port (or on ``port``, e.g. to restart a killed server on
-        its old address) and return once the port accepts connections."""
+        """Start daphne (or another of ``SERVER_COMMANDS``) on a free port (or on ``port``,
+        e.g. to restart a killed server on its old address) and return once the port accepts
+        connections."""
         full_env = server_env(env)
         wanted = port
         for attempt in range(3):
             port = wanted or free_port()
-            log_path = log_dir / f"daphne-{port}.log"
+            log_path = log_dir / f"{server}-{port}.log"
             restarts = 1
             while log_path.exists():  # a restart on the same port keeps the old log
                 restarts += 1
-                log_path = log_dir / f"daphne-{port}-{restarts}.log"
+                log_path = log_dir / f"{server}-{port}-{restarts}.log"
             with log_path.open("wb") as log:
+                argv = [a.format(port=port, app=app) for a in SERVER_COMMANDS[server]]
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
+                    [sys.executable, *argv],
                     cwd=ROOT,
                     env=full_env,
                     stdin=subprocess.DEVNULL,
