@@ -73,7 +73,8 @@ class GroupCommitter(Generic[A, R]):
                         await self._more.wait()
                 except TimeoutError:
                     await loop.run_in_executor(self._executor, connections.close_all)
-                    return
+                    if not self._queue:
+                        return  # no await between this check and the end: nothing strands
                 continue
             group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             try:
