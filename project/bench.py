@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -45,6 +44,7 @@ from project.bench_procs import (
     free_port,
     log,
     run_tool,
+    write_json,
 )
 from project.bench_report import (
     compare,
@@ -420,8 +420,7 @@ async def amain(args: argparse.Namespace) -> int:
     text = markdown(result)
     print("\n" + text, flush=True)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"JSON written to {args.json}")
+        write_json(args.json, result)
     failed = [n for n, a in result["approaches"].items() if a.get("error")]
     return 1 if failed else 0
 

@@ -59,6 +59,7 @@ from project.bench_procs import (
     log,
     raise_fd_limit,
     run_tool,
+    write_json,
 )
 from project.bench_report import git_revision, machine_info
 
@@ -492,8 +493,7 @@ async def amain(args: argparse.Namespace) -> int:
         await chat.cleanup()
     print("\n" + markdown(result), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"JSON written to {args.json}")
+        write_json(args.json, result)
     return 0
 
 

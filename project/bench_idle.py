@@ -45,6 +45,7 @@ from project.bench_procs import (
     log,
     raise_fd_limit,
     run_tool,
+    write_json,
 )
 from project.load import LoadError, SeqTracker, SSEClient
 
@@ -502,8 +503,7 @@ async def amain(args: argparse.Namespace) -> int:
     result = await IdleBench(args).measure()
     print("\n" + markdown(result), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        log(f"JSON written to {args.json}")
+        write_json(args.json, result)
     return 1 if any("error" in r for r in result["idle"].values()) else 0
 
 

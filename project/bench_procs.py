@@ -43,6 +43,12 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def write_json(path: Path, result: Any, name: str = "") -> None:
+    """Write a tool's results to ``path`` (its ``--json``), and say so on stderr."""
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    log(f"{name}: JSON written to {path}" if name else f"JSON written to {path}")
+
+
 def run_tool(
     name: str,
     amain: Callable[[], Coroutine[Any, Any, int]],

@@ -42,6 +42,7 @@ from project.bench_procs import (
     check_bounds,
     log,
     run_tool,
+    write_json,
 )
 from project.bench_report import git_revision, machine_info
 
@@ -317,8 +318,7 @@ async def amain(args: argparse.Namespace) -> int:
     if args.json:
         config = {k: getattr(args, k) for k in ("runs", "events", "warmup", "kinds")}
         out = {"config": config, "revision": git_revision(), "machine": machine_info(redis)}
-        args.json.write_text(json.dumps({**out, "results": bench.results}, indent=2) + "\n")
-        log(f"JSON written to {args.json}")
+        write_json(args.json, {**out, "results": bench.results})
     return 1 if any("error" in r for r in bench.results) else 0
 
 

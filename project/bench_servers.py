@@ -56,7 +56,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from project import bench_procs
-from project.bench_procs import BenchError, Proc, Processes, log
+from project.bench_procs import BenchError, Proc, Processes, log, write_json
 
 APP = "project.asgi:application"
 LIMIT = 65536  # the app's MAX_FRAME_SIZE, given to the servers that take a message limit
@@ -474,8 +474,7 @@ async def amain(args: argparse.Namespace) -> int:
             shutil.rmtree(bench.tmp, ignore_errors=True)
     print(summary(result), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        log(f"JSON written to {args.json}")
+        write_json(args.json, result)
     return 1 if any(r.get("error") for r in result["servers"].values()) else 0
 
 

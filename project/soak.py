@@ -72,6 +72,7 @@ from project.bench_procs import (
     raise_fd_limit,
     run_tool,
     with_socket_timeout,
+    write_json,
 )
 from project.load import rss_kib
 from project.storm_client import failure_label
@@ -693,8 +694,7 @@ async def amain(args: argparse.Namespace) -> int:
         await soak.cleanup()
     print("\n" + markdown(report), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"soak: JSON written to {args.json}")
+        write_json(args.json, report, "soak")
     return 0 if report["verdict"]["ok"] else 1
 
 

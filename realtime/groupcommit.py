@@ -22,9 +22,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.db import connections
+
+from realtime.store import close_broken_connections
 
 logger = logging.getLogger("realtime.publish")
 
@@ -104,9 +106,7 @@ class GroupCommitter(Generic[A, R]):
         try:
             return self._commit(arguments)
         finally:
-            for connection in connections.all(initialized_only=True):
-                if connection.errors_occurred and not connection.in_atomic_block:
-                    connection.close_if_unusable_or_obsolete()
+            close_broken_connections()
 
     def close(self) -> None:
         """Give the thread's connections back and let the thread end."""
@@ -114,7 +114,7 @@ class GroupCommitter(Generic[A, R]):
         self._executor.shutdown(wait=False)
 
 
-_committers: dict[tuple[asyncio.AbstractEventLoop, object], GroupCommitter[object, object]] = {}
+_committers: dict[tuple[asyncio.AbstractEventLoop, object], GroupCommitter[Any, Any]] = {}
 
 
 def committer_for(
@@ -127,5 +127,5 @@ def committer_for(
     if found is None:
         for old in [old for old in _committers if old[0].is_closed()]:
             _committers.pop(old).close()
-        found = _committers[key] = GroupCommitter(commit, after)  # type: ignore[assignment]
-    return found  # type: ignore[return-value]
+        found = _committers[key] = GroupCommitter(commit, after)
+    return found

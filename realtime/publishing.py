@@ -237,9 +237,12 @@ def _commit_group(group: list[Pending]) -> list[Stored | BaseException]:
 def _commit_together(group: list[Pending]) -> list[Stored | BaseException]:
     stored: dict[int, Stored] = {}
     plain = [index for index, pending in enumerate(group) if pending[4] is None]
-    keyed = sorted(set(range(len(group))) - set(plain), key=lambda index: group[index][0])
+    keyed = sorted(
+        (index for index, pending in enumerate(group) if pending[4] is not None),
+        key=lambda index: group[index][0],
+    )
     with transaction.atomic():
-        rows = store.append_group([group[index][:3] for index in plain])  # type: ignore[misc]
+        rows = store.append_group([group[index][:3] for index in plain])
         for index, row in zip(plain, rows, strict=True):
             stored[index] = (row, _message(row, group[index][3]))
         for index in keyed:
@@ -258,16 +261,25 @@ async def _fan_out_group(results: list[Stored | BaseException]) -> None:
             by_stream.setdefault(result[1]["stream"], []).append(result[1])
     messages = []
     for name, singles in by_stream.items():
-        if len(singles) == 1:
-            messages.append(singles[0])
-            continue
-        for start in range(0, len(singles), FAN_OUT_CHUNK):
-            chunk = singles[start : start + FAN_OUT_CHUNK]
-            messages.append({"type": "realtime.events", "stream": name, "events": chunk})
+        messages += singles if len(singles) == 1 else _chunked(name, singles)
     await asyncio.gather(*(_fan_out_logged(message) for message in messages))
 
 
 FAN_OUT_CHUNK = sender.FAN_OUT_CHUNK  # events per channel-layer message of ``publish_many``
+
+
+def _chunked(stream: str, singles: list[LayerMessage]) -> list[LayerMessage]:
+    """``realtime.events`` messages carrying ``singles`` in order, ``FAN_OUT_CHUNK`` each."""
+    return [
+        {
+            "type": "realtime.events",
+            "stream": stream,
+            "events": singles[start : start + FAN_OUT_CHUNK],
+        }
+        for start in range(0, len(singles), FAN_OUT_CHUNK)
+    ]
+
+
 # Events one ``publish_many`` call may store: a tenth of the default OUTBOX_WINDOW, so one
 # burst never makes a subscriber that acknowledges promptly look slow.
 MAX_MANY = 1000
@@ -297,14 +309,7 @@ def _store_many(
                 _message(row, data_json)
                 for row, (_, _, data_json) in zip(rows, prepared, strict=True)
             ]
-            messages = [
-                {
-                    "type": "realtime.events",
-                    "stream": stream,
-                    "events": singles[start : start + FAN_OUT_CHUNK],
-                }
-                for start in range(0, len(singles), FAN_OUT_CHUNK)
-            ]
+            messages = _chunked(stream, singles)
             if outer:
                 for message in messages:
                     transaction.on_commit(partial(_fan_out_sync, message), robust=True)

@@ -90,6 +90,10 @@ class Sender:
     """One daemon thread with its own event loop, sending what sync callers submit."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the thread, its loop and what was queued (a new process starts afresh)."""
         self._lock = threading.Condition()
         self._queue: deque[tuple[str, Message]] = deque()
         self._busy = False  # a send is under way
@@ -180,7 +184,7 @@ class Sender:
 
 sender = Sender()
 # A child forked while the sender thread held its lock would wait on it forever: start afresh.
-os.register_at_fork(after_in_child=sender.__init__)
+os.register_at_fork(after_in_child=sender.reset)
 
 
 def send(group: str, message: Message) -> None:

@@ -85,8 +85,7 @@ def append(
         row = _insert(connection, name, event, text, ts, key)
         assert row is not None
     event_id, stream_id, epoch, seq, trimmed, ts = row
-    stream = Stream(id=stream_id, name=name, epoch=epoch, last_seq=seq, trimmed_seq=trimmed)
-    stream._state.adding, stream._state.db = False, connection.alias
+    stream = _stream(connection, stream_id, name, epoch, seq, trimmed)
     stored = Event(
         id=event_id, stream=stream, seq=seq, event=event, data=data, ts=ts, idempotency_key=key
     )
@@ -130,7 +129,7 @@ def _insert(
                 [name, event, text, ts, key],
             )
             found = cursor.fetchone()
-            return None if found is None else tuple(found)  # type: ignore[return-value]
+            return None if found is None else tuple(found)
         cursor.execute(bump, [name])
         position = cursor.fetchone()
         if position is None:
@@ -212,12 +211,19 @@ def _bump(counts: dict[str, int]) -> dict[str, Stream]:
                 )
                 rows.extend(cursor.fetchall())
     for stream_id, name, epoch, last_seq, trimmed_seq in rows:
-        stream = Stream(
-            id=stream_id, name=name, epoch=epoch, last_seq=last_seq, trimmed_seq=trimmed_seq
-        )
-        stream._state.adding, stream._state.db = False, connection.alias
-        found[name] = stream
+        found[name] = _stream(connection, stream_id, name, epoch, last_seq, trimmed_seq)
     return found
+
+
+def _stream(
+    connection: Any, stream_id: int, name: str, epoch: str, last_seq: int, trimmed_seq: int
+) -> Stream:
+    """The ``Stream`` of a row read back by raw SQL, as the ORM would have loaded it."""
+    stream = Stream(
+        id=stream_id, name=name, epoch=epoch, last_seq=last_seq, trimmed_seq=trimmed_seq
+    )
+    stream._state.adding, stream._state.db = False, connection.alias
+    return stream
 
 
 def _create(name: str) -> None:
@@ -385,11 +391,17 @@ def on_sync_thread(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         try:
             return func(*args, **kwargs)
         finally:
-            connection = connections[router.db_for_write(Event)]
-            if connection.errors_occurred and not connection.in_atomic_block:
-                connection.close_if_unusable_or_obsolete()
+            close_broken_connections()
 
     return sync_to_async(run, thread_sensitive=True)
+
+
+def close_broken_connections() -> None:
+    """Close this thread's database connections that an error left unusable (outside a
+    transaction), so the next call opens a fresh one; working ones stay open."""
+    for connection in connections.all(initialized_only=True):
+        if connection.errors_occurred and not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 astream_info = database_sync_to_async(stream_info, thread_sensitive=False)

@@ -20,9 +20,6 @@ async def test_a_call_that_arrives_while_the_idle_thread_closes_its_connections_
         def close_all(self) -> None:
             time.sleep(0.3)
 
-        def all(self, initialized_only: bool = False) -> list[object]:
-            return []
-
     monkeypatch.setattr(groupcommit, "IDLE_CLOSE", 0.05)
     monkeypatch.setattr(groupcommit, "connections", SlowConnections())
     committer = groupcommit.GroupCommitter(lambda group: [n * 10 for n in group])
