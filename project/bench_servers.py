@@ -21,7 +21,8 @@ hypercorn ``websocket_max_message_size``); daphne runs as ``python -m realtime.s
 * **idle**, ``--runs`` times: after ``WARM`` connections (hub, imports, database), the RSS
   (``VmRSS``); then ``--connections`` more, each on its own ``public:idle:N``, 100
   handshakes in flight, no compression (unless ``--deflate``); the RSS 2 s later. Reported:
-  KiB per connection; time to open them (clients in this process: includes their CPU).
+  KiB per connection; time to open them (clients in this process: includes their CPU);
+  the server process's CPU time per connection while they opened.
 * **deliveries**, ``--runs`` times: ``project.bench_client`` (picows, ``?batch=1``) holds
   ``--subscribers`` on ``public:bench``; after a warm-up the publisher sends ``--rate``
   events/s for ``--duration`` s. Reported: deliveries/s at the clients (to the last one) and
@@ -320,16 +321,17 @@ async def idle_run(bench: Bench, server: str, run: int) -> dict[str, Any]:
         try:
             await asyncio.gather(*(one(f"public:idle:w{i}") for i in range(WARM)))
             await asyncio.sleep(1)
-            before, began = rss_kib(s.proc.pid), time.monotonic()
+            before, began, cpu = rss_kib(s.proc.pid), time.monotonic(), cpu_seconds(s.proc.pid)
             async with asyncio.timeout(120):
                 await asyncio.gather(*(one(f"public:idle:{i}") for i in range(n)))
-            seconds = time.monotonic() - began
+            seconds, cpu = time.monotonic() - began, cpu_seconds(s.proc.pid) - cpu
             await asyncio.sleep(2)
             after = rss_kib(s.proc.pid)
         finally:
             await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
     result = {"rss_before_kib": before, "rss_after_kib": after, "open_s": round(seconds, 2)}
     result["kib_per_conn"] = round((after - before) / n, 1)
+    result["cpu_ms_per_conn"] = round(cpu * 1000 / n, 2)  # the server's, while they opened
     log(f"[{server}] idle run {run + 1}: {result}")
     return result
 
@@ -381,6 +383,7 @@ def spread(values: list[float]) -> str:
 
 def summary(result: dict[str, Any]) -> str:
     head = ["server", *CHECKS, "idle KiB/conn", f"open {result['config']['connections']} s"]
+    head.append("server CPU ms/open")
     lines = ["| " + " | ".join([*head, "deliveries/s", "server µs/delivery"]) + " |"]
     lines.append("|" + "---|" * (len(head) + 2))
     notes = []
@@ -389,7 +392,8 @@ def summary(result: dict[str, Any]) -> str:
         marks = [
             {None: "info", True: "ok"}.get(checks.get(c, {}).get("ok"), "FAIL") for c in CHECKS
         ]
-        cost = [("kib_per_conn", idle), ("open_s", idle), ("deliveries_per_s", dl)]
+        cost = [("kib_per_conn", idle), ("open_s", idle), ("cpu_ms_per_conn", idle)]
+        cost.append(("deliveries_per_s", dl))
         cost.append(("us_per_delivery", dl))
         cells = [spread([x[key] for x in runs]) for key, runs in cost]
         lines.append("| " + " | ".join([name, *marks, *cells]) + " |")

@@ -33,6 +33,7 @@ from django.http.request import validate_host
 
 from realtime import tickets
 from realtime.conf import realtime_settings
+from realtime.dbthreads import in_lane
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -43,9 +44,9 @@ TICKET_SUBPROTOCOL_PREFIX = "realtime.ticket."
 INVALID_CREDENTIALS = "invalid_credentials"
 
 
-# Channels' get_user, but in the thread pool rather than on the process's one sync thread: in
+# Channels' get_user, but on a database lane rather than on the process's one sync thread: in
 # a storm of signed-in clients, session lookups would otherwise queue behind each other.
-_get_user = database_sync_to_async(get_user.func, thread_sensitive=False)
+_get_user = in_lane(get_user.func)
 
 
 def drf_token_user(key: str) -> Any:

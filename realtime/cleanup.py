@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TypedDict
 
-from channels.db import database_sync_to_async
-
 from realtime import presence, registry, store, tickets
+from realtime.dbthreads import in_lane
 
 
 class Pruned(TypedDict):
@@ -39,4 +38,4 @@ def prune(subscribed: Collection[str] = ()) -> Pruned:
     }
 
 
-aprune = database_sync_to_async(prune, thread_sensitive=False)
+aprune = in_lane(prune)

@@ -35,7 +35,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from realtime import alerts, cleanup, presence, registry, revocation, store
+from realtime import alerts, bus, cleanup, presence, registry, revocation, store
 from realtime.conf import realtime_settings
 from realtime.pacing import WritePacer
 from realtime.protocol import dumps
@@ -217,15 +217,16 @@ class Hub:
         connection cap refuses it: then the cap ("user" or "ip") is returned; or
         ``registry.GONE`` if ``gone()`` was true when the database work was to begin."""
         await self.start()
-        cap = await registry.aadd_connection(
-            conn.id,
-            self.id,
-            conn.user_id,
-            conn.transport,
-            conn.remote_addr,
-            conn.user_agent,
-            check_limits=True,
-            gone=gone,
+        cap = await registry.aadmit(
+            registry.Admission(
+                conn.id,
+                self.id,
+                conn.user_id,
+                conn.transport,
+                conn.remote_addr,
+                conn.user_agent,
+                gone,
+            )
         )
         if cap is None:
             self.connections[conn.id] = conn
@@ -296,8 +297,8 @@ class Hub:
         except BaseException:
             await self.unsubscribe(sub)
             raise
-        sub._start_from(info)
-        sub.start_sync()
+        if sub.start(info):
+            await conn.flush()
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:
@@ -316,7 +317,8 @@ class Hub:
             if state.joined:
                 state.joined = False
                 try:
-                    await self.layer.group_discard(group_name(sub.stream), self.channel)
+                    async with bus.slot():
+                        await self.layer.group_discard(group_name(sub.stream), self.channel)
                 except Exception:
                     logger.warning("Leaving the group of %s failed.", sub.stream, exc_info=True)
             if not state.subs and self.streams.get(sub.stream) is state:
@@ -331,7 +333,8 @@ class Hub:
             if state.joined:
                 return
             try:
-                await self.layer.group_add(group_name(stream), self.channel)
+                async with bus.slot():
+                    await self.layer.group_add(group_name(stream), self.channel)
             except Exception:
                 # Served from the database by the reconciler until the layer is back.
                 logger.warning("Joining the group of %s failed; will retry.", stream, exc_info=True)

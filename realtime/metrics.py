@@ -52,6 +52,14 @@ TRANSPORTS = ("websocket", "sse")
 # Monotonic counters of ``realtime.stats``: attribute -> (metric name without _total, help).
 COUNTERS = {
     "published": ("realtime_events_published", "Events stored by publish() in this process."),
+    "group_commits": (
+        "realtime_publish_group_commits",
+        "Transactions that committed concurrent apublish() calls together (group commit).",
+    ),
+    "group_committed": (
+        "realtime_publish_group_calls",
+        "apublish() calls committed by those transactions.",
+    ),
     "received": (
         "realtime_events_received",
         "Event messages this process's hub took from the channel layer.",

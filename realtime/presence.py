@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from realtime import retention, signals
 from realtime.conf import realtime_settings
+from realtime.dbthreads import in_lane
 from realtime.exceptions import RealtimeError
 from realtime.models import Presence, PresenceMember, PresenceSession
 from realtime.protocol import INVALID_PRESENCE, PRESENCE_FULL, normalize
@@ -282,7 +283,7 @@ def prune_history(now: datetime | None = None) -> int:
 
 presence = members
 apresence = database_sync_to_async(members)
-ajoin = database_sync_to_async(join, thread_sensitive=False)
-aleave = database_sync_to_async(leave, thread_sensitive=False)
-asnapshot = database_sync_to_async(snapshot, thread_sensitive=False)
-acounts = database_sync_to_async(counts, thread_sensitive=False)
+ajoin = in_lane(join)
+aleave = in_lane(leave)
+asnapshot = in_lane(snapshot)
+acounts = in_lane(counts)

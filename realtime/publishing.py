@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -21,7 +21,7 @@ from asgiref.sync import AsyncToSync
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from realtime import groupcommit, sender, store
+from realtime import bus, groupcommit, sender, store
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidEvent, StoreUnavailable, SyncInAsyncContext
 from realtime.models import Event, Stream
@@ -89,7 +89,9 @@ def _message(stored: Event, data_json: str) -> LayerMessage:
 async def fan_out(message: LayerMessage) -> None:
     """Send one message to the stream's group: one layer message per server process."""
     # The hubs time publish-to-fan-out latency from here (wall clocks: keep them in sync).
-    await sender.layer().group_send(group_name(message["stream"]), {**message, "t": time.time()})
+    group = group_name(message["stream"])
+    async with bus.slot():
+        await sender.layer().group_send(group, {**message, "t": time.time()})
 
 
 async def _fan_out_logged(message: LayerMessage) -> None:
@@ -220,11 +222,15 @@ def _commit_group(group: list[Pending]) -> list[Stored | BaseException]:
     """
     if len(group) > 1:
         try:
-            return _commit_together(group)
+            committed = _commit_together(group)
         except Exception:
             logger.info(
                 "A group commit failed; committing its publishes one by one.", exc_info=True
             )
+        else:
+            stats.group_commits += 1
+            stats.group_committed += len(group)
+            return committed
     outcomes: list[Stored | BaseException] = []
     for pending in group:
         try:
@@ -253,7 +259,7 @@ def _commit_together(group: list[Pending]) -> list[Stored | BaseException]:
     return [stored[index] for index in range(len(group))]
 
 
-async def _fan_out_group(results: list[Stored | BaseException]) -> None:
+async def _fan_out_group(results: Sequence[Stored | BaseException]) -> None:
     """One layer message per stream for a committed group (chunks of ``FAN_OUT_CHUNK``)."""
     by_stream: dict[str, list[LayerMessage]] = {}
     for result in results:

@@ -11,20 +11,26 @@ crashed process by more than ``PRESENCE_TIMEOUT``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connections, router, transaction
+from django.db.models import Count
+from django.dispatch import Signal
 from django.utils import timezone
 
 from realtime import presence, signals
 from realtime.conf import realtime_settings
+from realtime.dbthreads import in_lane
+from realtime.groupcommit import committer_for
 from realtime.models import Connection, Server, UserStatus
 from realtime.stats import stats
 
@@ -67,9 +73,32 @@ def renew_server(server_id: str, streams: dict[str, list[str]] | None = None) ->
     with transaction.atomic():
         if Server.objects.filter(id=server_id).update(expires_at=_expiry()) != 1:
             return False
-        for conn_id, names in (streams or {}).items():
-            Connection.objects.filter(id=conn_id).update(streams=names, last_seen=now)
+        if streams:
+            _write_streams(streams, now)
     return True
+
+
+def _write_streams(streams: dict[str, list[str]], now: datetime) -> None:
+    """The changed subscription lists in one ``executemany`` (on PostgreSQL psycopg pipelines
+    it: one round trip), not an ORM ``update()`` per connection: after a storm that is a
+    thousand of them, which held the database thread for seconds."""
+    connection = connections[router.db_for_write(Connection)]
+    meta, quote = Connection._meta, connection.ops.quote_name
+    streams_field, seen_field = meta.get_field("streams"), meta.get_field("last_seen")
+    pk_column = meta.pk.column if meta.pk else None
+    # Concrete fields always have a column; the stubs type it optional.
+    assert streams_field.column and seen_field.column and pk_column
+    seen = seen_field.get_db_prep_save(now, connection)
+    rows = [
+        (streams_field.get_db_prep_save(names, connection), seen, conn_id)
+        for conn_id, names in streams.items()
+    ]
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {quote(streams_field.column)} = %s,"
+        f" {quote(seen_field.column)} = %s WHERE {quote(pk_column)} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def add_connection(
@@ -111,6 +140,143 @@ def add_connection(
     return None
 
 
+@dataclass(frozen=True)
+class Admission:
+    """One handshake's ``add_connection(..., check_limits=True)``, for ``admit``."""
+
+    conn_id: str
+    server_id: str
+    user_id: Any
+    transport: str
+    remote_addr: str
+    user_agent: str
+    gone: Callable[[], bool] | None = None
+
+
+def admit(group: list[Admission]) -> list[str | BaseException | None]:
+    """``add_connection`` with the caps checked, for handshakes that arrived together.
+
+    One transaction for the group: a count per cap for all of it instead of one or two per
+    handshake, one insert, and each user's status flipped once (in user order, so two
+    processes' groups take the row locks in the same order). Returns what ``add_connection``
+    would for each; if the transaction fails, each is tried on its own, so a bad one fails
+    alone.
+    """
+    results: list[str | BaseException | None] = [
+        GONE if a.gone is not None and a.gone() else None for a in group
+    ]
+    todo = [a for a, result in zip(group, results, strict=True) if result is None]
+    if not todo:
+        return results
+    caps: list[str | BaseException | None]
+    try:
+        with transaction.atomic():
+            caps = list(_admit(todo))
+    except Exception:
+        if len(todo) == 1:
+            raise
+        logger.warning("Admitting %d connections together failed; one by one.", len(todo))
+        caps = [_alone(a) for a in todo]
+    answers = iter(caps)
+    return [next(answers) if result is None else result for result in results]
+
+
+def _admit(todo: list[Admission]) -> list[str | None]:
+    per_user, per_ip = _caps()
+    users = _counts("user_id", {a.user_id for a in todo if a.user_id is not None}, per_user)
+    ips = _counts("remote_addr", {a.remote_addr[:64] for a in todo if a.remote_addr}, per_ip)
+    caps: list[str | None] = []
+    rows = []
+    for a in todo:
+        addr = a.remote_addr[:64]
+        if per_user is not None and a.user_id is not None and users[a.user_id] >= per_user:
+            caps.append("user")
+        elif per_ip is not None and addr and ips[addr] >= per_ip:
+            caps.append("ip")
+        else:
+            caps.append(None)
+            users[a.user_id] += 1
+            ips[addr] += 1
+            rows.append(
+                Connection(
+                    id=a.conn_id,
+                    server_id=a.server_id,
+                    user_id=a.user_id,
+                    transport=a.transport,
+                    remote_addr=addr,
+                    user_agent=a.user_agent[:300],
+                )
+            )
+    Connection.objects.bulk_create(rows)
+    _went_online({row.user_id for row in rows if row.user_id is not None})
+    return caps
+
+
+def _went_online(user_ids: set[Any]) -> None:
+    """``_recount`` for users just given a connection (so online), in a few statements for
+    all of them: their status rows locked in user order (as another process's group locks
+    them), the missing ones created, the offline ones flipped."""
+    if not user_ids:
+        return
+    locked = UserStatus.objects.select_for_update().order_by("user_id")
+    found = {s.user_id: s for s in locked.filter(user_id__in=user_ids)}
+    if missing := user_ids - found.keys():
+        UserStatus.objects.bulk_create(
+            [UserStatus(user_id=user_id) for user_id in missing], ignore_conflicts=True
+        )
+        found.update({s.user_id: s for s in locked.filter(user_id__in=missing)})
+    offline = sorted((user_id for user_id, s in found.items() if not s.online), key=str)
+    if not offline:
+        return
+    UserStatus.objects.filter(user_id__in=offline).update(online=True, changed_at=timezone.now())
+    for user_id in offline:
+        transaction.on_commit(
+            functools.partial(_announce, signals.user_online, user_id), robust=True
+        )
+
+
+def _alone(a: Admission) -> str | BaseException | None:
+    try:
+        return add_connection(
+            a.conn_id,
+            a.server_id,
+            a.user_id,
+            a.transport,
+            a.remote_addr,
+            a.user_agent,
+            check_limits=True,
+        )
+    except Exception as exc:
+        return exc
+
+
+def _caps() -> tuple[int | None, int | None]:
+    per_user = realtime_settings.MAX_CONNECTIONS_PER_USER
+    per_ip = realtime_settings.MAX_CONNECTIONS_PER_IP
+    return (
+        None if per_user is None else int(per_user),
+        None if per_ip is None else int(per_ip),
+    )
+
+
+def _counts(field: str, values: set[Any], cap: int | None) -> Counter[Any]:
+    """Recorded connections per value of ``field`` (for the values a cap applies to)."""
+    if cap is None or not values:
+        return Counter()
+    rows = (
+        Connection.objects.filter(**{f"{field}__in": values})
+        .values_list(field)
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return Counter(dict(rows))
+
+
+async def aadmit(admission: Admission) -> str | None:
+    """``admit`` for one handshake; concurrent ones share a transaction (``groupcommit``)."""
+    return await committer_for(admit).submit(admission)
+
+
 def _limit_reached(user_id: Any, remote_addr: str) -> str | None:
     per_user = realtime_settings.MAX_CONNECTIONS_PER_USER
     if (
@@ -149,13 +315,13 @@ def _recount(user_id: Any) -> None:
         status.last_seen = now
     status.save(update_fields=["online", "changed_at", "last_seen"])
     signal = signals.user_online if online else signals.user_offline
+    transaction.on_commit(functools.partial(_announce, signal, user_id), robust=True)
 
-    def send() -> None:
-        user = get_user_model()._default_manager.filter(pk=user_id).first()
-        if user is not None:
-            signal.send(sender=UserStatus, user=user)
 
-    transaction.on_commit(send, robust=True)
+def _announce(signal: Signal, user_id: Any) -> None:
+    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    if user is not None:
+        signal.send(sender=UserStatus, user=user)
 
 
 def sweep() -> list[presence.Message]:
@@ -206,10 +372,10 @@ def recorded_subscriptions() -> Iterator[str]:
         yield from (name for name in streams or () if isinstance(name, str))
 
 
-aregister_server = database_sync_to_async(register_server, thread_sensitive=False)
-arenew_server = database_sync_to_async(renew_server, thread_sensitive=False)
-aadd_connection = database_sync_to_async(add_connection, thread_sensitive=False)
-aremove_connection = database_sync_to_async(remove_connection, thread_sensitive=False)
+aregister_server = in_lane(register_server)
+arenew_server = in_lane(renew_server)
+aadd_connection = in_lane(add_connection)
+aremove_connection = in_lane(remove_connection)
 # Off the process's main database thread: a big sweep must not hold up handshakes.
-asweep = database_sync_to_async(sweep, thread_sensitive=False)
-aunregister_server = database_sync_to_async(unregister_server, thread_sensitive=False)
+asweep = in_lane(sweep)
+aunregister_server = in_lane(unregister_server)

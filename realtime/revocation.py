@@ -23,7 +23,6 @@ from importlib import import_module
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
@@ -31,6 +30,7 @@ from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
 from realtime.conf import realtime_settings
+from realtime.dbthreads import in_lane
 
 logger = logging.getLogger("realtime.revocation")
 
@@ -177,4 +177,4 @@ def recheck(connections: list[dict[str, Any]]) -> list[str]:
     return invalid
 
 
-arecheck = database_sync_to_async(recheck, thread_sensitive=False)
+arecheck = in_lane(recheck)

@@ -21,6 +21,8 @@ class Stats:
     connections: Counter[str] = field(default_factory=Counter)  # open, by transport
     subscriptions: int = 0  # open
     published: int = 0  # events stored by publish() in this process
+    group_commits: int = 0  # transactions that committed concurrent apublish() calls together
+    group_committed: int = 0  # the apublish() calls those transactions carried
     received: int = 0  # event messages the hub took from the channel layer
     deliveries: int = 0  # event frames queued to connections
     resumes: int = 0  # subscriptions that asked for history (since/cursor)
@@ -49,6 +51,8 @@ class Stats:
             "connections": dict(self.connections),
             "subscriptions": self.subscriptions,
             "published": self.published,
+            "group_commits": self.group_commits,
+            "group_committed": self.group_committed,
             "received": self.received,
             "deliveries": self.deliveries,
             "resumes": self.resumes,

@@ -1,12 +1,12 @@
 """The event store: every database read and write of streams and events.
 
 Sync functions do the work (they are what ``publish`` and the management commands call);
-the ``a``-prefixed twins run them through ``database_sync_to_async`` for the async core, so
-no ORM call ever runs on the event loop. The core's own database work is self-contained
-(its own transactions, never part of a caller's), so it runs with ``thread_sensitive=False``:
-in a pool of threads rather than queued behind everything else on the process's one
-sync thread — a connection storm's handshakes do not wait for each other's presence joins.
-``apublish`` is the exception: it may join a caller's transaction, so it keeps that thread.
+the ``a``-prefixed twins run them on ``dbthreads`` lanes for the async core, so no ORM call
+ever runs on the event loop. The core's own database work is self-contained (its own
+transactions, never part of a caller's), so it runs there rather than queued behind
+everything else on the process's one sync thread, on connections that stay open between
+calls. ``apublish`` is the exception: it may join a caller's transaction, so it keeps that
+thread (``on_sync_thread``).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from realtime import epochs, retention
+from realtime.dbthreads import close_broken_connections, in_lane
+from realtime.groupcommit import committer_for
 from realtime.models import Event, Stream
 
 P = ParamSpec("P")
@@ -268,6 +269,18 @@ def position(name: str) -> StreamInfo:
     return stream_info(name) or missing(name)
 
 
+def positions(names: list[str]) -> list[StreamInfo]:
+    """``position`` of each of ``names``, in one query per 500 of them."""
+    found = heads(names)
+    return [found.get(name) or missing(name) for name in names]
+
+
+async def aposition(name: str) -> StreamInfo:
+    """``position`` for the async core: concurrent subscribes (a connection storm, say) share
+    one query (``groupcommit``)."""
+    return await committer_for(positions).submit(name)
+
+
 def resumes(info: StreamInfo, epoch: str | None, since: int) -> bool:
     """Whether a client at ``since`` of ``epoch`` (None: the current one) gets exactly what
     it missed from ``info``'s history: same history (``epochs.carries_over``), and ``since``
@@ -396,16 +409,7 @@ def on_sync_thread(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     return sync_to_async(run, thread_sensitive=True)
 
 
-def close_broken_connections() -> None:
-    """Close this thread's database connections that an error left unusable (outside a
-    transaction), so the next call opens a fresh one; working ones stay open."""
-    for connection in connections.all(initialized_only=True):
-        if connection.errors_occurred and not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
-
-
-astream_info = database_sync_to_async(stream_info, thread_sensitive=False)
-aposition = database_sync_to_async(position, thread_sensitive=False)
-aread = database_sync_to_async(read, thread_sensitive=False)
-aheads = database_sync_to_async(heads, thread_sensitive=False)
-aprune = database_sync_to_async(prune, thread_sensitive=False)
+astream_info = in_lane(stream_info)
+aread = in_lane(read)
+aheads = in_lane(heads)
+aprune = in_lane(prune)

@@ -285,6 +285,20 @@ class Subscription:
             return False
         return self._drain()
 
+    def start(self, info: store.StreamInfo) -> bool:
+        """Begin delivery from ``info``, the position read after the group was joined.
+
+        Live at once when that leaves nothing to read (the subscriber starts at the head and
+        no snapshot is due): every later event arrives live, so a new subscriber of a quiet
+        stream costs no more database reads. Otherwise catching up starts in the background.
+        Returns whether frames were queued that the caller must flush.
+        """
+        self._start_from(info)
+        if self.position == info.last_seq and self.snapshot_at is None and self._drain():
+            return True
+        self.start_sync()
+        return False
+
     def _start_from(self, info: store.StreamInfo, *, force_unrecovered: bool = False) -> None:
         """Decide where delivery starts, and announce it with a ``subscribed`` frame."""
         since, wanted = self.since, self.requested_epoch

@@ -15,13 +15,13 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from realtime.conf import realtime_settings
+from realtime.dbthreads import in_lane
 from realtime.models import TicketUse
 
 SALT = "realtime.ticket"
@@ -69,4 +69,4 @@ def prune() -> int:
     return deleted
 
 
-aprune = database_sync_to_async(prune, thread_sensitive=False)
+aprune = in_lane(prune)

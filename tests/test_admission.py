@@ -53,15 +53,15 @@ async def handshake(before_admission: bool, monkeypatch: pytest.MonkeyPatch) -> 
     if before_admission:
         await received.put({"type": "websocket.disconnect", "code": 1006})
     else:
-        add = registry.aadd_connection
+        admit = registry.aadmit
 
-        async def add_then_leave(*args: Any, **kwargs: Any) -> str | None:
-            cap = await add(*args, **kwargs)
+        async def add_then_leave(admission: registry.Admission) -> str | None:
+            cap = await admit(admission)
             await received.put({"type": "websocket.disconnect", "code": 1006})
             await asyncio.sleep(0)  # the endpoint's watcher takes it
             return cap
 
-        monkeypatch.setattr(registry, "aadd_connection", add_then_leave)
+        monkeypatch.setattr(registry, "aadmit", add_then_leave)
     async with asyncio.timeout(10):
         await WebSocketConnection.as_asgi()(dict(SCOPE), received.get, send)
     return sent
@@ -77,6 +77,50 @@ def test_a_client_gone_before_its_turn_records_nothing(db) -> None:
     )
     assert gone == registry.GONE
     assert not Connection.objects.exists()
+    grouped = registry.admit([admission("c2", gone=lambda: True)])
+    assert grouped == [registry.GONE]
+    assert not Connection.objects.exists()
+
+
+def admission(conn_id: str, addr: str = "10.0.0.1", user_id: Any = None, **kw: Any) -> Any:
+    return registry.Admission(conn_id, "srv", user_id, "websocket", addr, "agent", **kw)
+
+
+def test_handshakes_admitted_together_share_the_caps(db, settings) -> None:
+    """A group counts what it admits as it goes: the cap holds inside one group too."""
+    from django.contrib.auth.models import User
+
+    from realtime.models import UserStatus
+
+    registry.register_server("srv", "x")
+    alice = User.objects.create(username="alice")
+    settings.REALTIME = {"MAX_CONNECTIONS_PER_IP": 3, "MAX_CONNECTIONS_PER_USER": 2}
+    registry.add_connection("c0", "srv", None, "websocket", "10.0.0.1", "")
+    got = registry.admit(
+        [
+            admission("c1"),
+            admission("c2", gone=lambda: True),
+            admission("c3"),
+            admission("c4"),  # the fourth of 10.0.0.1
+            admission("c5", "10.0.0.2", alice.pk),
+            admission("c6", "10.0.0.3", alice.pk),
+            admission("c7", "10.0.0.4", alice.pk),  # alice's third
+        ]
+    )
+    assert got == [None, registry.GONE, None, "ip", None, None, "user"]
+    assert sorted(Connection.objects.values_list("id", flat=True)) == [
+        "c0", "c1", "c3", "c5", "c6",
+    ]  # fmt: skip
+    assert UserStatus.objects.get(user=alice).online
+
+
+def test_a_group_that_fails_is_admitted_one_by_one(db) -> None:
+    """A handshake whose row cannot be written fails alone; the rest of its group gets in."""
+    registry.register_server("srv", "x")
+    got = registry.admit([admission("d1"), admission("d2", user_id=999_999), admission("d3")])
+    assert got[0] is None and got[2] is None
+    assert isinstance(got[1], Exception)  # no such user: the foreign key fails
+    assert sorted(Connection.objects.values_list("id", flat=True)) == ["d1", "d3"]
 
 
 async def test_a_dropped_handshake_is_neither_recorded_nor_accepted(hub, monkeypatch) -> None:
@@ -91,3 +135,34 @@ async def test_a_client_leaving_while_recorded_is_forgotten_again(hub, monkeypat
     async with asyncio.timeout(5):
         while await rows():
             await asyncio.sleep(0.05)
+
+
+def test_a_group_flips_each_user_online_once(db) -> None:
+    """Two tabs of one user in one group: one ``user_online``; a user already online: none."""
+    from django.contrib.auth.models import User
+
+    from realtime import signals
+    from realtime.models import UserStatus
+
+    registry.register_server("srv", "x")
+    bob, carol = User.objects.create(username="bob"), User.objects.create(username="carol")
+    registry.add_connection("e0", "srv", carol.pk, "websocket", "10.0.0.9", "")
+    went: list[str] = []
+
+    def receiver(sender: Any, user: Any, **kwargs: Any) -> None:
+        went.append(user.username)
+
+    signals.user_online.connect(receiver)
+    try:
+        got = registry.admit(  # commits: the signals go out on commit
+            [
+                admission("e1", "10.0.0.5", bob.pk),
+                admission("e2", "10.0.0.6", bob.pk),
+                admission("e3", "10.0.0.7", carol.pk),
+            ]
+        )
+    finally:
+        signals.user_online.disconnect(receiver)
+    assert got == [None, None, None]
+    assert went == ["bob"]
+    assert UserStatus.objects.get(user=bob).online and UserStatus.objects.get(user=carol).online

@@ -4,6 +4,7 @@ receive what the API publishes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -506,3 +507,41 @@ async def test_rest_publish_reaches_websocket_subscribers(api_server: Any) -> No
         await ws.send_json({"type": "ping", "id": "p"})
         assert (await ws.recv_json())["type"] == "pong"  # and no duplicate before it
     assert await sync_to_async(stored)("public:orders") == [("public:orders", 1, "order.paid")]
+
+
+async def test_concurrent_rest_publishes_are_group_committed(daphne_server: Any) -> None:
+    """Under ASGI every sync view of a process runs on one thread; the publish leaves it for
+    the group commit, so concurrent POSTs share transactions (the process's counters say
+    so), and each is still answered with its own seq, in order per stream."""
+    metrics_token = "metrics-token-" + "m" * 32
+    overrides = {"RULES": RULES, "API_TOKENS": [SERVER_TOKEN], "METRICS_TOKEN": metrics_token}
+    server = daphne_server(settings_env(overrides))
+    auth = {"Authorization": f"Bearer {SERVER_TOKEN}"}
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+
+        async def post(n: int) -> dict[str, Any]:
+            response = await http.post(
+                f"/realtime/api/streams/public:bulk{n % 2}/events/",
+                json={"event": "tick", "data": {"n": n}},
+                headers=auth,
+            )
+            assert response.status_code == 201, response.text
+            return dict(response.json())
+
+        answers = await asyncio.gather(*(post(n) for n in range(80)))
+        async with WSClient(server.ws_url + "/realtime/ws/") as ws:  # starts the hub,
+            await ws.recv_until(lambda f: f["type"] == "welcome")  # which reports figures
+            scraped = await http.get(
+                "/realtime/metrics", headers={"Authorization": f"Bearer {metrics_token}"}
+            )
+    for name in ("public:bulk0", "public:bulk1"):
+        mine = sorted((a["seq"], a["data"]["n"]) for a in answers if a["stream"] == name)
+        assert [seq for seq, _ in mine] == list(range(1, 41))
+    rows = await sync_to_async(stored)("public:bulk0")
+    assert [seq for _, seq, _ in rows] == list(range(1, 41))
+    calls = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in scraped.text.splitlines()
+        if line.startswith("realtime_publish_group_calls_total")
+    )
+    assert calls >= 2, scraped.text

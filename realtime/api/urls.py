@@ -8,7 +8,7 @@ app_name = "api"
 
 urlpatterns = [
     path("streams/", views.StreamListView.as_view(), name="streams"),
-    path("streams/<path:stream>/events/", views.StreamEventsView.as_view(), name="events"),
+    path("streams/<path:stream>/events/", views.events_view, name="events"),
     path("streams/<path:stream>/presence/", views.PresenceView.as_view(), name="presence"),
     path("connections/", views.ConnectionListView.as_view(), name="connections"),
     path("schema/", views.schema_view(), name="schema"),

@@ -8,11 +8,14 @@ the input (400/413/415), then the stream's existence (404). Nothing is stored on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import transaction
+from django.http import HttpRequest, HttpResponse
 from django.utils.http import urlencode
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONOpenAPIRenderer, JSONRenderer, OpenAPIRenderer
@@ -37,7 +40,7 @@ from realtime.api.permissions import denied, require
 from realtime.api.schema import APISchema, APISchemaGenerator, Operation, query_param
 from realtime.conf import realtime_settings
 from realtime.exceptions import RealtimeError
-from realtime.models import Connection, Stream
+from realtime.models import Connection, Event, Stream
 from realtime.policy import get_policy
 from realtime.presence import counts_only, members
 from realtime.protocol import INVALID_EVENT, MALFORMED_JSON, format_ts, normalize
@@ -135,6 +138,39 @@ def _limit(default_max: int = MAX_PAGE) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True)
+class Publish:
+    """A validated ``POST .../events/``: what to publish."""
+
+    stream: str
+    event: str
+    data: Any
+    key: str | None
+    ephemeral: bool
+
+    def sync(self) -> Event:
+        return realtime.publish(
+            self.stream, self.event, self.data, idempotency_key=self.key, ephemeral=self.ephemeral
+        )
+
+    async def run(self) -> Event:
+        return await realtime.apublish(
+            self.stream, self.event, self.data, idempotency_key=self.key, ephemeral=self.ephemeral
+        )
+
+
+def published(response: Response, stream: str, stored: Event) -> Response:
+    """``response`` made the answer to a publish: the stored event, its epoch, ``duplicate``."""
+    response.data = {
+        **_event(stored, stream),
+        "epoch": stored.stream.epoch,
+        "duplicate": bool(stored.duplicate),
+    }
+    response.status_code = status.HTTP_200_OK if stored.duplicate else status.HTTP_201_CREATED
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 class StreamEventsView(RealtimeAPIView):
     """``POST`` publishes an event; ``GET`` pages through the stream's history."""
 
@@ -190,23 +226,14 @@ class StreamEventsView(RealtimeAPIView):
             raise APIError(
                 413, PAYLOAD_TOO_LARGE, f"Event data is larger than MAX_EVENT_SIZE ({limit} bytes)."
             )
-        stored = realtime.publish(
-            stream,
-            body.validated_data["event"],
-            data,
-            idempotency_key=key,
-            ephemeral=body.validated_data["ephemeral"],
+        publish = Publish(
+            stream, body.validated_data["event"], data, key, body.validated_data["ephemeral"]
         )
-        answer = {
-            **_event(stored, stream),
-            "epoch": stored.stream.epoch,
-            "duplicate": bool(stored.duplicate),
-        }
-        return Response(
-            answer,
-            status=status.HTTP_200_OK if stored.duplicate else status.HTTP_201_CREATED,
-            headers={"Cache-Control": "no-store"},
-        )
+        if getattr(request._request, DEFERRED, False):
+            response = Response(status=status.HTTP_202_ACCEPTED)
+            response.publish = publish  # type: ignore[attr-defined]  # see events_view
+            return response
+        return published(Response(), publish.stream, publish.sync())
 
     def get(self, request: Request, stream: str) -> Response:
         stream = _stream(stream)
@@ -442,3 +469,42 @@ __all__ = [
     "StreamListView",
     "schema_view",
 ]
+
+
+# Set on the request by ``events_view``: validate, but leave the publish to it.
+DEFERRED = "realtime_deferred_publish"
+_events_sync_view = StreamEventsView.as_view()
+
+
+@csrf_exempt  # as DRF's views are: SessionAuthentication checks CSRF itself
+@transaction.non_atomic_requests
+async def events_view(request: HttpRequest, stream: str) -> HttpResponse:
+    """``streams/<stream>/events/``: ``StreamEventsView``, with a ``POST``'s publish group
+    committed.
+
+    DRF views are sync, and under ASGI Django runs every sync view of a process on one
+    thread: publishes over the API would commit one after another. Here the view still does
+    all of the checking on that thread, then hands the publish to ``apublish`` on the event
+    loop, where concurrent requests (and client frames) share a transaction
+    (``realtime.groupcommit``) while the thread takes the next request.
+    """
+    if request.method != "POST":
+        return await sync_to_async(_events_sync_view)(request, stream=stream)  # type: ignore[no-any-return]
+    setattr(request, DEFERRED, True)
+    response: Response = await sync_to_async(_events_sync_view)(request, stream=stream)
+    publish: Publish | None = getattr(response, "publish", None)
+    if publish is None:
+        return response  # refused, with the view's answer
+    try:
+        stored = await publish.run()
+    except RealtimeError as exc:
+        refusal = exception_handler(exc, {})
+        assert refusal is not None
+        response.data, response.status_code = refusal.data, refusal.status_code
+        return response
+    return published(response, stream, stored)
+
+
+# The schema generator finds the view's operations through these, as on DRF's own views.
+events_view.cls = StreamEventsView  # type: ignore[attr-defined]
+events_view.initkwargs = {}  # type: ignore[attr-defined]
