@@ -435,7 +435,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{cfg['servers']} daphne process(es), {cfg['database']}, {cfg['duration']:g} s a step",
         "",
         f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, Redis {m['redis']}, "
-        f"revision {result['revision']}; machine {result['background_cpu_pct']:g}% busy before.",
+        f"revision {result['revision']}; machine {result['background_cpu_pct']:g}% busy before; "
+        f"CPU reference {m.get('cpu_reference_s', '-')} s.",
         "CPU in % of one core over the publishing period; latency publish-to-receive.",
         "",
         f"| {COLUMNS} |",

@@ -312,12 +312,14 @@ async def amain(args: argparse.Namespace) -> int:
     runs = f"{args.runs} run{'s' if args.runs > 1 else ''}"
     print(f"\n## Publish path: {args.events:,} events a measurement, {runs} of each\n")
     print(f"Fan-out flushed with: {', '.join(sorted(f or 'nothing' for f in flushers)) or '-'}")
+    machine = machine_info(redis)
+    print(f"CPU reference: {machine['cpu_reference_s']:g} s (a fixed loop; lower is faster)")
     for db in bench.urls:
         print("\n" + table(bench.results, db, args.kinds, args.runs))
     log(f"done in {time.monotonic() - began:.0f} s")
     if args.json:
         config = {k: getattr(args, k) for k in ("runs", "events", "warmup", "kinds")}
-        out = {"config": config, "revision": git_revision(), "machine": machine_info(redis)}
+        out = {"config": config, "revision": git_revision(), "machine": machine}
         write_json(args.json, {**out, "results": bench.results})
     return 1 if any("error" in r for r in bench.results) else 0
 

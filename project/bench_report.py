@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import time
 from typing import Any
 
 from project.bench_client import BUCKETS_PER_SECOND, HIST_SIZE
@@ -173,6 +174,16 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def cpu_reference() -> float:
+    """CPU seconds of a fixed pure-Python loop: lower is a faster machine. The VM's speed moves
+    by tens of per cent between runs and the load columns do not see it (docs/performance.md,
+    "Machine"), so each tool records this beside its figures."""
+    start, x = time.process_time(), 0
+    for i in range(3_000_000):
+        x += i * i % 7
+    return round(time.process_time() - start, 3)
+
+
 def machine_info(redis_version: str) -> dict[str, Any]:
     model = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -196,6 +207,7 @@ def machine_info(redis_version: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "redis": redis_version,
         "versions": versions,
+        "cpu_reference_s": cpu_reference(),
     }
 
 
@@ -222,7 +234,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['memory_gib']} GiB, "
         f"Linux {machine['kernel']}, Python {machine['python']}, Redis {machine['redis']}, "
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
-        + f"; revision {result['revision']}.",
+        + f"; revision {result['revision']}"
+        + f"; CPU reference {machine.get('cpu_reference_s', '-')} s.",
         "",
         "| | " + " | ".join(approaches) + " | ratio |",
         "|---|" + "---:|" * (len(approaches) + 1),
