@@ -278,18 +278,17 @@ async def aadmit(admission: Admission) -> str | None:
 
 
 def _limit_reached(user_id: Any, remote_addr: str) -> str | None:
-    per_user = realtime_settings.MAX_CONNECTIONS_PER_USER
+    per_user, per_ip = _caps()
     if (
         user_id is not None
         and per_user is not None
-        and Connection.objects.filter(user_id=user_id).count() >= int(per_user)
+        and Connection.objects.filter(user_id=user_id).count() >= per_user
     ):
         return "user"
-    per_ip = realtime_settings.MAX_CONNECTIONS_PER_IP
     if (
         remote_addr
         and per_ip is not None
-        and Connection.objects.filter(remote_addr=remote_addr).count() >= int(per_ip)
+        and Connection.objects.filter(remote_addr=remote_addr).count() >= per_ip
     ):
         return "ip"
     return None
