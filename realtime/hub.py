@@ -423,11 +423,17 @@ class Hub:
     async def _fan_out_all(self, messages: list[dict[str, Any]]) -> None:
         from realtime.publishing import fan_out
 
-        for message in messages:
-            try:
-                await fan_out(message)
-            except Exception:
-                logger.warning("Presence fan-out on %s failed.", message["stream"], exc_info=True)
+        if not messages:
+            return
+        try:
+            await fan_out(*messages)
+        except Exception:
+            logger.warning(
+                "Presence fan-out on %s (and %s more) failed.",
+                messages[0]["stream"],
+                len(messages) - 1,
+                exc_info=True,
+            )
 
     # --- receiving -------------------------------------------------------------------
     async def _read_layer(self) -> None:
@@ -454,6 +460,13 @@ class Hub:
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Hand one layer message to the local subscribers (or connection) it is for."""
         kind = message.get("type")
+        if kind == "realtime.batch":  # several messages for this process (realtime.bus)
+            for inner in bus.unbatch(message):
+                try:
+                    await self.dispatch(inner)
+                except Exception:
+                    logger.exception("Dispatching a %s message failed.", inner.get("type"))
+            return
         if kind == "realtime.touch":
             conn = self.connections.get(message.get("connection", ""))
             if conn is not None:

@@ -86,22 +86,25 @@ def _message(stored: Event, data_json: str) -> LayerMessage:
     }
 
 
-async def fan_out(message: LayerMessage) -> None:
-    """Send one message to the stream's group: one layer message per server process."""
+async def fan_out(*messages: LayerMessage) -> None:
+    """Send each message to its stream's group: one layer message per server process."""
     # The hubs time publish-to-fan-out latency from here (wall clocks: keep them in sync).
-    group = group_name(message["stream"])
-    async with bus.slot():
-        await sender.layer().group_send(group, {**message, "t": time.time()})
+    now = time.time()
+    await bus.group_send_many(
+        [(group_name(message["stream"]), {**message, "t": now}) for message in messages]
+    )
 
 
-async def _fan_out_logged(message: LayerMessage) -> None:
+async def _fan_out_logged(*messages: LayerMessage) -> None:
     try:
-        await fan_out(message)
+        await fan_out(*messages)
     except Exception:
+        first = messages[0]
         logger.exception(
-            "Fan-out of %s#%s failed; it is stored and the reconciler will deliver it.",
-            message["stream"],
-            message["seq"] if "seq" in message else message["events"][0]["seq"],
+            "Fan-out of %s#%s%s failed; it is stored and the reconciler will deliver it.",
+            first["stream"],
+            first["seq"] if "seq" in first else first["events"][0]["seq"],
+            f" and {len(messages) - 1} more messages" if len(messages) > 1 else "",
         )
 
 
@@ -260,7 +263,8 @@ def _commit_together(group: list[Pending]) -> list[Stored | BaseException]:
 
 
 async def _fan_out_group(results: Sequence[Stored | BaseException]) -> None:
-    """One layer message per stream for a committed group (chunks of ``FAN_OUT_CHUNK``)."""
+    """A committed group's messages, one (or a chunk of ``FAN_OUT_CHUNK``) per stream, in one
+    ``bus.group_send_many``: one layer message per receiving process on Redis."""
     by_stream: dict[str, list[LayerMessage]] = {}
     for result in results:
         if not isinstance(result, BaseException) and result[1] is not None:
@@ -268,7 +272,8 @@ async def _fan_out_group(results: Sequence[Stored | BaseException]) -> None:
     messages = []
     for name, singles in by_stream.items():
         messages += singles if len(singles) == 1 else _chunked(name, singles)
-    await asyncio.gather(*(_fan_out_logged(message) for message in messages))
+    if messages:
+        await _fan_out_logged(*messages)
 
 
 FAN_OUT_CHUNK = sender.FAN_OUT_CHUNK  # events per channel-layer message of ``publish_many``
@@ -347,8 +352,8 @@ async def apublish_many(stream: str, events: Iterable[tuple[str, Any]]) -> list[
     if not prepared:
         return []
     rows, messages = await store.on_sync_thread(_store_many)(stream, prepared)
-    for message in messages:
-        await _fan_out_logged(message)
+    if messages:
+        await _fan_out_logged(*messages)
     return rows
 
 

@@ -7,10 +7,11 @@ one daemon thread that keeps its loop, and so its layer connections, for the lif
 process. The caller does not wait for the send: its event is already committed, and a message
 the layer loses is delivered by every hub's reconciler (``RECONCILE_INTERVAL``).
 
-Messages leave in the order they were submitted. Consecutive events of one stream that queue
-up while a send is under way leave as one ``realtime.events`` message (at most
-``FAN_OUT_CHUNK`` events), so a busy publisher costs the layer one message per stream per
-send, not one per event. ``flush(timeout)`` waits for what is queued; it runs at interpreter
+Messages leave in the order they were submitted. What queues up while a send is under way
+leaves together: consecutive events of one stream as one ``realtime.events`` message (at most
+``FAN_OUT_CHUNK`` events), and all of it in one ``bus.group_send_many`` call, which on Redis
+is two scripts and one layer message per receiving server process, however many streams the
+events were for. ``flush(timeout)`` waits for what is queued; it runs at interpreter
 exit, bounded by ``EXIT_TIMEOUT``.
 
 The in-memory layer is the exception: its queues belong to the server's event loop, so its
@@ -29,14 +30,16 @@ from collections import deque
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from channels.layers import InMemoryChannelLayer
 
-from realtime.conf import realtime_settings
+from realtime import bus
 
 logger = logging.getLogger("realtime.publish")
 
 # Events per merged ``realtime.events`` message (keeps each layer message small).
 FAN_OUT_CHUNK = 100
+# Messages handed to the layer in one ``bus.group_send_many`` call (two Redis scripts).
+SEND_CHUNK = 500
 # Messages that may wait for the sender; past this a submit waits up to ``FULL_WAIT`` seconds,
 # then drops the message (logged: the reconciler delivers what it carried).
 MAX_PENDING = 10_000
@@ -45,17 +48,6 @@ FULL_WAIT = 1.0
 EXIT_TIMEOUT = 5.0
 
 Message = dict[str, Any]
-
-
-def layer() -> BaseChannelLayer:
-    found = get_channel_layer(realtime_settings.CHANNEL_LAYER)
-    if found is None:
-        from realtime.exceptions import InvalidEvent
-
-        raise InvalidEvent(
-            f"No channel layer {realtime_settings.CHANNEL_LAYER!r} in CHANNEL_LAYERS."
-        )
-    return found
 
 
 def merge(queued: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
@@ -104,7 +96,7 @@ class Sender:
 
     def submit(self, group: str, message: Message) -> None:
         """Queue ``message`` for ``group``; returns at once (waits only when the queue is full)."""
-        found = layer()
+        found = bus.layer()
         if isinstance(found, InMemoryChannelLayer):
             async_to_sync(found.group_send)(group, message)
             return
@@ -164,21 +156,23 @@ class Sender:
                     self._lock.notify_all()
                 if not queued:
                     break
-                for group, message in merge(queued):
-                    await self._send(group, message)
+                merged = merge(queued)
+                for start in range(0, len(merged), SEND_CHUNK):
+                    await self._send(merged[start : start + SEND_CHUNK])
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
 
     @staticmethod
-    async def _send(group: str, message: Message) -> None:
+    async def _send(items: list[tuple[str, Message]]) -> None:
         try:
-            await layer().group_send(group, message)
+            await bus.group_send_many(items)
         except Exception:
             logger.exception(
-                "Sending a %s message to %s failed; it is stored: the reconciler will deliver it.",
-                message["type"],
-                group,
+                "Sending %s layer messages (to %s, ...) failed; the events are stored: "
+                "the reconciler will deliver them.",
+                len(items),
+                items[0][0],
             )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from realtime.conf import STREAM_NAME_COLUMN, realtime_settings
 from realtime.exceptions import InvalidStream
@@ -37,6 +38,7 @@ def validate_stream_name(name: object) -> str:
     return name
 
 
+@lru_cache(maxsize=4096)  # a hash per publish otherwise; bounded, so names cannot grow it
 def group_name(stream: str) -> str:
     """The channel-layer group of ``stream``: ``realtime.s.<readable>.<hash>``."""
     digest = hashlib.blake2b(stream.encode(), digest_size=12).hexdigest()

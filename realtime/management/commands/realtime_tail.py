@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.core.management.base import CommandError, CommandParser
 
-from realtime import store
+from realtime import bus, store
 from realtime.conf import realtime_settings
 from realtime.exceptions import RealtimeError
 from realtime.management.base import Command as BaseCommand
@@ -164,6 +164,12 @@ class Follower:
             self.note(f"channel layer failed ({exc}); reading the database only")
             self.channel = None
             return
+        for inner in bus.unbatch(message):
+            for single in inner["events"] if inner.get("type") == "realtime.events" else [inner]:
+                await self.take(single)
+
+    async def take(self, message: dict[str, Any]) -> None:
+        """Print one event message, or catch up from the database if it does not follow."""
         kind = message.get("type")
         if kind == "realtime.reset" or (
             kind == "realtime.event"
