@@ -43,7 +43,11 @@ class Stream(models.Model):
 class Event(models.Model):
     """One stored event; ``(stream, seq)`` is unique and indexes history reads."""
 
-    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique (stream, seq) index serves every lookup by stream, and a
+    # second index would cost every publish its upkeep.
+    stream = models.ForeignKey(
+        Stream, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     seq = models.BigIntegerField()
     event = models.CharField(max_length=100)
     data = models.JSONField(encoder=DjangoJSONEncoder, null=True)

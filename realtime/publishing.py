@@ -251,7 +251,9 @@ def _commit_together(group: list[Pending]) -> list[Stored | BaseException]:
         key=lambda index: group[index][0],
     )
     with transaction.atomic():
-        rows = store.append_group([group[index][:3] for index in plain])
+        rows = store.append_group(
+            [group[index][:3] for index in plain], [group[index][3] for index in plain]
+        )
         for index, row in zip(plain, rows, strict=True):
             stored[index] = (row, _message(row, group[index][3]))
         for index in keyed:
@@ -315,7 +317,11 @@ def _store_many(
     try:
         outer = transaction.get_connection().in_atomic_block
         with transaction.atomic():
-            rows = store.append_many(stream, [(event, data) for event, data, _ in prepared])
+            rows = store.append_many(
+                stream,
+                [(event, data) for event, data, _ in prepared],
+                [data_json for _, _, data_json in prepared],
+            )
             singles = [
                 _message(row, data_json)
                 for row, (_, _, data_json) in zip(rows, prepared, strict=True)

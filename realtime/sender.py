@@ -169,8 +169,8 @@ class Sender:
             await bus.group_send_many(items)
         except Exception:
             logger.exception(
-                "Sending %s layer messages (to %s, ...) failed; the events are stored: "
-                "the reconciler will deliver them.",
+                "Sending %s layer message(s) (to %s, ...) failed; what they carried is stored: "
+                "the reconciler will deliver it.",
                 len(items),
                 items[0][0],
             )

@@ -116,13 +116,16 @@ def _statement_cursor(connection: Any) -> Any:
     ):
         return connection.cursor()
     try:
-        from django.db.backends.postgresql.base import ServerBindingCursor
-    except ImportError:  # psycopg2: no server-side binding
+        from django.db.backends.postgresql import base
+    except ImportError:  # pragma: no cover - no PostgreSQL driver, yet a PostgreSQL alias
+        return connection.cursor()
+    binding: Any = getattr(base, "ServerBindingCursor", None)  # psycopg 3 only
+    if binding is None:
         return connection.cursor()
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        return connection._prepare_cursor(ServerBindingCursor(connection.connection))
+        return connection._prepare_cursor(binding(connection.connection))
 
 
 def _insert(
@@ -166,21 +169,26 @@ def _insert(
         return cursor.fetchone()[0], stream_id, epoch, seq, trimmed, ts
 
 
-def append_many(name: str, events: list[tuple[str, Any]]) -> list[Event]:
+def append_many(
+    name: str, events: list[tuple[str, Any]], encoded: list[str] | None = None
+) -> list[Event]:
     """Store several events with consecutive seqs, in order; like ``append``, in one go.
 
     One row lock, one ``UPDATE`` and one bulk ``INSERT`` for all of them: the cheap way to
     publish a burst (an import, a ticker catching up).
     """
-    return append_group([(name, event, data) for event, data in events])
+    return append_group([(name, event, data) for event, data in events], encoded)
 
 
-def append_group(events: list[tuple[str, str, Any]]) -> list[Event]:
+def append_group(
+    events: list[tuple[str, str, Any]], encoded: list[str] | None = None
+) -> list[Event]:
     """Store ``(stream, event, data)`` triples, each stream's in order with consecutive seqs.
 
     What group commit stores: the streams' rows are bumped in name order (one statement on
     PostgreSQL, one per stream elsewhere), so two groups never wait for each other's locks in
     a cycle, and the events go in one bulk ``INSERT``. Must run inside ``transaction.atomic``.
+    ``encoded`` is each ``data`` already encoded, as ``protocol.normalize`` does.
     """
     assert transaction.get_connection().in_atomic_block, "append_group() needs an atomic block"
     counts: dict[str, int] = {}
@@ -198,10 +206,39 @@ def append_group(events: list[tuple[str, str, Any]]) -> list[Event]:
     for name, event, data in events:
         rows.append(Event(stream=streams[name], seq=next_seq[name], event=event, data=data, ts=now))
         next_seq[name] += 1
-    Event.objects.bulk_create(rows)
+    connection = connections[router.db_for_write(Event)]
+    if connection.vendor == "postgresql":
+        texts = encoded if encoded is not None else [_encode(row.data) for row in rows]
+        _insert_rows(connection, rows, texts, now)
+    else:
+        Event.objects.bulk_create(rows)
     for stream in streams.values():
         _retain(stream)
     return rows
+
+
+def _insert_rows(connection: Any, rows: list[Event], texts: list[str], ts: datetime) -> None:
+    """``bulk_create`` for PostgreSQL in one preparable statement: the columns as arrays
+    (``unnest``), so the statement is the same whatever the group's size, and its thousands
+    of parameters are not quoted into the SQL one by one on the client."""
+    table = connection.ops.quote_name(Event._meta.db_table)
+    with _statement_cursor(connection) as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (stream_id, seq, event, data, ts)"
+            " SELECT s, q, e, d::jsonb, %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[],"
+            " %s::text[]) AS u(s, q, e, d) RETURNING id, stream_id, seq",
+            [
+                ts,
+                [row.stream_id for row in rows],
+                [row.seq for row in rows],
+                [row.event for row in rows],
+                texts,
+            ],
+        )
+        ids = {(stream_id, seq): pk for pk, stream_id, seq in cursor.fetchall()}
+    for row in rows:
+        row.pk = ids[row.stream_id, row.seq]
+        row._state.adding, row._state.db = False, connection.alias
 
 
 def _bump(counts: dict[str, int]) -> dict[str, Stream]:

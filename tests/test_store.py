@@ -38,6 +38,30 @@ def test_streams_count_separately():
     assert realtime.publish("b", "e").seq == 2
 
 
+def test_a_group_is_stored_as_the_orm_would_store_it():
+    """``append_group`` (group commit, ``publish_many``): on PostgreSQL one ``unnest`` insert
+    whose statement is prepared after a few runs; the rows it returns are the stored rows,
+    pk, seq, data and time alike, on every run."""
+    from decimal import Decimal
+
+    values = [{"n": 1}, None, [1, "two"], "text", 3.5, {"deep": {"list": [True, None]}}]
+    for _ in range(7):  # psycopg prepares a statement on its fifth run (prepare_threshold)
+        with transaction.atomic():
+            rows = store.append_group(
+                [("g:a" if n % 2 else "g:b", f"e{n}", value) for n, value in enumerate(values)]
+            )
+        for row in rows:
+            stored = Event.objects.get(pk=row.pk)
+            assert (stored.stream.name, stored.seq, stored.event, stored.data, stored.ts) == (
+                row.stream.name, row.seq, row.event, row.data, row.ts,
+            )  # fmt: skip
+            assert not row._state.adding
+    assert seqs("g:a") == list(range(1, 22)) and seqs("g:b") == list(range(1, 22))
+    with transaction.atomic():
+        (row,) = store.append_group([("g:a", "dec", {"d": Decimal("1.10")})])
+    assert Event.objects.get(pk=row.pk).data == {"d": "1.10"}  # DjangoJSONEncoder, as save()
+
+
 def test_concurrent_publishers_get_gapless_unique_seqs():
     """Many threads, each with its own database connection, publish to one stream at once."""
     threads, per_thread = 8, 25
