@@ -58,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
     # one SSE chunk, or one ``batch`` frame for WebSocket clients that asked for them.
     # Larger: fewer, bigger writes (more throughput) for up to this much added latency.
     "FLUSH_INTERVAL": 0.02,
+    # Freeze a server process's startup heap out of the garbage collector's full passes,
+    # once, when its hub starts (``realtime.gcpauses``): those passes otherwise stall every
+    # connection of the process for tens of milliseconds.
+    "GC_FREEZE": True,
     # Channel layer alias (in CHANNEL_LAYERS) used for fan-out between processes.
     "CHANNEL_LAYER": "default",
     # Seconds between each process's stats report: alert checks, and the admin dashboard's

@@ -35,7 +35,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from realtime import alerts, bus, cleanup, presence, registry, revocation, store
+from realtime import alerts, bus, cleanup, gcpauses, presence, registry, revocation, store
 from realtime.conf import realtime_settings
 from realtime.pacing import WritePacer
 from realtime.protocol import dumps
@@ -164,6 +164,8 @@ class Hub:
                 loop.create_task(self._maintain(), name="realtime-hub-maintenance"),
             ]
             self._started.set_result(None)
+            if realtime_settings.GC_FREEZE:
+                gcpauses.freeze_startup_heap()
             # A process restarted after a crash clears what its predecessor left, at once
             # (in the background: handshakes must not wait for it).
             self.spawn(self._sweep())

@@ -56,6 +56,17 @@ def _apply_prefix_to_loaded_settings() -> None:
 _apply_prefix_to_loaded_settings()
 
 
+def _keep_this_process_collector() -> None:
+    """The pytest process starts hubs too, but keeps its garbage collector as it is: freezing
+    is for server processes (``realtime.gcpauses``), and tests here may watch objects go."""
+    from realtime import gcpauses
+
+    gcpauses._frozen_in = os.getpid()
+
+
+_keep_this_process_collector()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.option.help or config.option.version:
         return
