@@ -180,6 +180,8 @@ REALTIME = {
     "RECONCILE_INTERVAL": _env_float("REALTIME_RECONCILE_INTERVAL", 5),
     "PRESENCE_TIMEOUT": _env_float("REALTIME_PRESENCE_TIMEOUT", 30),
     "PRESENCE_GRACE": _env_float("REALTIME_PRESENCE_GRACE", 3),
+    # REALTIME_GC_FREEZE=0 keeps the collector as it is (to measure what freezing buys).
+    "GC_FREEZE": os.environ.get("REALTIME_GC_FREEZE", "1") != "0",
     # Load tests open thousands of connections from one loopback address.
     "MAX_CONNECTIONS_PER_IP": int(_env_float("REALTIME_MAX_CONNECTIONS_PER_IP", 1000)),
     # Prometheus may read /realtime/metrics with "Authorization: Bearer <this>".
