@@ -586,9 +586,13 @@ async def test_publish_resent_after_lost_ack_is_stored_once(
 
         def from_server(message: str | bytes) -> None:
             frame = json.loads(message)
-            if number == 1 and frame.get("type") == "ack" and routed["dropped"] is None:
+            # The ack may share a `batch` frame with the event it acknowledges (the hub had
+            # queued the event before the ack was written): then that message is lost whole.
+            inner = frame["frames"] if frame.get("type") == "batch" else [frame]
+            acks = [f for f in inner if f.get("type") == "ack"]
+            if number == 1 and acks and routed["dropped"] is None:
                 # The event was stored; the connection dies before its ack arrives.
-                routed["dropped"] = frame
+                routed["dropped"] = acks[0]
                 routed["closing"] = asyncio.ensure_future(ws.close(code=4000, reason="lost"))
                 return
             ws.send(message)
