@@ -23,8 +23,8 @@ from asgiref.sync import markcoroutinefunction
 
 from realtime import flow
 from realtime.conf import realtime_settings
+from realtime.core.hub import Hub, get_hub
 from realtime.exceptions import PermissionDenied, RealtimeError
-from realtime.hub import Hub, get_hub
 from realtime.policy import Action, compile_pattern, get_policy
 from realtime.presence import ANONYMOUS_PREFIX, check_meta
 from realtime.protocol import (
@@ -72,7 +72,6 @@ class BaseConnection:
         self.id = uuid.uuid4().hex
         self.settings = realtime_settings
         self.subscriptions: dict[str, Subscription] = {}
-        self.presence_meta: dict[str, Any] = {}
         self.closed = False
         self.last_seen = time.monotonic()
         # Exists only while frames wait to be written: an idle connection keeps no deque.
@@ -423,8 +422,8 @@ class BaseConnection:
             return
         stats.subscriptions -= 1
         self.hub.changed(self)
-        if stream in self.presence_meta and not self.closed:
-            await self.hub.leave_presence(self, [stream])
+        if self.hub.presence.is_member(self.id, stream) and not self.closed:
+            await self.hub.presence.leave(self.id, [stream])
         await self.hub.unsubscribe(sub)
 
     async def unsubscribe_all(self) -> None:
@@ -438,7 +437,7 @@ class BaseConnection:
     async def leave_presence(self, stream: str) -> None:
         if stream not in self.subscriptions:
             raise RealtimeError(f"Not subscribed to {stream!r}.", code=NOT_SUBSCRIBED)
-        await self.hub.leave_presence(self, [stream])
+        await self.hub.presence.leave(self.id, [stream])
 
     async def join_presence(self, stream: str, meta: Any) -> str:
         """Join (or update metadata in) the presence of a subscribed stream; returns the ref."""
@@ -449,4 +448,4 @@ class BaseConnection:
             )
         await self.check("presence", stream)
         meta = check_meta(meta)
-        return await self.hub.join_presence(sub, self.presence_key, self.user_id, meta)
+        return await self.hub.presence.join(sub, self.presence_key, self.user_id, meta)

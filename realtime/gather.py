@@ -21,22 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from realtime.conf import realtime_settings
+from realtime.bus import HUB_CHANNEL_PREFIX, control_send, messages
+from realtime.bus.layer import layer as channel_layer
 from realtime.exceptions import SyncInAsyncContext
 from realtime.models import Server
-from realtime.revocation import CONTROL_GROUP
 
 logger = logging.getLogger("realtime.gather")
-
-# The reply channel shares the hub's prefix on purpose: channels-redis receives every
-# "<prefix>.<client>!..." channel of a process through one BZPOPMIN loop per prefix, under
-# one lock. A reply channel with its own prefix would wait for the hub's blocking pop to
-# time out (5 s) before its own list is read; with the same prefix, whichever receive holds
-# the lock pops the reply and hands it over at once.
-REPLY_PREFIX = "realtime.hub"
 
 
 @dataclass
@@ -70,16 +63,13 @@ async def agather(within: float = 1.0) -> Gathered:
     result = Gathered(expected=await sync_to_async(live_server_count)())
     if result.expected == 0:
         return result  # no hub is running anywhere: nobody would answer
-    layer = get_channel_layer(realtime_settings.CHANNEL_LAYER)
-    if layer is None:
-        result.error = f"no channel layer {realtime_settings.CHANNEL_LAYER!r}"
-        return result
     seen: set[str] = set()
     try:
-        channel = await layer.new_channel(REPLY_PREFIX)
-        await layer.group_send(
-            CONTROL_GROUP, {"type": "realtime.stats.request", "reply_to": channel}
-        )
+        layer = channel_layer()
+        # The hub's prefix: the reply is popped by whichever receive of this process runs
+        # (``realtime.bus.groups.HUB_CHANNEL_PREFIX``).
+        channel = await layer.new_channel(HUB_CHANNEL_PREFIX)
+        await control_send(messages.stats_request(channel))
         deadline = began + within
         while len(result.replies) < result.expected:
             left = deadline - time.monotonic()
@@ -89,10 +79,13 @@ async def agather(within: float = 1.0) -> Gathered:
                 message = await asyncio.wait_for(layer.receive(channel), left)
             except TimeoutError:
                 break
-            if message.get("type") != "realtime.stats.reply" or message.get("server") in seen:
+            reply = messages.parse(message)
+            if reply is None or reply["type"] != messages.STATS_REPLY or reply["server"] in seen:
                 continue
-            seen.add(message["server"])
-            result.replies.append({k: v for k, v in message.items() if k != "type"})
+            seen.add(reply["server"])
+            result.replies.append({k: v for k, v in reply.items() if k != "type"})
+    except ImproperlyConfigured as exc:
+        result.error = str(exc)
     except Exception as exc:
         logger.warning("Gathering server figures failed.", exc_info=True)
         result.error = f"channel layer: {exc.__class__.__name__}: {exc}"

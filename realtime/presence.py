@@ -32,6 +32,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from realtime import retention, signals
+from realtime.bus import messages as layer_messages
+from realtime.bus.messages import PresenceKind, PresenceMessage
 from realtime.conf import realtime_settings
 from realtime.dbthreads import in_lane
 from realtime.exceptions import RealtimeError
@@ -39,7 +41,7 @@ from realtime.models import Presence, PresenceMember, PresenceSession
 from realtime.protocol import INVALID_PRESENCE, PRESENCE_FULL, normalize
 from realtime.streams import matches, validate_stream_name
 
-Message = dict[str, Any]
+Message = PresenceMessage
 
 # Anonymous members' keys start with this (``anon:<client id>``); users' are their pk.
 ANONYMOUS_PREFIX = "anon:"
@@ -99,15 +101,8 @@ def version_of(member: PresenceMember) -> int:
     return (member.pk << 32) | member.version
 
 
-def _message(member: PresenceMember, kind: str, metas: list[dict[str, Any]]) -> Message:
-    return {
-        "type": "realtime.presence",
-        "stream": member.stream,
-        "key": member.key,
-        "version": version_of(member),
-        "kind": kind,
-        "metas": metas,
-    }
+def _message(member: PresenceMember, kind: PresenceKind, metas: list[dict[str, Any]]) -> Message:
+    return layer_messages.presence(member.stream, member.key, version_of(member), kind, metas)
 
 
 def _records_history(user_id: Any) -> bool:
@@ -150,7 +145,7 @@ def join(
             row.meta = meta
             row.save(update_fields=["meta"])
         member.version += 1
-        kind = "join" if created else "update"
+        kind: PresenceKind = "join" if created else "update"
         if created:
             member.since = timezone.now()
             if _records_history(user_id):
@@ -217,7 +212,7 @@ def _leave_rows(rows: list[tuple[int, int]]) -> list[Message]:
             )
         for pk, member in members.items():
             member.version += 1
-            kind = "update" if remaining[pk] else "leave"
+            kind: PresenceKind = "update" if remaining[pk] else "leave"
             messages.append(_message(member, kind, remaining[pk]))
     return messages
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -21,19 +20,22 @@ from asgiref.sync import AsyncToSync
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from realtime import bus, groupcommit, sender, store
+from realtime import groupcommit, store
+from realtime.bus import fan_out, sender
+from realtime.bus import messages as layer_messages
+from realtime.bus.messages import EventMessage, StreamMessage
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidEvent, StoreUnavailable, SyncInAsyncContext
 from realtime.models import Event, Stream
 from realtime.protocol import RESERVED_EVENT_PREFIXES, event_frame, format_ts, normalize
 from realtime.stats import stats
-from realtime.streams import group_name, validate_stream_name
+from realtime.streams import validate_stream_name
 
 logger = logging.getLogger("realtime.publish")
 
 EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}")
 
-LayerMessage = dict[str, Any]
+LayerMessage = StreamMessage
 
 
 def validate_event_type(event: object, *, allow_reserved: bool = False) -> str:
@@ -71,27 +73,13 @@ def _prepare(stream: str, event: str, data: Any) -> tuple[str, Any, str]:
     return stream, data, data_json
 
 
-def _message(stored: Event, data_json: str) -> LayerMessage:
+def _message(stored: Event, data_json: str) -> EventMessage:
     """The channel-layer message: plain str/int values, safe for msgpack."""
     frame = event_frame(
         stored.stream.name, stored.seq, stored.event, data_json, format_ts(stored.ts)
     )
-    return {
-        "type": "realtime.event",
-        "stream": stored.stream.name,
-        "epoch": stored.stream.epoch,
-        "seq": stored.seq,
-        "event": stored.event,
-        "frame": frame,
-    }
-
-
-async def fan_out(*messages: LayerMessage) -> None:
-    """Send each message to its stream's group: one layer message per server process."""
-    # The hubs time publish-to-fan-out latency from here (wall clocks: keep them in sync).
-    now = time.time()
-    await bus.group_send_many(
-        [(group_name(message["stream"]), {**message, "t": now}) for message in messages]
+    return layer_messages.event(
+        stored.stream.name, stored.stream.epoch, stored.seq, stored.event, frame
     )
 
 
@@ -108,7 +96,7 @@ async def _fan_out_logged(*messages: LayerMessage) -> None:
         )
 
 
-def _ephemeral(stream: str, event: str, data: Any, data_json: str) -> tuple[Event, LayerMessage]:
+def _ephemeral(stream: str, event: str, data: Any, data_json: str) -> tuple[Event, EventMessage]:
     stored = Event(stream=Stream(name=stream, epoch=""), seq=None, event=event, data=data)
     stored.ts = timezone.now()
     return stored, _message(stored, data_json)
@@ -116,7 +104,7 @@ def _ephemeral(stream: str, event: str, data: Any, data_json: str) -> tuple[Even
 
 def _store(
     stream: str, event: str, data: Any, data_json: str, key: str | None = None
-) -> tuple[Event, LayerMessage | None]:
+) -> tuple[Event, EventMessage | None]:
     """Append in the caller's transaction (or a new one, or none where one statement does).
 
     Returns the message for the caller to fan out now, or ``None`` when there is nothing to
@@ -144,7 +132,7 @@ def _store(
 
 def _fan_out_sync(message: LayerMessage) -> None:
     """Fan out from sync code: handed to the process's long-lived sender (``realtime.sender``)."""
-    sender.send(group_name(message["stream"]), message)
+    sender.send(message)
 
 
 def publish(
@@ -215,7 +203,7 @@ def _under_sync_code() -> bool:
 
 
 Pending = tuple[str, str, Any, str, str | None]  # stream, event, data, data_json, key
-Stored = tuple[Event, LayerMessage | None]
+Stored = tuple[Event, EventMessage | None]
 
 
 def _commit_group(group: list[Pending]) -> list[Stored | BaseException]:
@@ -267,11 +255,11 @@ def _commit_together(group: list[Pending]) -> list[Stored | BaseException]:
 async def _fan_out_group(results: Sequence[Stored | BaseException]) -> None:
     """A committed group's messages, one (or a chunk of ``FAN_OUT_CHUNK``) per stream, in one
     ``bus.group_send_many``: one layer message per receiving process on Redis."""
-    by_stream: dict[str, list[LayerMessage]] = {}
+    by_stream: dict[str, list[EventMessage]] = {}
     for result in results:
         if not isinstance(result, BaseException) and result[1] is not None:
             by_stream.setdefault(result[1]["stream"], []).append(result[1])
-    messages = []
+    messages: list[LayerMessage] = []
     for name, singles in by_stream.items():
         messages += singles if len(singles) == 1 else _chunked(name, singles)
     if messages:
@@ -281,14 +269,10 @@ async def _fan_out_group(results: Sequence[Stored | BaseException]) -> None:
 FAN_OUT_CHUNK = sender.FAN_OUT_CHUNK  # events per channel-layer message of ``publish_many``
 
 
-def _chunked(stream: str, singles: list[LayerMessage]) -> list[LayerMessage]:
+def _chunked(stream: str, singles: list[EventMessage]) -> list[StreamMessage]:
     """``realtime.events`` messages carrying ``singles`` in order, ``FAN_OUT_CHUNK`` each."""
     return [
-        {
-            "type": "realtime.events",
-            "stream": stream,
-            "events": singles[start : start + FAN_OUT_CHUNK],
-        }
+        layer_messages.events(stream, singles[start : start + FAN_OUT_CHUNK])
         for start in range(0, len(singles), FAN_OUT_CHUNK)
     ]
 
@@ -392,7 +376,7 @@ async def areset(stream: str) -> store.StreamInfo:
 
 
 def _reset_message(info: store.StreamInfo) -> LayerMessage:
-    return {"type": "realtime.reset", "stream": info.name, "epoch": info.epoch, "seq": 0}
+    return layer_messages.reset(info.name, info.epoch)
 
 
 def _ensure_sync(name: str) -> None:

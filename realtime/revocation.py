@@ -23,18 +23,19 @@ from importlib import import_module
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
+from realtime.bus import control_send, messages
+from realtime.bus.groups import CONTROL_GROUP
 from realtime.conf import realtime_settings
 from realtime.dbthreads import in_lane
 
 logger = logging.getLogger("realtime.revocation")
 
-CONTROL_GROUP = "realtime.control"
+__all__ = ["CONTROL_GROUP", "arevoke", "revoke"]
 
 
 def _message(
@@ -44,28 +45,24 @@ def _message(
     connection: str | None,
     streams: str | None,
     reason: str,
-) -> dict[str, Any]:
+) -> messages.RevokeMessage:
     if user is not None and not isinstance(user, str | int):
         user = user.pk
     if all(value is None for value in (user, session, token, connection)):
         raise ValueError("revoke() needs a user, session, token or connection.")
-    return {
-        "type": "realtime.revoke",
-        "user": None if user is None else str(user),
-        "session": session,
-        "token": token,
-        "connection": connection,
-        "streams": streams,
-        "reason": reason,
-    }
+    return messages.revoke(
+        user=None if user is None else str(user),
+        session=session,
+        token=token,
+        connection=connection,
+        streams=streams,
+        reason=reason,
+    )
 
 
-async def _send(message: dict[str, Any]) -> None:
-    layer = get_channel_layer(realtime_settings.CHANNEL_LAYER)
-    if layer is None:
-        return
+async def _send(message: messages.RevokeMessage) -> None:
     try:
-        await layer.group_send(CONTROL_GROUP, message)
+        await control_send(message)
     except Exception:
         logger.warning(
             "Sending a revocation failed; hubs will catch it within REAUTH_INTERVAL.",

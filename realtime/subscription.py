@@ -78,7 +78,6 @@ class Connection(Protocol):
     """
 
     id: str
-    presence_meta: dict[str, Any]
 
     def deliver(self, sub: Subscription, event: str, frame: str) -> None: ...
 

@@ -17,8 +17,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from realtime import tickets
+from realtime.bus import messages
 from realtime.conf import realtime_settings
-from realtime.hub import get_hub
+from realtime.core.hub import get_hub
 from realtime.models import Connection
 from realtime.protocol import AUTHENTICATION_REQUIRED, INVALID_FRAME, UNKNOWN_CONNECTION
 
@@ -67,8 +68,7 @@ async def heartbeat(request: HttpRequest) -> HttpResponse:
     channel = await _server_channel(connection_id)
     if channel is None:
         return _error(404, UNKNOWN_CONNECTION, "No such connection: reconnect.")
-    touch = {"type": "realtime.touch", "connection": connection_id, "received": received}
-    await hub.layer.send(channel, touch)
+    await hub.layer.send(channel, messages.touch(connection_id, received))
     return HttpResponse(status=204)
 
 

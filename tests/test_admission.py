@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 
 from realtime import registry
-from realtime.hub import get_hub
+from realtime.core.hub import get_hub
 from realtime.models import Connection
 from realtime.websocket import WebSocketConnection
 

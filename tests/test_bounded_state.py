@@ -24,7 +24,9 @@ from django.utils import timezone
 
 import realtime
 from realtime import cleanup, epochs, presence, registry, store
-from realtime.hub import DEPARTED_TTL, MAX_CHANGES, Hub, StreamState
+from realtime.core.hub import Hub
+from realtime.core.presence_tracking import DEPARTED_TTL, StreamPresence
+from realtime.core.reporting import MAX_CHANGES
 from realtime.models import (
     Connection,
     Event,
@@ -260,20 +262,20 @@ def test_presence_rows_live_while_present_and_versions_keep_growing():
 
 # --- memory -------------------------------------------------------------------------------
 def test_departed_members_are_forgotten_after_the_ttl():
-    state = StreamState()
-    assert state.saw_presence("a", 5, False, now=0)
-    assert not state.saw_presence("a", 4, False, now=1)  # late and older: dropped
-    assert state.saw_presence("a", 6, True, now=2)  # left
-    assert not state.saw_presence("a", 5, False, now=3)  # a late update of before the leave
+    state = StreamPresence()
+    assert state.saw("a", 5, False, now=0)
+    assert not state.saw("a", 4, False, now=1)  # late and older: dropped
+    assert state.saw("a", 6, True, now=2)  # left
+    assert not state.saw("a", 5, False, now=3)  # a late update of before the leave
     for key in range(1000):
-        state.saw_presence(f"churn{key}", 1, False, now=3)
-        state.saw_presence(f"churn{key}", 2, True, now=3)
+        state.saw(f"churn{key}", 1, False, now=3)
+        state.saw(f"churn{key}", 2, True, now=3)
     state.forget_departed(now=3 + DEPARTED_TTL + 1)
-    assert state.presence_versions == {} and state.departed == {}
+    assert state.versions == {} and state.departed == {}
 
 
 async def test_connection_changes_are_bounded_while_they_cannot_be_sent():
     hub = Hub()
     for n in range(MAX_CHANGES * 3):
-        hub._changed(hub._opened, f"c{n}")
-    assert len(hub._opened) == MAX_CHANGES and hub._changes_lost
+        hub.reporter.connection_opened(f"c{n}")
+    assert len(hub.reporter.opened) == MAX_CHANGES and hub.reporter.changes_lost

@@ -13,6 +13,7 @@ from channels_redis.core import RedisChannelLayer
 
 import realtime
 from realtime import bus
+from realtime.bus import messages
 from tests.servers import Server, WSClient
 from tests.test_websocket import WS_PATH, subscribe
 
@@ -35,7 +36,7 @@ async def assert_silent(layer: Any, channel: str) -> None:
 
 async def test_each_channel_gets_one_message_with_everything_for_it_in_order() -> None:
     layer = get_channel_layer()
-    assert bus._batchable(layer)
+    assert bus.redis.batchable(layer)
     hub = await layer.new_channel("realtime.hub")  # a process-specific channel, as a hub's
     plain = "test-bus.plain"
     for group in ("g1", "g2", "g3"):
@@ -59,16 +60,16 @@ async def test_a_batch_carries_at_most_batch_events_and_order_holds_across_calls
     await bus.group_send_many(singles[:200])
     await bus.group_send_many(singles[200:])  # at once: its scores must follow the first's
     received = [await receive(layer, channel) for _ in range(3)]
-    assert [len(bus.unbatch(m)) for m in received] == [100, 100, 50]
-    seqs = [m["seq"] for batch in received for m in bus.unbatch(batch)]
+    assert [len(messages.unbatch(m)) for m in received] == [100, 100, 50]
+    seqs = [m["seq"] for batch in received for m in messages.unbatch(batch)]
     assert seqs == list(range(1, 251))
     await assert_silent(layer, channel)
 
 
 def test_scores_increase_even_when_the_clock_does_not() -> None:
     now = time.time()
-    first = bus._scores(3, now)
-    second = bus._scores(2, now - 1.0)  # a clock step back, or the same microsecond
+    first = bus.redis._scores(3, now)
+    second = bus.redis._scores(2, now - 1.0)  # a clock step back, or the same microsecond
     scores = first + second
     assert scores == sorted(scores) and len(set(scores)) == 5
 
@@ -134,7 +135,7 @@ async def test_other_layers_get_their_own_group_send_in_order(
             }
         }
     layer = get_channel_layer()
-    assert not bus._batchable(layer)
+    assert not bus.redis.batchable(layer)
     await layer.group_add("x", "test-bus.x")
     await layer.group_add("y", "test-bus.x")
     items = [("x", message("x", n)) for n in range(1, 6)] + [("y", message("y", 1))]

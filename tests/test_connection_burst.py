@@ -11,7 +11,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from realtime.streams import group_name
+from realtime.bus.groups import group_name
 from tests.servers import WSClient
 
 CLIENTS = 300

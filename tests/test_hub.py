@@ -1,6 +1,6 @@
 """The per-process hub over real Redis: exact delivery through gaps, races, losses, resets.
 
-The connection here is a recording implementation of ``realtime.hub.Connection`` (the
+The connection here is a recording implementation of ``realtime.subscription.Connection`` (the
 interface WebSocket and SSE implement); everything behind it — Redis, the database, the
 reconciler — is real. Lost channel-layer messages are produced the way they happen in
 production: an event committed without its fan-out (a process dying between the two).
@@ -18,9 +18,9 @@ from django.db import transaction
 
 import realtime
 from realtime import store
-from realtime.hub import get_hub
+from realtime.bus.groups import group_name
+from realtime.core.hub import get_hub
 from realtime.publishing import _message, fan_out
-from realtime.streams import group_name
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class Recorder:
     def __init__(self) -> None:
         self.id = "recorder"
-        self.presence_meta: dict[str, Any] = {}
         self.frames: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
 
@@ -232,7 +231,7 @@ async def test_the_hub_sweeps_expired_history(hub, settings):
         "PRUNE_INTERVAL": 0.2,
         "RETENTION": {"*": {"max_age": 0.5}},
     }
-    hub._due["prune"] = 0  # the settings changed after the hub was made
+    hub.jobs.make_due("prune")  # the settings changed after the hub was made
     rec = Recorder()
     await hub.subscribe(rec, "old")  # the sweep runs in a hub that is started
     await realtime.apublish("old", "e")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from channels.layers import BaseChannelLayer
 
+from realtime.bus.groups import group_name
 from realtime.exceptions import InvalidStream, ProtocolError
 from realtime.protocol import (
     decode_cursor,
@@ -17,7 +18,7 @@ from realtime.protocol import (
     parse_client_frame,
     sse_message,
 )
-from realtime.streams import group_name, validate_stream_name
+from realtime.streams import validate_stream_name
 
 
 def test_event_frame_is_the_json_envelope():

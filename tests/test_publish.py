@@ -14,9 +14,9 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 import realtime
+from realtime.bus.groups import group_name
 from realtime.exceptions import InvalidEvent, InvalidStream, SyncInAsyncContext
 from realtime.models import Event
-from realtime.streams import group_name
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -334,7 +334,7 @@ async def test_a_script_that_publishes_and_exits_delivers_everything(listener, f
 
 
 def test_the_sender_joins_queued_events_of_a_stream():
-    from realtime.sender import FAN_OUT_CHUNK, merge
+    from realtime.bus.sender import FAN_OUT_CHUNK, merge
 
     def event(stream: str, seq: int | None) -> tuple[str, dict]:
         return stream, {"type": "realtime.event", "stream": stream, "seq": seq, "t": 1.0}

@@ -25,8 +25,8 @@ from django.utils.timesince import timesince
 from django.views.decorators.cache import never_cache
 
 from realtime.conf import realtime_settings
+from realtime.core.reporting import ADMIN_CONNECTIONS_STREAM, ADMIN_STATS_STREAM
 from realtime.gather import Gathered, agather
-from realtime.hub import ADMIN_CONNECTIONS_STREAM, ADMIN_STATS_STREAM
 from realtime.overview import Overview, aoverview
 from realtime.stats import LATENCY_BUCKETS
 

@@ -12,12 +12,14 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.core.management.base import CommandError, CommandParser
 
-from realtime import bus, store
+from realtime import store
+from realtime.bus import messages
+from realtime.bus.groups import group_name
 from realtime.conf import realtime_settings
 from realtime.exceptions import RealtimeError
 from realtime.management.base import Command as BaseCommand
 from realtime.protocol import format_ts, loads
-from realtime.streams import group_name, validate_stream_name
+from realtime.streams import validate_stream_name
 
 # Seconds between reads of the database for stored events the channel layer did not bring
 # (another process on the in-memory layer, a lost message).
@@ -164,8 +166,11 @@ class Follower:
             self.note(f"channel layer failed ({exc}); reading the database only")
             self.channel = None
             return
-        for inner in bus.unbatch(message):
-            for single in inner["events"] if inner.get("type") == "realtime.events" else [inner]:
+        parsed = messages.parse(message)
+        if parsed is None:
+            return
+        for inner in messages.unbatch(parsed):
+            for single in inner["events"] if inner["type"] == messages.EVENTS else [inner]:
                 await self.take(single)
 
     async def take(self, message: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ the layer loses is delivered by every hub's reconciler (``RECONCILE_INTERVAL``).
 
 Messages leave in the order they were submitted. What queues up while a send is under way
 leaves together: consecutive events of one stream as one ``realtime.events`` message (at most
-``FAN_OUT_CHUNK`` events), and all of it in one ``bus.group_send_many`` call, which on Redis
+``FAN_OUT_CHUNK`` events), and all of it in one ``group_send_many`` call, which on Redis
 is two scripts and one layer message per receiving server process, however many streams the
 events were for. ``flush(timeout)`` waits for what is queued; it runs at interpreter
 exit, bounded by ``EXIT_TIMEOUT``.
@@ -32,13 +32,17 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer
 
-from realtime import bus
+from realtime.bus import messages
+from realtime.bus.groups import group_name
+from realtime.bus.layer import layer
+from realtime.bus.messages import StreamMessage
+from realtime.bus.send import group_send_many
 
 logger = logging.getLogger("realtime.publish")
 
 # Events per merged ``realtime.events`` message (keeps each layer message small).
 FAN_OUT_CHUNK = 100
-# Messages handed to the layer in one ``bus.group_send_many`` call (two Redis scripts).
+# Messages handed to the layer in one ``group_send_many`` call (two Redis scripts).
 SEND_CHUNK = 500
 # Messages that may wait for the sender; past this a submit waits up to ``FULL_WAIT`` seconds,
 # then drops the message (logged: the reconciler delivers what it carried).
@@ -71,11 +75,11 @@ def merge(queued: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
 
 
 def _stored_event(message: Message) -> bool:
-    return message["type"] == "realtime.event" and message["seq"] is not None
+    return message["type"] == messages.EVENT and message["seq"] is not None
 
 
 def _events(first: Message) -> Message:
-    return {"type": "realtime.events", "stream": first["stream"], "t": first["t"]}
+    return dict(messages.events(first["stream"], [], first.get("t")))
 
 
 class Sender:
@@ -96,7 +100,7 @@ class Sender:
 
     def submit(self, group: str, message: Message) -> None:
         """Queue ``message`` for ``group``; returns at once (waits only when the queue is full)."""
-        found = bus.layer()
+        found = layer()
         if isinstance(found, InMemoryChannelLayer):
             async_to_sync(found.group_send)(group, message)
             return
@@ -166,7 +170,7 @@ class Sender:
     @staticmethod
     async def _send(items: list[tuple[str, Message]]) -> None:
         try:
-            await bus.group_send_many(items)
+            await group_send_many(items)
         except Exception:
             logger.exception(
                 "Sending %s layer message(s) (to %s, ...) failed; what they carried is stored: "
@@ -181,9 +185,9 @@ sender = Sender()
 os.register_at_fork(after_in_child=sender.reset)
 
 
-def send(group: str, message: Message) -> None:
-    """Send ``message`` to ``group`` from sync code, through the process's sender."""
-    sender.submit(group, {**message, "t": message.get("t", time.time())})
+def send(message: StreamMessage) -> None:
+    """Send ``message`` to its stream's group from sync code, through the process's sender."""
+    sender.submit(group_name(message["stream"]), dict(messages.stamped(message, time.time())))
 
 
 def flush(timeout: float = EXIT_TIMEOUT) -> bool:

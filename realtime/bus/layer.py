@@ -1,0 +1,49 @@
+"""The channel layer the app uses, and the bound on layer calls in flight.
+
+Every layer call of the core holds a slot here first (``slot``): channels-redis takes a
+connection from redis-py's pool for every call, and redis-py 8's asyncio pool raises
+``MaxConnectionsError`` ("Too many connections") once 100 are in use instead of waiting.
+Two thousand clients leaving at once made as many ``group_discard`` calls, most of which
+failed; with the slots, bursts queue for a moment instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
+
+from realtime.conf import realtime_settings
+
+# Layer calls in flight per event loop: under the pool's 100, leaving room for the hub's
+# receive and for code of the project's own that uses the same layer.
+LAYER_CONCURRENCY = 50
+
+_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def layer() -> BaseChannelLayer:
+    """The channel layer named by ``REALTIME["CHANNEL_LAYER"]``."""
+    found = get_channel_layer(realtime_settings.CHANNEL_LAYER)
+    if found is None:
+        raise ImproperlyConfigured(
+            f"realtime needs a channel layer: CHANNEL_LAYERS has no "
+            f"{realtime_settings.CHANNEL_LAYER!r} alias."
+        )
+    return found
+
+
+@asynccontextmanager
+async def slot() -> AsyncIterator[None]:
+    """Hold one of the running loop's ``LAYER_CONCURRENCY`` slots for a layer call."""
+    loop = asyncio.get_running_loop()
+    found = _slots.get(loop)
+    if found is None:
+        for old in [old for old in _slots if old.is_closed()]:
+            del _slots[old]
+        found = _slots[loop] = asyncio.Semaphore(LAYER_CONCURRENCY)
+    async with found:
+        yield

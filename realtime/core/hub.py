@@ -1,0 +1,505 @@
+"""The per-process hub: group membership, dispatch of layer messages, coalesced writes.
+
+Each server process (each event loop) has one ``Hub``. It owns one channel-layer channel and
+joins a stream's group once, when the first local connection subscribes, so a publish costs
+one channel-layer message per process, not one per connection; the hub then hands the
+already-encoded frame to every local subscriber (the design of Socket.IO's Redis adapter).
+Exact delivery per subscriber is the job of ``realtime.subscription``.
+
+The rest it delegates: presence to ``presence_tracking``, the lease and the leave grace to
+``liveness``, figures to ``reporting``, and its periodic jobs to ``jobs``:
+
+* ``reconcile`` compares its streams' positions with the database every
+  ``RECONCILE_INTERVAL`` seconds, so even the last event of a burst whose layer message was
+  lost arrives within two intervals, and delivery goes on (from the database) while the
+  channel layer is down;
+* ``lease`` renews the lease and sweeps expired ones every ``PRESENCE_TIMEOUT / 3`` seconds,
+  and ``presence`` ends the presence of connections that went silent;
+* ``stats``, ``reauth``, ``refresh`` (group memberships) and ``prune`` (history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from realtime import cleanup, gcpauses, registry, revocation, store
+from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, fan_out, group_name, layer, slot
+from realtime.bus import messages as m
+from realtime.conf import realtime_settings
+from realtime.core.jobs import Job, Jobs
+from realtime.core.liveness import Liveness
+from realtime.core.presence_tracking import PresenceTracker, StreamPresence
+from realtime.core.reporting import Reporter
+from realtime.pacing import WritePacer
+from realtime.stats import stats
+from realtime.subscription import Connection, Subscription
+
+logger = logging.getLogger("realtime.hub")
+
+# Re-add group memberships this often, before the channel layer's group_expiry drops them.
+GROUP_REFRESH = 600.0
+# Longest a hub's close() waits for its tasks, then for removing its lease.
+CLOSE_TIMEOUT = 5.0
+
+
+class HubConnection(Connection, Protocol):
+    """Everything the hub and its helpers use of a connection (``BaseConnection``)."""
+
+    transport: str
+    subscriptions: dict[str, Subscription]
+    last_seen: float
+
+    @property
+    def user_id(self) -> Any: ...
+
+    @property
+    def remote_addr(self) -> str: ...
+
+    @property
+    def user_agent(self) -> str: ...
+
+    @property
+    def presence_key(self) -> str: ...
+
+    @property
+    def auth(self) -> dict[str, Any]: ...
+
+    def touch(self) -> None: ...
+
+    def acknowledge(self, count: int) -> None: ...
+
+    def revoked_by(self, message: m.RevokeMessage) -> bool: ...
+
+    async def revoke(self, reason: str, *, streams: str | None = None) -> None: ...
+
+
+class StreamState:
+    """A hub's local subscribers of one stream, its group membership and its presence."""
+
+    __slots__ = ("checked_head", "joined", "lock", "presence", "subs")
+
+    def __init__(self) -> None:
+        self.subs: dict[Subscription, None] = {}  # insertion-ordered set
+        self.joined = False
+        self.lock = asyncio.Lock()
+        self.checked_head = 0
+        self.presence = StreamPresence()
+
+
+class Hub:
+    """One per event loop: see the module docstring. Get it with ``get_hub()``."""
+
+    def __init__(self) -> None:
+        self.layer = layer()
+        self.id = uuid.uuid4().hex
+        self.streams: dict[str, StreamState] = {}
+        self.connections: dict[str, HubConnection] = {}
+        self.channel: str | None = None
+        self.presence = PresenceTracker(self)
+        self.liveness = Liveness(self)
+        self.reporter = Reporter(self)
+        self.jobs = Jobs(self._jobs())
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._unflushed: dict[Connection, None] = {}  # connections with events queued
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._pacer = WritePacer(float(realtime_settings.FLUSH_INTERVAL))
+        self._started: asyncio.Future[None] | None = None
+        self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
+            m.BATCH: self._on_batch,
+            m.EVENT: self._on_event,
+            m.EVENTS: self._on_events,
+            m.PRESENCE: self._on_presence,
+            m.RESET: self._on_reset,
+            m.TOUCH: self._on_touch,
+            m.REVOKE: self._on_revoke,
+            m.STATS_REQUEST: self._on_stats_request,
+        }
+
+    def _jobs(self) -> list[Job]:
+        conf = realtime_settings
+        # In the order they run within a tick.
+        return [
+            Job("reconcile", lambda: conf.RECONCILE_INTERVAL, self.reconcile, first_now=True),
+            Job("presence", registry.lease_interval, self._expire_presence),
+            Job("lease", registry.lease_interval, self.liveness.renew, jitter=True, first_now=True),
+            Job("stats", lambda: conf.STATS_INTERVAL, self.reporter.report),
+            Job("reauth", lambda: conf.REAUTH_INTERVAL, self.reauthenticate, jitter=True),
+            Job("refresh", lambda: GROUP_REFRESH, self._rejoin_all),
+            Job("prune", lambda: conf.PRUNE_INTERVAL, self._prune, jitter=True),
+        ]
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                self.channel = await self.layer.new_channel(HUB_CHANNEL_PREFIX)
+                await registry.aregister_server(self.id, self.channel)
+                await self._join_control()
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started.exception()  # retrieved: callers get it from the raise below
+                self._started = None
+                raise
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._read_layer(), name="realtime-hub-reader"),
+                loop.create_task(self._maintain(), name="realtime-hub-maintenance"),
+            ]
+            self._started.set_result(None)
+            if realtime_settings.GC_FREEZE:
+                gcpauses.freeze_startup_heap()
+            # A process restarted after a crash clears what its predecessor left, at once
+            # (in the background: handshakes must not wait for it).
+            self.spawn(self.liveness.sweep())
+        await asyncio.shield(self._started)
+
+    async def close(self) -> None:
+        """Stop the hub and remove this process's lease with everything under it."""
+        for state in self.streams.values():
+            for sub in state.subs:
+                sub.close()
+            state.presence.close()
+        self.liveness.close()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._unflushed.clear()
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+        self._tasks = []
+        self.streams.clear()
+        self.connections.clear()
+        if self._started is not None:
+            # Bounded: with the channel layer gone, the lease's expiry does the same later.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.fan_out_all(await registry.aunregister_server(self.id))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Background task failed.", exc_info=task.exception())
+
+    async def fan_out_all(self, messages: list[m.PresenceMessage]) -> None:
+        """Send presence messages (joins, leaves, a sweep's); a failure is logged."""
+        if not messages:
+            return
+        try:
+            await fan_out(*messages)
+        except Exception:
+            logger.warning(
+                "Presence fan-out on %s (and %s more) failed.",
+                messages[0]["stream"],
+                len(messages) - 1,
+                exc_info=True,
+            )
+
+    # --- connections -----------------------------------------------------------------
+    async def attach(
+        self, conn: HubConnection, gone: Callable[[], bool] | None = None
+    ) -> str | None:
+        """Record a new connection (``Connection`` row; the user goes online), unless a
+        connection cap refuses it: then the cap ("user" or "ip") is returned; or
+        ``registry.GONE`` if ``gone()`` was true when the database work was to begin."""
+        await self.start()
+        cap = await registry.aadmit(
+            registry.Admission(
+                conn.id,
+                self.id,
+                conn.user_id,
+                conn.transport,
+                conn.remote_addr,
+                conn.user_agent,
+                gone,
+            )
+        )
+        if cap is None:
+            self.connections[conn.id] = conn
+            self.reporter.connection_opened(conn.id)
+        return cap
+
+    def detach(self, conn: HubConnection) -> None:
+        """Forget a closed connection; it is released after the leave grace period."""
+        if self.connections.pop(conn.id, None) is None:
+            return
+        self.reporter.connection_closed(conn.id)
+        self.liveness.detached(conn)
+
+    def changed(self, conn: HubConnection) -> None:
+        """``conn``'s subscriptions changed: its record is updated with the next lease."""
+        self.liveness.changed(conn.id)
+
+    # --- subscriptions ---------------------------------------------------------------
+    async def subscribe(
+        self,
+        conn: Connection,
+        stream: str,
+        *,
+        sub_id: Any = None,
+        since: int | None = None,
+        epoch: str | None = None,
+    ) -> Subscription:
+        """Subscribe ``conn`` to ``stream``; frames follow through ``conn``.
+
+        The group is joined *before* history is read, so every event committed after the
+        read arrives live: nothing falls between replay and live.
+        """
+        await self.start()
+        sub = Subscription(conn, stream, sub_id=sub_id, since=since, epoch=epoch)
+        state = self.streams.get(stream)
+        if state is None:
+            state = self.streams[stream] = StreamState()
+        state.subs[sub] = None
+        try:
+            await self._join(stream, state)
+            # Positioned before returning, so a frame the client sends next (a publish, say)
+            # is ordered after the subscription; the replay goes on in the background.
+            info = await store.aposition(stream)
+        except BaseException:
+            await self.unsubscribe(sub)
+            raise
+        if sub.start(info):
+            await conn.flush()
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        sub.close()
+        state = self.streams.get(sub.stream)
+        if state is None:
+            return
+        state.subs.pop(sub, None)
+        if state.subs:
+            return
+        async with state.lock:
+            # New subscribers may arrive while we wait: they find this same state (still in
+            # the dict) and re-join after us, under the same lock.
+            if state.subs:
+                return
+            if state.joined:
+                state.joined = False
+                try:
+                    async with slot():
+                        await self.layer.group_discard(group_name(sub.stream), self.channel)
+                except Exception:
+                    logger.warning("Leaving the group of %s failed.", sub.stream, exc_info=True)
+            if not state.subs and self.streams.get(sub.stream) is state:
+                state.presence.close()
+                del self.streams[sub.stream]
+
+    async def _join(self, stream: str, state: StreamState) -> None:
+        if state.joined:
+            return
+        async with state.lock:
+            if state.joined:
+                return
+            try:
+                async with slot():
+                    await self.layer.group_add(group_name(stream), self.channel)
+            except Exception:
+                # Served from the database by the reconciler until the layer is back.
+                logger.warning("Joining the group of %s failed; will retry.", stream, exc_info=True)
+                return
+            state.joined = True
+
+    async def _join_control(self) -> None:
+        try:
+            await self.layer.group_add(CONTROL_GROUP, self.channel)
+        except Exception:
+            logger.warning("Joining the control group failed; will retry.", exc_info=True)
+
+    async def _rejoin_all(self) -> None:
+        await self._join_control()
+        for stream, state in list(self.streams.items()):
+            state.joined = False
+            await self._join(stream, state)
+
+    # --- receiving -------------------------------------------------------------------
+    async def _read_layer(self) -> None:
+        assert self.channel is not None
+        delay = 0.1
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("Channel layer receive failed; retrying.", exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                await self._rejoin_all()
+                self.spawn(self.presence.resync())  # presence messages may have been lost
+                continue
+            delay = 0.1
+            await self.dispatch(message)
+
+    async def dispatch(self, raw: object) -> None:
+        """Hand one layer message to its handler; malformed or unknown ones are logged."""
+        message = m.parse(raw)
+        if message is None:
+            return
+        handler = self._handlers.get(message["type"])
+        if handler is None:
+            logger.warning("Dropped a %s message: hubs do not take it.", message["type"])
+            return
+        try:
+            await handler(message)
+        except Exception:
+            logger.exception("Dispatching a %s message failed.", message["type"])
+
+    async def _on_batch(self, message: m.BatchMessage) -> None:
+        for inner in message["messages"]:
+            await self.dispatch(inner)
+
+    async def _on_event(self, message: m.EventMessage) -> None:
+        state = self.streams.get(message["stream"])
+        if state is not None:
+            self._offer(state, message, message.get("t"))
+            self._schedule_flush()
+
+    async def _on_events(self, message: m.EventsMessage) -> None:
+        state = self.streams.get(message["stream"])
+        if state is not None:
+            for event in message["events"]:
+                self._offer(state, event, message.get("t"))
+            self._schedule_flush()
+
+    async def _on_presence(self, message: m.PresenceMessage) -> None:
+        state = self.streams.get(message["stream"])
+        if state is not None:
+            await self.presence.deliver(state, message)
+
+    async def _on_reset(self, message: m.ResetMessage) -> None:
+        state = self.streams.get(message["stream"])
+        for sub in list(state.subs) if state is not None else []:
+            sub.start_sync()
+
+    async def _on_touch(self, message: m.TouchMessage) -> None:
+        conn = self.connections.get(message["connection"])
+        if conn is not None:
+            conn.touch()
+            if message["received"] is not None:
+                conn.acknowledge(message["received"])
+
+    async def _on_revoke(self, message: m.RevokeMessage) -> None:
+        for conn in list(self.connections.values()):
+            if conn.revoked_by(message):
+                self.spawn(conn.revoke(message["reason"], streams=message["streams"]))
+
+    async def _on_stats_request(self, message: m.StatsRequestMessage) -> None:
+        reply = m.stats_reply(self.reporter.describe())
+        self.spawn(self.layer.send(message["reply_to"], reply))
+
+    def _offer(self, state: StreamState, message: m.EventMessage, sent: float | None) -> None:
+        stats.received += 1
+        if sent is not None:
+            stats.observe_latency(max(0.0, time.time() - sent))
+        unflushed = self._unflushed
+        for sub in list(state.subs):
+            if sub.offer(message):
+                unflushed[sub.conn] = None
+
+    # --- coalesced writes ------------------------------------------------------------
+    def _schedule_flush(self) -> None:
+        """Write what ``dispatch`` queued: at once when idle, else when the pacer says.
+
+        Events that arrive while a pass is due are queued behind it and leave in the same
+        write (one ``batch`` frame, or one SSE chunk), so at high rates a process makes a
+        write per connection per pass instead of one per event (``realtime.pacing``).
+        """
+        if self._flush_handle is not None or not self._unflushed:
+            return
+        loop = asyncio.get_running_loop()
+        self._flush_handle = loop.call_later(self._pacer.delay(loop.time()), self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_handle = None
+        self._pacer.started(asyncio.get_running_loop().time())
+        conns, self._unflushed = self._unflushed, {}
+        self.spawn(self._flush(conns))
+
+    async def _flush(self, conns: dict[Connection, None]) -> None:
+        began = time.perf_counter()
+        for conn in conns:
+            await conn.flush()
+        self._pacer.finished(time.perf_counter() - began)
+
+    # --- periodic jobs ---------------------------------------------------------------
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.jobs.tick())
+            await self.jobs.run_due()
+
+    async def reconcile(self) -> None:
+        """Catch up every subscription that is behind the database by more than one round."""
+        for stream, state in list(self.streams.items()):
+            if not state.joined:
+                await self._join(stream, state)
+        heads = await store.aheads(list(self.streams))
+        for stream, state in list(self.streams.items()):
+            info = heads.get(stream)
+            if info is None:
+                continue
+            for sub in list(state.subs):
+                if sub.syncing:
+                    continue
+                if sub.epoch != info.epoch or sub.position < state.checked_head:
+                    sub.start_sync()
+            state.checked_head = info.last_seq
+
+    async def _expire_presence(self) -> None:
+        await self.presence.expire(time.monotonic())
+
+    async def reauthenticate(self) -> None:
+        """Close local connections whose session, user or token is no longer valid."""
+        checked = [
+            {
+                "id": conn.id,
+                "user": conn.user_id,
+                "session": conn.auth.get("session"),
+                "token": conn.auth.get("token"),
+            }
+            for conn in list(self.connections.values())
+            if conn.user_id is not None
+        ]
+        if not checked:
+            return
+        for conn_id in await revocation.arecheck(checked):
+            conn = self.connections.get(conn_id)
+            if conn is not None:
+                logger.info("Connection %s: credentials no longer valid; closing.", conn_id)
+                self.spawn(conn.revoke("Credentials no longer valid."))
+
+    async def _prune(self) -> None:
+        pruned = await cleanup.aprune(list(self.streams))
+        if any(pruned.values()):
+            logger.info("Retention deleted %s.", ", ".join(f"{n} {k}" for k, n in pruned.items()))
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop, created on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub
