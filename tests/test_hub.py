@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import uuid
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 import realtime
-from realtime import store
+from realtime import registry, store
 from realtime.bus.groups import group_name
 from realtime.core.hub import get_hub
+from realtime.models import Connection as ConnectionRow
 from realtime.publishing import _message, fan_out
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -324,3 +327,52 @@ async def test_subscribers_catching_up_together_share_each_history_read(hub, mon
     assert all(rec.seqs() == list(range(1, 23)) for rec in recs)
     # One read per page for the thirty of them (a few more if the reconciler joins in).
     assert 1 <= len(reads) <= 4, reads
+
+
+async def test_a_malformed_layer_message_is_logged_and_the_next_one_delivered(hub, caplog):
+    rec = Recorder()
+    await hub.subscribe(rec, "s")
+    broken = {"type": "realtime.event", "stream": "s", "seq": 1}  # no epoch, event or frame
+    with caplog.at_level(logging.WARNING, logger="realtime.bus"):
+        await hub.layer.send(hub.channel, broken)
+        await hub.layer.send(hub.channel, {"type": "realtime.unknown", "stream": "s"})
+        await realtime.apublish("s", "e", 1)
+        await rec.wait_for_seq(1)
+    assert "Dropped a malformed realtime.event message: no 'epoch'." in caplog.text
+    assert "Dropped a channel-layer message of unknown type 'realtime.unknown'." in caplog.text
+    assert rec.seqs() == [1]
+
+
+class Attached(Recorder):
+    """A recorder the hub can admit (``registry.admit`` records it as a connection)."""
+
+    transport = "ws"
+    user_id = None
+    remote_addr = "127.0.0.1"
+    user_agent = "test"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.id = uuid.uuid4().hex
+        self.subscriptions: dict[str, Any] = {}
+
+
+async def test_subscriptions_changed_before_a_failed_lease_renewal_are_written_by_the_next(
+    hub, monkeypatch
+):
+    conn = Attached()
+    assert await hub.attach(conn) is None
+    conn.subscriptions = {"a": None, "b": None}
+    hub.changed(conn)
+    real_renew = registry.arenew_server
+
+    async def unavailable(*args: Any) -> bool:
+        # Stands in for a database that refuses one renewal (a failover, say).
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(registry, "arenew_server", unavailable)
+    await hub.jobs.run("lease")  # fails, logged by the job runner
+    monkeypatch.setattr(registry, "arenew_server", real_renew)
+    await hub.jobs.run("lease")
+    row = await ConnectionRow.objects.aget(id=conn.id)
+    assert row.streams == ["a", "b"]
