@@ -45,6 +45,17 @@ from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.connection")
 
+# What ASGI servers raise from ``send`` once the peer is gone, besides ``OSError`` (which the
+# ASGI spec asks for, and uvicorn's ``ClientDisconnected`` is): hypercorn's
+# ``UnexpectedMessageError`` (a send in the closed state), granian's ``ClientDisconnected``.
+DISCONNECT_ERRORS = frozenset({"UnexpectedMessageError", "ClientDisconnected"})
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether a failed write means the peer went away (not a bug of ours)."""
+    return isinstance(exc, OSError) or type(exc).__name__ in DISCONNECT_ERRORS
+
+
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Refusal code (logs, ``realtime_auth_failures_total``) of a handshake the client or the
 # server (daphne's --websocket_connect_timeout) gave up on before it was admitted.
@@ -358,9 +369,15 @@ class BaseConnection:
                     frames.append(outbox.popleft())
                     size += len(frames[-1])
                 await self.write_many(frames)
-        except Exception:
-            # The peer is gone; the receive loop will see the disconnect and clean up.
-            logger.debug("Write to connection %s failed.", self.id, exc_info=True)
+        except Exception as exc:
+            # Usually the peer is gone, and the receive loop will see the disconnect and clean
+            # up; anything else is a bug (an encoder's, say) and must not look like one.
+            if is_disconnect(exc):
+                logger.debug("Write to connection %s failed.", self.id, exc_info=True)
+            else:
+                logger.warning(
+                    "Writing to connection %s failed; closing it.", self.id, exc_info=True
+                )
             self.closed = True
         finally:
             self._flushing = False

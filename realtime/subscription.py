@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 
 from realtime import epochs, snapshots, store
 from realtime.conf import realtime_settings
+from realtime.dbthreads import in_lane
 from realtime.protocol import SubscribedFrame, dumps, event_frame, format_ts
 from realtime.stats import stats
 
@@ -57,8 +58,10 @@ async def read_page(stream: str, after: int, limit: int) -> Page:
     return await asyncio.shield(task)
 
 
-async def _read_page(stream: str, after: int, limit: int) -> Page:
-    rows, info = await store.aread(stream, after, limit)
+def _read_frames(stream: str, after: int, limit: int) -> Page:
+    # Encoded on the database thread: a page of 500 events is milliseconds of JSON, which
+    # would otherwise hold up the event loop (and every connection on it).
+    rows, info = store.read(stream, after, limit)
     frames = [
         (
             row.seq,
@@ -68,6 +71,9 @@ async def _read_page(stream: str, after: int, limit: int) -> Page:
         for row in rows
     ]
     return frames, info
+
+
+_read_page = in_lane(_read_frames)
 
 
 class Connection(Protocol):

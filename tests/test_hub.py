@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -306,13 +307,13 @@ async def test_a_reordering_within_the_grace_never_reads_the_database(hub, monke
 
 async def test_subscribers_catching_up_together_share_each_history_read(hub, monkeypatch):
     reads: list[tuple[str, int]] = []
-    real_aread = store.aread
+    real_read = store.read
 
-    async def counting_aread(stream: str, after: int, limit: int):  # instrumented, still real
+    def counting_read(stream: str, after: int, limit: int):  # instrumented, still real
         reads.append((stream, after))
-        return await real_aread(stream, after, limit)
+        return real_read(stream, after, limit)
 
-    monkeypatch.setattr(store, "aread", counting_aread)
+    monkeypatch.setattr(store, "read", counting_read)
     recs = [Recorder() for _ in range(30)]
     for rec in recs:
         await hub.subscribe(rec, "s")
@@ -376,3 +377,22 @@ async def test_subscriptions_changed_before_a_failed_lease_renewal_are_written_b
     await hub.jobs.run("lease")
     row = await ConnectionRow.objects.aget(id=conn.id)
     assert row.streams == ["a", "b"]
+
+
+async def test_history_pages_are_encoded_off_the_event_loop(hub, monkeypatch):
+    from realtime import subscription
+
+    threads: set[str] = set()
+    real_frame = subscription.event_frame
+
+    def recording_frame(*args: Any) -> str:  # instrumented, still real
+        threads.add(threading.current_thread().name)
+        return real_frame(*args)
+
+    monkeypatch.setattr(subscription, "event_frame", recording_frame)
+    for n in range(3):
+        await realtime.apublish("h", "e", n)
+    rec = Recorder()
+    await hub.subscribe(rec, "h", since=0)
+    await rec.wait_for_seq(3)
+    assert threads and threading.current_thread().name not in threads
