@@ -16,7 +16,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.middleware.csrf import _get_new_csrf_string, _mask_cipher_secret
-from django.urls import reverse
+from django.urls import path, reverse
+from drf_spectacular.drainage import GENERATOR_STATS
+from drf_spectacular.settings import patched_settings, spectacular_settings
+from drf_spectacular.validation import validate_schema
+from jsonschema import ValidationError
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_openapi
 from rest_framework.authtoken.models import Token
@@ -25,6 +29,8 @@ from rest_framework.test import APIClient
 import realtime
 from realtime import presence, registry, tickets
 from realtime.api.authentication import match_api_token
+from realtime.api.schema import SETTINGS, APISchemaGenerator
+from realtime.api.views import RealtimeAPIView
 from realtime.models import Event, Stream
 from tests.servers import WSClient, settings_env
 
@@ -337,6 +343,12 @@ def test_history_errors(ada: Any) -> None:
     assert error(api.get(events_url("bad name"))) == (400, "invalid_stream")
     for params in ({"since": "-1"}, {"since": "x"}, {"limit": "0"}, {"limit": "1001"}):
         assert error(api.get(events_url("chat:1"), params)) == (400, "invalid_parameter")
+    # Integers are ASCII digits, nothing else Python's int() would take; at most 64 bits.
+    for raw in ("+1", " 1", "1_0", "5.0", "\u0663", "9" * 30):
+        response = api.get(events_url("chat:1"), {"since": raw})
+        assert error(response) == (400, "invalid_parameter"), raw
+    # An empty parameter is an absent one.
+    assert error(api.get(events_url("chat:nope"), {"since": "", "limit": ""}))[0] == 404
     # Server tokens read everything.
     assert server_client().get(events_url("orders:1")).json()["seq"] == 1
 
@@ -369,6 +381,8 @@ def test_stream_list_shows_what_the_caller_may_subscribe_to(ada: Any, grace: Any
         seen += [s["stream"] for s in page["streams"]]
     assert seen == everything
     assert error(api.get(url("streams"), {"limit": "abc"})) == (400, "invalid_parameter")
+    # Refused before the database sees it (PostgreSQL cannot hold a NUL in a string).
+    assert error(api.get(url("streams"), {"prefix": "a\x00"})) == (400, "invalid_parameter")
 
 
 def test_presence(ada: Any, grace: Any, settings: Any) -> None:
@@ -433,12 +447,24 @@ def test_api_tokens_must_be_long_and_are_compared_in_full(db: None, settings: An
         match_api_token(SERVER_TOKEN)
 
 
-def test_openapi_schema_is_valid_and_describes_the_answers(ada: Any) -> None:
-    response = client().get(url("schema"))
+def schema_document() -> dict[str, Any]:
+    """``GET api/schema/``, checked: valid OpenAPI 3.0, generated without a warning."""
+    with GENERATOR_STATS.silence():
+        response = client().get(url("schema"))
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/vnd.oai.openapi+json")
-    schema = json.loads(response.content)
-    validate_openapi(schema)
+    problems = [*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache]
+    assert not problems, problems
+    schema: dict[str, Any] = json.loads(response.content)
+    validate_openapi(schema)  # openapi-spec-validator
+    validate_schema(schema)  # and drf-spectacular's own check against the OpenAPI JSON schema
+    return schema
+
+
+def test_openapi_schema_is_valid_and_describes_the_answers(ada: Any) -> None:
+    schema = schema_document()
+    assert schema["openapi"].startswith("3.0.")
+    assert schema["info"]["title"] == "realtime REST API"
     assert schema["servers"] == [{"url": f"http://{HOST}/realtime/api"}]
     assert set(schema["paths"]) == {
         "/streams/",
@@ -447,8 +473,10 @@ def test_openapi_schema_is_valid_and_describes_the_answers(ada: Any) -> None:
         "/connections/",
     }
     assert set(schema["paths"]["/streams/{stream}/events/"]) == {"get", "post"}
-    as_yaml = client().get(url("schema"), {"format": "openapi"})
-    assert yaml.safe_load(as_yaml.content) == schema
+    for fmt in ("yaml", "openapi"):  # drf-spectacular's name, and DRF's (the old one)
+        as_yaml = client().get(url("schema"), {"format": fmt})
+        assert as_yaml["Content-Type"].startswith("application/vnd.oai.openapi")
+        assert yaml.safe_load(as_yaml.content) == schema
 
     # Real answers match the schema's components.
     components = schema["components"]["schemas"]
@@ -460,11 +488,136 @@ def test_openapi_schema_is_valid_and_describes_the_answers(ada: Any) -> None:
 
     published = publish(server_client(), "chat:1", {"event": "msg", "data": {"a": [1]}}).json()
     check("Published", published)
+    check("Published", publish(server_client(), "chat:1", {"event": "msg", "data": 7}).json())
     check("History", session_client(ada).get(events_url("chat:1")).json())
     check("StreamList", server_client().get(url("streams")).json())
+    registry.register_server("srv", "chan")
+    presence.join("chat:1", str(ada.pk), ada.pk, "conn-a1", "srv", {"name": "Ada"})
+    registry.add_connection("c1", "srv", ada.pk, "websocket", "10.0.0.1", "Firefox")
     check("Presence", server_client().get(url("presence", stream="chat:1")).json())
     check("ConnectionList", server_client().get(url("connections")).json())
     check("Error", publish(client(), "chat:1", {"event": "msg"}).json())
+    with pytest.raises(ValidationError):  # and the components are not vacuous
+        check("Published", {**published, "seq": "7"})
+
+
+OPERATIONS = {  # (path, method): (operationId, statuses)
+    ("/streams/{stream}/events/", "post"): ("publishEvent", {200, 201, 400, 401, 403, 413, 415}),
+    ("/streams/{stream}/events/", "get"): ("listEvents", {200, 400, 401, 403, 404}),
+    ("/streams/", "get"): ("listStreams", {200, 400, 401}),
+    ("/streams/{stream}/presence/", "get"): ("getPresence", {200, 400, 401, 403}),
+    ("/connections/", "get"): ("listConnections", {200, 400, 401, 403}),
+}
+
+
+def test_openapi_schema_describes_every_operation(db: None) -> None:
+    schema = schema_document()
+    found = {(route, method) for route, item in schema["paths"].items() for method in item}
+    assert found == set(OPERATIONS)
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for (route, method), (operation_id, statuses) in OPERATIONS.items():
+        operation = schema["paths"][route][method]
+        assert operation["operationId"] == operation_id
+        assert operation["summary"] and operation["description"]
+        assert operation["tags"] == ["realtime"]
+        responses = operation["responses"]
+        assert {int(status) for status in responses} == statuses, operation_id
+        for status, response in responses.items():
+            assert response["description"]
+            body = response["content"]["application/json"]["schema"]
+            assert (body == error_ref) == (int(status) >= 400), (operation_id, status)
+        parameters = {p["name"]: p for p in operation.get("parameters", [])}
+        if "{stream}" in route:
+            stream = parameters["stream"]
+            assert (stream["in"], stream["required"]) == ("path", True)
+            assert stream["schema"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9_.:@/=+-]*$"
+            assert stream["schema"]["maxLength"] == 200
+        if "limit" in parameters:
+            limit = parameters["limit"]["schema"]
+            assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 1000, 100)
+
+    events = schema["paths"]["/streams/{stream}/events/"]
+    post = events["post"]
+    assert post["requestBody"]["required"] is True
+    body_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    publish_body = schema["components"]["schemas"][body_ref.rsplit("/", 1)[1]]
+    assert set(publish_body["properties"]) == {"event", "data", "key", "ephemeral"}
+    assert publish_body["required"] == ["event"]
+    header = next(p for p in post["parameters"] if p["name"] == "Idempotency-Key")
+    assert (header["in"], header["schema"]["pattern"]) == ("header", "^[A-Za-z0-9_.:-]{1,64}$")
+    history = {p["name"]: p for p in events["get"]["parameters"]}
+    assert set(history) == {"stream", "since", "epoch", "limit"}
+    assert history["since"]["schema"]["minimum"] == 0
+    streams = schema["paths"]["/streams/"]["get"]["parameters"]
+    assert {p["name"] for p in streams} == {"prefix", "after", "limit"}
+    connections = {p["name"]: p for p in schema["paths"]["/connections/"]["get"]["parameters"]}
+    assert set(connections) == {"user", "transport", "offset", "limit"}
+    assert connections["transport"]["schema"]["enum"] == ["websocket", "sse"]
+    assert connections["offset"]["schema"]["minimum"] == 0
+
+
+def test_openapi_schema_describes_the_credentials(db: None) -> None:
+    schema = schema_document()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["serverToken"]["type"] == "http"
+    assert schemes["serverToken"]["scheme"] == "bearer"
+    assert "API_TOKENS" in schemes["serverToken"]["description"]
+    assert (schemes["userToken"]["in"], schemes["userToken"]["name"]) == ("header", "Authorization")
+    assert (schemes["ticket"]["in"], schemes["ticket"]["name"]) == ("header", "Authorization")
+    assert (schemes["session"]["in"], schemes["session"]["name"]) == ("cookie", "sessionid")
+    credentials = [{"serverToken": []}, {"ticket": []}, {"userToken": []}, {"session": []}]
+    for (route, method), (operation_id, _) in OPERATIONS.items():
+        security = schema["paths"][route][method]["security"]
+        # Anonymous callers ({}: no credentials) may be allowed by the stream policy, except
+        # on the connection list (staff users and server tokens only).
+        anonymous = [] if operation_id == "listConnections" else [{}]
+        assert security == credentials + anonymous, operation_id
+
+
+def generation_problems(**where: Any) -> list[str]:
+    """drf-spectacular's warnings and errors generating the document of ``where``'s URLs."""
+    with patched_settings(SETTINGS), GENERATOR_STATS.silence():
+        APISchemaGenerator(**where).get_schema(request=None, public=True)
+    return [*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache]
+
+
+class UndescribedView(RealtimeAPIView):
+    def get(self, request: Any, stream: str) -> Any:
+        raise NotImplementedError
+
+
+def test_every_api_view_describes_itself(db: None) -> None:
+    """A view of the API without ``operation(...)`` (parameters, answers) fails here."""
+    assert generation_problems(urlconf="realtime.api.urls") == []
+    # The check bites: drf-spectacular cannot guess a plain APIView's answers.
+    bare = [path("things/<path:stream>/", UndescribedView.as_view())]
+    assert generation_problems(patterns=bare)
+
+
+def test_openapi_schema_ignores_the_projects_settings(
+    db: None, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """REST_FRAMEWORK and SPECTACULAR_SETTINGS are the project's, for its own API; this
+    document keeps its own."""
+    before = schema_document()
+    settings.REST_FRAMEWORK = {
+        "DEFAULT_SCHEMA_CLASS": "rest_framework.schemas.openapi.AutoSchema",
+        "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+        "DEFAULT_VERSIONING_CLASS": "rest_framework.versioning.QueryParameterVersioning",
+        "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+        "DEFAULT_THROTTLE_RATES": {"anon": "1/day"},
+    }
+    project = {
+        "TITLE": "Shop API",
+        "COMPONENT_SPLIT_REQUEST": True,
+        "PREPROCESSING_HOOKS": [lambda endpoints: []],
+        "SECURITY": [{"shopAuth": []}],
+    }
+    for name, value in project.items():
+        monkeypatch.setattr(spectacular_settings, name, value)
+    assert schema_document() == before
+    assert schema_document() == before  # not throttled either
+    assert spectacular_settings.TITLE == "Shop API"  # put back after the request
 
 
 # --- end to end -----------------------------------------------------------------------------

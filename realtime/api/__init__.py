@@ -3,6 +3,6 @@
 Mounted with the app's URLs (``path("realtime/", include("realtime.urls"))`` serves it under
 ``/realtime/api/``). It follows the same stream policy as the WebSocket and SSE endpoints;
 publishing is also open to staff users and to backends holding a server API token
-(``REALTIME["API_TOKENS"]``). ``docs/api.md`` is the reference; the OpenAPI schema is served
-at ``api/schema/``.
+(``REALTIME["API_TOKENS"]``). ``docs/api.md`` is the reference; the OpenAPI schema
+(drf-spectacular, ``realtime.api.schema``) is served at ``api/schema/``.
 """

@@ -4,11 +4,16 @@ The API asks the same ``get_policy().has_permission(action, user, stream)`` as t
 and SSE endpoints, with the same actions: ``publish`` for ``POST .../events/``, ``history``
 for reading events, ``presence`` for a stream's members, ``subscribe`` for which streams a
 caller sees in the list. Server API tokens may do everything; staff users may also publish.
+Endpoints that are not about one stream (the connection list) are for staff users and server
+tokens only: :class:`StaffOrServer`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from asgiref.sync import async_to_sync
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from realtime.api.authentication import is_server, is_staff
@@ -47,3 +52,13 @@ def denied(request: Request, message: str) -> APIError:
     if anonymous:
         error.auth_header = 'Bearer realm="realtime"'
     return error
+
+
+class StaffOrServer(BasePermission):
+    """Staff users and server tokens only; anyone else is refused as :func:`denied` says."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if is_server(request) or is_staff(request):
+            return True
+        # Raised rather than returned: DRF would answer 401 authentication_required.
+        raise denied(request, "Only staff users and server tokens may do this.")

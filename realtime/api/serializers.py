@@ -1,4 +1,8 @@
-"""What the REST API reads and writes; the OpenAPI schema is generated from these."""
+"""What the REST API reads and writes; the OpenAPI schema is generated from these.
+
+The ``*Query`` serializers validate the query parameters and are what the schema documents
+them with (``extend_schema(parameters=[...])``), so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from rest_framework import serializers
 from realtime.exceptions import RealtimeError
 from realtime.protocol import INVALID_EVENT
 from realtime.publishing import validate_event_type, validate_idempotency_key
+
+MAX_PAGE = 1000  # events, streams or connections per page
+DEFAULT_PAGE = 100
+# Seqs and offsets are 64-bit in the database; a larger number is refused, not overflowed.
+MAX_QUERY_INTEGER = 2**63 - 1
 
 
 def _wire(exc: RealtimeError) -> serializers.ValidationError:
@@ -166,3 +175,64 @@ class ErrorDetailSerializer(serializers.Serializer[Any]):
 
 class ErrorSerializer(serializers.Serializer[Any]):
     error = ErrorDetailSerializer()
+
+
+# --- query parameters --------------------------------------------------------------------------
+class QueryInteger(serializers.IntegerField):
+    """A non-negative integer query parameter: ASCII digits only.
+
+    DRF's ``IntegerField`` would also take ``+5``, `` 5``, ``5_000`` and ``5.0``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_value", MAX_QUERY_INTEGER)
+        super().__init__(required=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if not (isinstance(data, str) and data.isascii() and data.isdigit()):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+class QueryString(serializers.CharField):
+    """An optional text query parameter, taken as sent (no whitespace trimmed; empty: unset)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, allow_blank=True, trim_whitespace=False, **kwargs)
+
+
+class PageQuery(serializers.Serializer[Any]):
+    limit = QueryInteger(
+        default=DEFAULT_PAGE, min_value=1, max_value=MAX_PAGE, help_text="Page size."
+    )
+
+
+class HistoryQuery(PageQuery):
+    """``GET streams/<stream>/events/``."""
+
+    since = QueryInteger(
+        default=0, min_value=0, help_text="Return events after this seq (0: all retained history)."
+    )
+    epoch = QueryString(
+        help_text="The epoch `since` belongs to; another epoch gives `recovered: false` and the "
+        "retained history of the current one."
+    )
+
+
+class StreamListQuery(PageQuery):
+    """``GET streams/``."""
+
+    prefix = QueryString(help_text="Only streams whose name starts with this.")
+    after = QueryString(help_text="Only streams named after this (the `next` cursor).")
+
+
+class ConnectionListQuery(PageQuery):
+    """``GET connections/``."""
+
+    user = QueryString(help_text="Only this user's (primary key).")
+    transport = serializers.ChoiceField(
+        choices=[("websocket", "WebSocket"), ("sse", "Server-Sent Events")],
+        required=False,
+        help_text="Only this transport's.",
+    )
+    offset = QueryInteger(default=0, min_value=0, help_text="Skip this many.")

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from realtime.api import views
+from realtime.api.schema import SchemaView
 
 app_name = "api"
 
@@ -11,5 +12,5 @@ urlpatterns = [
     path("streams/<path:stream>/events/", views.events_view, name="events"),
     path("streams/<path:stream>/presence/", views.PresenceView.as_view(), name="presence"),
     path("connections/", views.ConnectionListView.as_view(), name="connections"),
-    path("schema/", views.schema_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
 ]

@@ -16,12 +16,13 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils.http import urlencode
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.renderers import JSONOpenAPIRenderer, JSONRenderer, OpenAPIRenderer
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.schemas import get_schema_view
 from rest_framework.views import APIView
 
 import realtime
@@ -36,8 +37,8 @@ from realtime.api.errors import (
     exception_handler,
 )
 from realtime.api.parsers import StrictJSONParser
-from realtime.api.permissions import denied, require
-from realtime.api.schema import APISchema, APISchemaGenerator, Operation, query_param
+from realtime.api.permissions import StaffOrServer, require
+from realtime.api.schema import IDEMPOTENCY_KEY, STREAM, APISchema, errors, operation
 from realtime.conf import realtime_settings
 from realtime.exceptions import RealtimeError
 from realtime.models import Connection, Event, Stream
@@ -46,8 +47,6 @@ from realtime.presence import counts_only, members
 from realtime.protocol import INVALID_EVENT, MALFORMED_JSON, format_ts, normalize
 from realtime.streams import validate_stream_name
 
-MAX_PAGE = 1000  # events, streams or connections per page
-DEFAULT_PAGE = 100
 # Streams examined per listing request when the policy filters them: the page may come back
 # short, with ``next`` to go on from, rather than scan a huge table in one request.
 LIST_SCAN_BUDGET = 5000
@@ -57,18 +56,20 @@ class RealtimeAPIView(APIView):
     """Base of the API's views: its own authentication, JSON only, the app's error format.
 
     Every policy class is set here, so the project's ``REST_FRAMEWORK`` defaults (which suit
-    its own API) change nothing about this one.
+    its own API) change nothing about this one. Each view method describes itself to the
+    OpenAPI schema with ``realtime.api.schema.operation`` (drf-spectacular's ``extend_schema``).
     """
 
     authentication_classes = DEFAULT_AUTHENTICATION_CLASSES
-    permission_classes: list[Any] = []
+    # The views ask the stream policy themselves (realtime.api.permissions); AllowAny also
+    # tells the schema that anonymous callers may be allowed (public streams).
+    permission_classes: list[Any] = [AllowAny]
     throttle_classes: list[Any] = []
     renderer_classes = [JSONRenderer]
     parser_classes = [StrictJSONParser]
     content_negotiation_class = DefaultContentNegotiation
     versioning_class = None
     schema = APISchema()
-    operations: dict[str, Operation] = {}
 
     def get_exception_handler(self) -> Any:
         return exception_handler
@@ -88,18 +89,13 @@ def _stream(name: str) -> str:
         raise APIError(400, exc.code, exc.message) from exc
 
 
-def _int_param(
-    request: Request, name: str, default: int, *, minimum: int, maximum: int | None = None
-) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or len(raw) > 18 or int(raw) < minimum:
-        raise APIError(400, INVALID_PARAMETER, f"`{name}` must be an integer >= {minimum}.")
-    value = int(raw)
-    if maximum is not None and value > maximum:
-        raise APIError(400, INVALID_PARAMETER, f"`{name}` must be at most {maximum}.")
-    return value
+def _query(request: Request, query_class: type[s.PageQuery]) -> dict[str, Any]:
+    """The query parameters, validated by the serializer the schema documents them with."""
+    query = query_class(data=request.query_params)
+    if not query.is_valid():
+        name, problems = next(iter(query.errors.items()))
+        raise APIError(400, INVALID_PARAMETER, f"`{name}`: {problems[0]}")
+    return dict(query.validated_data)
 
 
 def _next_url(request: Request, **params: Any) -> str:
@@ -115,27 +111,6 @@ def _event(row: Any, stream: str) -> dict[str, Any]:
         "data": row.data,
         "ts": format_ts(row.ts),
     }
-
-
-SINCE = query_param(
-    "since",
-    "Return events after this seq (default 0: all retained history).",
-    {"type": "integer", "minimum": 0},
-)
-EPOCH = query_param(
-    "epoch",
-    "The epoch `since` belongs to; another epoch gives `recovered: false` and the retained "
-    "history of the current one.",
-    {"type": "string"},
-)
-
-
-def _limit(default_max: int = MAX_PAGE) -> dict[str, Any]:
-    return query_param(
-        "limit",
-        f"Page size (default {DEFAULT_PAGE}, at most {default_max}).",
-        {"type": "integer", "minimum": 1, "maximum": default_max},
-    )
 
 
 @dataclass(frozen=True)
@@ -174,38 +149,25 @@ def published(response: Response, stream: str, stored: Event) -> Response:
 class StreamEventsView(RealtimeAPIView):
     """``POST`` publishes an event; ``GET`` pages through the stream's history."""
 
-    operations = {
-        "post": Operation(
-            operation_id="publishEvent",
-            summary="Publish an event to a stream.",
-            description="Stores the event with the stream's next seq and delivers it to every "
-            "subscriber, as `realtime.publish()` does. Allowed when the stream policy allows "
-            "`publish` for the caller, for staff users, and for server API tokens. A repeated "
-            "idempotency key (`key`, or the `Idempotency-Key` header) answers 200 with the "
-            "first event and `duplicate: true`, storing nothing.",
-            request=s.PublishSerializer,
-            responses={201: s.PublishedSerializer, 200: s.PublishedSerializer},
-            errors=(400, 401, 403, 413, 415),
-            headers=(
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "description": "Same as `key` in the body.",
-                    "schema": {"type": "string", "maxLength": 64},
-                },
+    @operation(
+        operation_id="publishEvent",
+        summary="Publish an event to a stream.",
+        description="Stores the event with the stream's next seq and delivers it to every "
+        "subscriber, as `realtime.publish()` does. Allowed when the stream policy allows "
+        "`publish` for the caller, for staff users, and for server API tokens. A repeated "
+        "idempotency key (`key`, or the `Idempotency-Key` header) answers 200 with the "
+        "first event and `duplicate: true`, storing nothing.",
+        parameters=[STREAM, IDEMPOTENCY_KEY],
+        request=s.PublishSerializer,
+        responses={
+            201: OpenApiResponse(s.PublishedSerializer, "Published: the stored event."),
+            200: OpenApiResponse(
+                s.PublishedSerializer,
+                "A repeated idempotency key: the first event, `duplicate: true`; nothing stored.",
             ),
-        ),
-        "get": Operation(
-            operation_id="listEvents",
-            summary="Read a stream's history, a page at a time.",
-            description="Needs the `history` permission. Follow `next` until it is null.",
-            responses={200: s.HistorySerializer},
-            errors=(400, 401, 403, 404),
-            query=(SINCE, EPOCH, _limit()),
-        ),
-    }
-
+            **errors(400, 401, 403, 413, 415),
+        },
+    )
     def post(self, request: Request, stream: str) -> Response:
         stream = _stream(stream)
         require(request, "publish", stream)
@@ -235,12 +197,21 @@ class StreamEventsView(RealtimeAPIView):
             return response
         return published(Response(), publish.stream, publish.sync())
 
+    @operation(
+        operation_id="listEvents",
+        summary="Read a stream's history, a page at a time.",
+        description="Needs the `history` permission. Follow `next` until it is null.",
+        parameters=[STREAM, s.HistoryQuery],
+        responses={
+            200: OpenApiResponse(s.HistorySerializer, "A page of events."),
+            **errors(400, 401, 403, 404),
+        },
+    )
     def get(self, request: Request, stream: str) -> Response:
         stream = _stream(stream)
         require(request, "history", stream)
-        since = _int_param(request, "since", 0, minimum=0)
-        limit = _int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
-        epoch = request.query_params.get("epoch") or None
+        query = _query(request, s.HistoryQuery)
+        since, limit, epoch = query["since"], query["limit"], query.get("epoch") or None
         info = store.stream_info(stream)
         if info is None:
             raise APIError(404, NOT_FOUND, f"No stream {stream!r}.")
@@ -272,33 +243,21 @@ class StreamEventsView(RealtimeAPIView):
 class StreamListView(RealtimeAPIView):
     """``GET``: the streams the caller may subscribe to, by name, with their positions."""
 
-    operations = {
-        "get": Operation(
-            operation_id="listStreams",
-            summary="List streams with their head seq and epoch.",
-            description="Lists the stored streams the caller may `subscribe` to (staff users "
-            "and server tokens see all), ordered by name. A page may hold fewer than `limit` "
-            "streams when many were filtered out; follow `next` until it is null.",
-            responses={200: s.StreamListSerializer},
-            errors=(400, 401),
-            query=(
-                query_param(
-                    "prefix", "Only streams whose name starts with this.", {"type": "string"}
-                ),
-                query_param(
-                    "after",
-                    "Only streams named after this (the `next` cursor).",
-                    {"type": "string"},
-                ),
-                _limit(),
-            ),
-        )
-    }
-
+    @operation(
+        operation_id="listStreams",
+        summary="List streams with their head seq and epoch.",
+        description="Lists the stored streams the caller may `subscribe` to (staff users "
+        "and server tokens see all), ordered by name. A page may hold fewer than `limit` "
+        "streams when many were filtered out; follow `next` until it is null.",
+        parameters=[s.StreamListQuery],
+        responses={
+            200: OpenApiResponse(s.StreamListSerializer, "A page of streams."),
+            **errors(400, 401),
+        },
+    )
     def get(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
-        prefix = request.query_params.get("prefix", "")
-        after = request.query_params.get("after", "")
+        query = _query(request, s.StreamListQuery)
+        limit, prefix, after = query["limit"], query.get("prefix"), query.get("after")
         rows = Stream.objects.order_by("name")
         if prefix:
             rows = rows.filter(name__startswith=prefix)
@@ -351,17 +310,17 @@ class StreamListView(RealtimeAPIView):
 class PresenceView(RealtimeAPIView):
     """``GET``: who is present on a stream, as the ``presence.state`` frame has it."""
 
-    operations = {
-        "get": Operation(
-            operation_id="getPresence",
-            summary="The members present on a stream.",
-            description="Needs the `presence` permission. On PRESENCE_COUNTS_ONLY streams, "
-            "`members` is null (except for staff users and server tokens).",
-            responses={200: s.PresenceSerializer},
-            errors=(400, 401, 403),
-        )
-    }
-
+    @operation(
+        operation_id="getPresence",
+        summary="The members present on a stream.",
+        description="Needs the `presence` permission. On PRESENCE_COUNTS_ONLY streams, "
+        "`members` is null (except for staff users and server tokens).",
+        parameters=[STREAM],
+        responses={
+            200: OpenApiResponse(s.PresenceSerializer, "Who is present."),
+            **errors(400, 401, 403),
+        },
+    )
     def get(self, request: Request, stream: str) -> Response:
         stream = _stream(stream)
         require(request, "presence", stream)
@@ -388,39 +347,27 @@ class PresenceView(RealtimeAPIView):
 class ConnectionListView(RealtimeAPIView):
     """``GET``: the open connections on every process (staff users and server tokens)."""
 
-    operations = {
-        "get": Operation(
-            operation_id="listConnections",
-            summary="Open WebSocket and SSE connections, newest first.",
-            description="For staff users and server tokens only.",
-            responses={200: s.ConnectionListSerializer},
-            errors=(400, 401, 403),
-            query=(
-                query_param("user", "Only this user's (primary key).", {"type": "string"}),
-                query_param(
-                    "transport",
-                    "`websocket` or `sse`.",
-                    {"type": "string", "enum": ["websocket", "sse"]},
-                ),
-                query_param("offset", "Skip this many.", {"type": "integer", "minimum": 0}),
-                _limit(),
-            ),
-        )
-    }
+    permission_classes = [StaffOrServer]
 
+    @operation(
+        operation_id="listConnections",
+        summary="Open WebSocket and SSE connections, newest first.",
+        description="For staff users and server tokens only.",
+        parameters=[s.ConnectionListQuery],
+        responses={
+            200: OpenApiResponse(s.ConnectionListSerializer, "A page of connections."),
+            **errors(400, 401, 403),
+        },
+    )
     def get(self, request: Request) -> Response:
-        if not (is_server(request) or is_staff(request)):
-            raise denied(request, "Only staff users and server tokens may list connections.")
-        limit = _int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
-        offset = _int_param(request, "offset", 0, minimum=0)
+        query = _query(request, s.ConnectionListQuery)
+        limit, offset = query["limit"], query["offset"]
         rows = Connection.objects.select_related("server").order_by("-connected_at", "id")
-        user = request.query_params.get("user")
+        user = query.get("user")
         if user:
             rows = rows.filter(user_id=user) if user.isdigit() else rows.none()
-        transport = request.query_params.get("transport")
+        transport = query.get("transport")
         if transport:
-            if transport not in ("websocket", "sse"):
-                raise APIError(400, INVALID_PARAMETER, "`transport` is websocket or sse.")
             rows = rows.filter(transport=transport)
         total = rows.count()
         page = list(rows[offset : offset + limit])
@@ -446,28 +393,11 @@ class ConnectionListView(RealtimeAPIView):
         )
 
 
-def schema_view() -> Any:
-    """``GET api/schema/``: the OpenAPI document (JSON; YAML with ``?format=openapi``)."""
-    return get_schema_view(
-        title="realtime REST API",
-        description="Publish and read events, list streams, see presence and connections. "
-        "Same stream policy as the WebSocket and SSE endpoints.",
-        version="1",
-        urlconf="realtime.api.urls",
-        generator_class=APISchemaGenerator,
-        renderer_classes=[JSONOpenAPIRenderer, OpenAPIRenderer],
-        authentication_classes=[],
-        permission_classes=[],
-        public=True,
-    )
-
-
 __all__ = [
     "ConnectionListView",
     "PresenceView",
     "StreamEventsView",
     "StreamListView",
-    "schema_view",
 ]
 
 
@@ -505,6 +435,7 @@ async def events_view(request: HttpRequest, stream: str) -> HttpResponse:
     return published(response, stream, stored)
 
 
-# The schema generator finds the view's operations through these, as on DRF's own views.
+# The schema generator finds the view (and its extend_schema) through these, as on DRF's own
+# views.
 events_view.cls = StreamEventsView  # type: ignore[attr-defined]
 events_view.initkwargs = {}  # type: ignore[attr-defined]
