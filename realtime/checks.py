@@ -16,14 +16,13 @@ _REDIS_READ_TIMEOUT = 5
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from realtime import policy, retention
-    from realtime.conf import IMPORT_STRINGS, realtime_settings
+    from realtime.conf import realtime_settings
 
     errors: list[Any] = []
     alias = "default"
     try:
         realtime_settings.reload()
-        for name in IMPORT_STRINGS:
-            getattr(realtime_settings, name)  # imports the dotted path
+        realtime_settings.validate()  # every key's type and shape; imports the dotted paths
         alias = realtime_settings.CHANNEL_LAYER
         retention.rules.cache_clear()
         retention.rules()

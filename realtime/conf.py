@@ -14,6 +14,7 @@ use and reloaded when Django's ``setting_changed`` fires (``override_settings`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -79,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
     # staff session: a string, or a list to rotate. None: staff sessions only.
     "METRICS_TOKEN": None,
     # --- History -----------------------------------------------------------------------
-    # Retention per stream pattern (fnmatch-style, first match wins): ``max_events`` and/or
+    # Retention per stream pattern (``realtime.streams.compile_pattern``, first match wins): ``max_events`` and/or
     # ``max_age`` (seconds or timedelta). ``None`` keeps without limit.
     "RETENTION": {"*": {"max_events": 10_000, "max_age": timedelta(days=7)}},
     # Seconds between in-process sweeps that delete events older than their ``max_age``.
@@ -138,6 +139,94 @@ DEFAULTS: dict[str, Any] = {
 
 IMPORT_STRINGS = {"POLICY", "TOKEN_AUTHENTICATOR"}
 
+SLOW_CONSUMER_POLICIES = ("disconnect", "skip", "conflate")
+
+
+def _number(value: Any, *, optional: bool = False, zero: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return "a positive number" + (" or None" if optional else "")
+    if value == 0 and not zero:
+        return "a positive number" + (" or None" if optional else "")
+    return None
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "True or False"
+
+
+def _shape(value: Any, keys: tuple[str, ...], minimum: float) -> str | None:
+    wanted = "a dict {" + ", ".join(f'"{key}": <number>' for key in keys) + "}"
+    if not isinstance(value, dict) or set(value) != set(keys):
+        return wanted
+    for key in keys:
+        item = value[key]
+        if isinstance(item, bool) or not isinstance(item, int | float) or item < minimum:
+            return f"{wanted}, each at least {minimum:g}"
+    return None
+
+
+def _slow_consumers(value: Any) -> str | None:
+    wanted = f"a dict of stream pattern -> one of {', '.join(SLOW_CONSUMER_POLICIES)}"
+    if not isinstance(value, dict):
+        return wanted
+    for pattern, policy in value.items():
+        if not isinstance(pattern, str) or policy not in SLOW_CONSUMER_POLICIES:
+            return f"{wanted} ({pattern!r}: {policy!r} is not)"
+    return None
+
+
+def _patterns(value: Any) -> str | None:
+    ok = isinstance(value, list | tuple) and all(isinstance(p, str) for p in value)
+    return None if ok else "a list of stream patterns"
+
+
+# What each key must be, as the words of its error. Keys not listed are checked where they
+# are parsed (RETENTION, RULES, ALERTS, API_TOKENS, the import strings).
+VALIDATORS: dict[str, Callable[[Any], str | None]] = {
+    **{
+        name: _number
+        for name in (
+            "HEARTBEAT_INTERVAL",
+            "HEARTBEAT_TIMEOUT",
+            "SSE_RETRY",
+            "MAX_FRAME_SIZE",
+            "MAX_EVENT_SIZE",
+            "MAX_STREAM_NAME_LENGTH",
+            "MAX_SUBSCRIPTIONS",
+            "REPLAY_BATCH_SIZE",
+            "RECONCILE_INTERVAL",
+            "STATS_INTERVAL",
+            "PRUNE_INTERVAL",
+            "PRESENCE_TIMEOUT",
+            "PRESENCE_MAX_META_SIZE",
+            "TICKET_MAX_AGE",
+            "REAUTH_INTERVAL",
+            "MAX_JSON_DEPTH",
+        )
+    },
+    "FLUSH_INTERVAL": lambda value: _number(value, zero=True),
+    "PRESENCE_GRACE": lambda value: _number(value, zero=True),
+    **{
+        name: lambda value: _number(value, optional=True)
+        for name in ("PRESENCE_MAX_MEMBERS", "MAX_CONNECTIONS_PER_USER", "MAX_CONNECTIONS_PER_IP")
+    },
+    **{
+        name: _flag
+        for name in (
+            "GC_FREEZE",
+            "AUTH_REQUIRED",
+            "WEBSOCKET_ENABLED",
+            "PRESENCE_HISTORY_ANONYMOUS",
+        )
+    },
+    "OUTBOX_WINDOW": lambda value: _shape(value, ("messages", "bytes"), 1),
+    "RATE_LIMIT": lambda value: _shape(value, ("rate", "burst"), 1),
+    "SLOW_CONSUMERS": _slow_consumers,
+    "PRESENCE_COUNTS_ONLY": _patterns,
+}
+
 # The column holding stream names is this wide; the setting may only lower it.
 STREAM_NAME_COLUMN = 200
 
@@ -169,6 +258,12 @@ class RealtimeSettings:
             raise AttributeError(f"Invalid realtime setting: {name!r}")
         if name not in self._cached:
             value = self.user_settings.get(name, DEFAULTS[name])
+            validator = VALIDATORS.get(name)
+            wanted = validator(value) if validator is not None else None
+            if wanted is not None:
+                raise ImproperlyConfigured(
+                    f"REALTIME[{name!r}] must be {wanted}, not {value!r} (docs/settings.md)."
+                )
             if name in IMPORT_STRINGS and isinstance(value, str):
                 try:
                     value = import_string(value)
@@ -178,6 +273,11 @@ class RealtimeSettings:
                     ) from exc
             self._cached[name] = value
         return self._cached[name]
+
+    def validate(self) -> None:
+        """Resolve every key now: the first that is wrong raises ``ImproperlyConfigured``."""
+        for name in DEFAULTS:
+            getattr(self, name)
 
     def reload(self) -> None:
         self._cached.clear()

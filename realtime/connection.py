@@ -25,7 +25,7 @@ from realtime import flow
 from realtime.conf import realtime_settings
 from realtime.core.hub import Hub, get_hub
 from realtime.exceptions import PermissionDenied, RealtimeError
-from realtime.policy import Action, compile_pattern, get_policy
+from realtime.policy import Action, get_policy
 from realtime.presence import ANONYMOUS_PREFIX, check_meta
 from realtime.protocol import (
     AUTHENTICATION_REQUIRED,
@@ -40,7 +40,7 @@ from realtime.protocol import (
 )
 from realtime.registry import GONE
 from realtime.stats import stats
-from realtime.streams import validate_stream_name
+from realtime.streams import compile_pattern, validate_stream_name
 from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.connection")

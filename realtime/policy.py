@@ -22,7 +22,6 @@ Replace the whole thing with ``REALTIME["POLICY"] = "myproject.policies.MyPolicy
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
@@ -31,7 +30,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from realtime.conf import realtime_settings
-from realtime.streams import PUBLIC_PREFIX
+from realtime.streams import PUBLIC_PREFIX, compile_pattern
 
 Action = Literal["subscribe", "publish", "presence", "history"]
 ACTIONS: tuple[Action, ...] = ("subscribe", "publish", "presence", "history")
@@ -77,22 +76,6 @@ def allows(who: str, user: Any, owner: str | None) -> bool:
     if who == "owner":
         return _authenticated(user) and owner is not None and str(user.pk) == owner
     return False
-
-
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """``chat:*`` / ``user:{user_id}:*`` as a regex; ``{user_id}`` captures one name part."""
-    parts = re.split(r"(\{user_id\}|\*|\?)", pattern)
-    regex = "".join(
-        "(?P<user_id>[^:/]+)"
-        if part == "{user_id}"
-        else ".*"
-        if part == "*"
-        else "."
-        if part == "?"
-        else re.escape(part)
-        for part in parts
-    )
-    return re.compile(regex)
 
 
 class _Rule:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from realtime.policy import compile_pattern
+from realtime.streams import compile_pattern
 
 Snapshot = Callable[[str, Any], Any]
 

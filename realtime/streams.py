@@ -8,7 +8,7 @@ digits and ``_ - . : @ / = +``, starting with a letter or digit — ``chat:42``,
 from __future__ import annotations
 
 import re
-from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from realtime.conf import STREAM_NAME_COLUMN, realtime_settings
 from realtime.exceptions import InvalidStream
@@ -32,6 +32,33 @@ def validate_stream_name(name: object) -> str:
     return name
 
 
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """A stream pattern as a regex: ``*`` any run of characters, ``?`` one, ``{user_id}`` one
+    name part (no ``:`` or ``/``, captured); everything else literal.
+
+    The one pattern syntax of every setting that takes stream patterns (``RULES``,
+    ``RETENTION``, ``SLOW_CONSUMERS``, ``PRESENCE_COUNTS_ONLY``), of snapshots and of
+    ``revoke(streams=...)``. Unlike ``fnmatch``, ``[`` is an ordinary character.
+    """
+    parts = re.split(r"(\{user_id\}|\*|\?)", pattern)
+    regex = "".join(
+        "(?P<user_id>[^:/]+)"
+        if part == "{user_id}"
+        else ".*"
+        if part == "*"
+        else "."
+        if part == "?"
+        else re.escape(part)
+        for part in parts
+    )
+    return re.compile(regex)
+
+
+@lru_cache(maxsize=1024)  # patterns come from settings: a handful
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return compile_pattern(pattern)
+
+
 def matches(stream: str, pattern: str) -> bool:
-    """Whether ``stream`` matches a shell-style ``pattern`` (``chat:*``), case-sensitively."""
-    return fnmatchcase(stream, pattern)
+    """Whether ``stream`` matches ``pattern`` (``chat:*``; see ``compile_pattern``)."""
+    return _compiled(pattern).fullmatch(stream) is not None

@@ -345,3 +345,35 @@ def test_sqlite_without_wal_and_immediate_transactions_warns(
         {"init_command": "PRAGMA journal_mode=wal", "transaction_mode": "IMMEDIATE"},
     )
     assert realtime_messages() == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "wanted"),
+    [
+        ("SLOW_CONSUMERS", {"*": "conflat"}, "one of disconnect, skip, conflate"),
+        ("SLOW_CONSUMERS", ["*"], "a dict of stream pattern"),
+        ("OUTBOX_WINDOW", {"messages": 100}, '{"messages": <number>, "bytes": <number>}'),
+        ("OUTBOX_WINDOW", {"messages": 100, "bytes": 0}, "each at least 1"),
+        ("RATE_LIMIT", {"rate": "fast", "burst": 10}, '{"rate": <number>, "burst": <number>}'),
+        ("RECONCILE_INTERVAL", 0, "a positive number"),
+        ("HEARTBEAT_INTERVAL", "15", "a positive number"),
+        ("MAX_SUBSCRIPTIONS", True, "a positive number"),
+        ("MAX_CONNECTIONS_PER_IP", -1, "a positive number or None"),
+        ("AUTH_REQUIRED", "yes", "True or False"),
+        ("PRESENCE_COUNTS_ONLY", "chat:*", "a list of stream patterns"),
+    ],
+    ids=repr,
+)
+def test_a_wrong_value_is_an_error_saying_what_the_key_must_be(key, value, wanted) -> None:
+    with override_settings(REALTIME={key: value}):
+        messages = realtime_messages()
+    assert ids(messages) == ["realtime.E001"]
+    assert f"REALTIME[{key!r}] must be" in messages[0].msg and wanted in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    "value", [{"*": "skip"}, {"a:*": "conflate", "*": "disconnect"}, {}], ids=repr
+)
+def test_valid_slow_consumer_policies_pass(value: object) -> None:
+    with override_settings(REALTIME={"SLOW_CONSUMERS": value, "PRESENCE_GRACE": 0}):
+        assert realtime_messages() == []

@@ -18,7 +18,7 @@ from realtime.protocol import (
     parse_client_frame,
     sse_message,
 )
-from realtime.streams import validate_stream_name
+from realtime.streams import compile_pattern, matches, validate_stream_name
 
 
 def test_event_frame_is_the_json_envelope():
@@ -134,3 +134,20 @@ def test_group_names_are_valid_and_distinct():
     assert len(groups) == len(names)
     for group in groups:
         assert layer.require_valid_group_name(group)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "stream", "matched"),
+    [
+        ("chat:*", "chat:1", True),
+        ("chat:*", "chats", False),
+        ("a?c", "abc", True),
+        ("user:{user_id}:inbox", "user:42:inbox", True),
+        ("user:{user_id}:inbox", "user:4/2:inbox", False),
+        ("log[1]", "log[1]", True),  # literal: one syntax, not fnmatch's sets
+        ("log[1]", "log1", False),
+    ],
+)
+def test_one_stream_pattern_syntax(pattern, stream, matched):
+    assert matches(stream, pattern) is matched
+    assert (compile_pattern(pattern).fullmatch(stream) is not None) is matched
