@@ -80,8 +80,8 @@ DEFAULTS: dict[str, Any] = {
     # staff session: a string, or a list to rotate. None: staff sessions only.
     "METRICS_TOKEN": None,
     # --- History -----------------------------------------------------------------------
-    # Retention per stream pattern (``realtime.streams.compile_pattern``, first match wins): ``max_events`` and/or
-    # ``max_age`` (seconds or timedelta). ``None`` keeps without limit.
+    # Retention per stream pattern (``realtime.streams.compile_pattern``; first match wins):
+    # ``max_events`` and/or ``max_age`` (seconds or timedelta). ``None`` keeps without limit.
     "RETENTION": {"*": {"max_events": 10_000, "max_age": timedelta(days=7)}},
     # Seconds between in-process sweeps that delete events older than their ``max_age``.
     "PRUNE_INTERVAL": 60.0,
@@ -142,14 +142,22 @@ IMPORT_STRINGS = {"POLICY", "TOKEN_AUTHENTICATOR"}
 SLOW_CONSUMER_POLICIES = ("disconnect", "skip", "conflate")
 
 
-def _number(value: Any, *, optional: bool = False, zero: bool = False) -> str | None:
+def _number(
+    value: Any, *, optional: bool = False, zero: bool = False, whole: bool = False
+) -> str | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        return "a positive number" + (" or None" if optional else "")
-    if value == 0 and not zero:
-        return "a positive number" + (" or None" if optional else "")
-    return None
+    kinds = int if whole else int | float
+    wanted = ("a positive whole number" if whole else "a positive number") + (
+        " or None" if optional else ""
+    )
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
+        return wanted
+    return wanted if value == 0 and not zero else None
+
+
+def _whole(value: Any) -> str | None:
+    return _number(value, whole=True)
 
 
 def _flag(value: Any) -> str | None:
@@ -190,26 +198,31 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
         for name in (
             "HEARTBEAT_INTERVAL",
             "HEARTBEAT_TIMEOUT",
+            "RECONCILE_INTERVAL",
+            "STATS_INTERVAL",
+            "PRUNE_INTERVAL",
+            "PRESENCE_TIMEOUT",
+            "TICKET_MAX_AGE",
+            "REAUTH_INTERVAL",
+        )
+    },
+    **{
+        name: _whole
+        for name in (
             "SSE_RETRY",
             "MAX_FRAME_SIZE",
             "MAX_EVENT_SIZE",
             "MAX_STREAM_NAME_LENGTH",
             "MAX_SUBSCRIPTIONS",
             "REPLAY_BATCH_SIZE",
-            "RECONCILE_INTERVAL",
-            "STATS_INTERVAL",
-            "PRUNE_INTERVAL",
-            "PRESENCE_TIMEOUT",
             "PRESENCE_MAX_META_SIZE",
-            "TICKET_MAX_AGE",
-            "REAUTH_INTERVAL",
             "MAX_JSON_DEPTH",
         )
     },
     "FLUSH_INTERVAL": lambda value: _number(value, zero=True),
     "PRESENCE_GRACE": lambda value: _number(value, zero=True),
     **{
-        name: lambda value: _number(value, optional=True)
+        name: lambda value: _number(value, optional=True, whole=True)
         for name in ("PRESENCE_MAX_MEMBERS", "MAX_CONNECTIONS_PER_USER", "MAX_CONNECTIONS_PER_IP")
     },
     **{
@@ -232,7 +245,51 @@ STREAM_NAME_COLUMN = 200
 
 
 class RealtimeSettings:
-    """Attribute access to ``settings.REALTIME`` merged over ``DEFAULTS``."""
+    """Attribute access to ``settings.REALTIME`` merged over ``DEFAULTS``, checked and typed.
+
+    The annotations are what each key holds once checked (``VALIDATORS``; the others are
+    checked where they are parsed); a test keeps them and ``DEFAULTS`` in step.
+    """
+
+    HEARTBEAT_INTERVAL: float
+    HEARTBEAT_TIMEOUT: float
+    SSE_RETRY: int
+    OUTBOX_WINDOW: dict[str, int]
+    SLOW_CONSUMERS: dict[str, str]
+    MAX_FRAME_SIZE: int
+    MAX_EVENT_SIZE: int
+    MAX_STREAM_NAME_LENGTH: int
+    MAX_SUBSCRIPTIONS: int
+    REPLAY_BATCH_SIZE: int
+    RECONCILE_INTERVAL: float
+    FLUSH_INTERVAL: float
+    GC_FREEZE: bool
+    CHANNEL_LAYER: str
+    STATS_INTERVAL: float
+    ALERTS: dict[str, float | None]
+    METRICS_TOKEN: str | list[str] | None
+    RETENTION: dict[str, dict[str, Any]]
+    PRUNE_INTERVAL: float
+    PRESENCE_TIMEOUT: float
+    PRESENCE_GRACE: float
+    PRESENCE_MAX_MEMBERS: int | None
+    PRESENCE_MAX_META_SIZE: int
+    PRESENCE_COUNTS_ONLY: list[str]
+    PRESENCE_HISTORY_RETENTION: float | timedelta | None
+    PRESENCE_HISTORY_ANONYMOUS: bool
+    WEBSOCKET_ENABLED: bool
+    POLICY: Any  # the class, imported
+    RULES: dict[str, Any]
+    AUTH_REQUIRED: bool
+    ALLOWED_ORIGINS: list[str] | None
+    TOKEN_AUTHENTICATOR: Callable[[str], Any]  # imported
+    TICKET_MAX_AGE: float
+    REAUTH_INTERVAL: float
+    MAX_CONNECTIONS_PER_USER: int | None
+    MAX_CONNECTIONS_PER_IP: int | None
+    RATE_LIMIT: dict[str, float]
+    MAX_JSON_DEPTH: int
+    API_TOKENS: list[str]
 
     def __init__(self) -> None:
         self._cached: dict[str, Any] = {}

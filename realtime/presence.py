@@ -80,7 +80,7 @@ def check_meta(meta: Any) -> Any:
         value, text = normalize(meta)
     except RealtimeError as exc:
         raise RealtimeError(exc.message, code=INVALID_PRESENCE) from exc
-    limit = int(realtime_settings.PRESENCE_MAX_META_SIZE)
+    limit = realtime_settings.PRESENCE_MAX_META_SIZE
     if len(text.encode()) > limit:
         raise RealtimeError(
             f"Presence metadata is larger than PRESENCE_MAX_META_SIZE ({limit} bytes).",
@@ -106,7 +106,7 @@ def _message(member: PresenceMember, kind: PresenceKind, metas: list[dict[str, A
 
 
 def _records_history(user_id: Any) -> bool:
-    return user_id is not None or bool(realtime_settings.PRESENCE_HISTORY_ANONYMOUS)
+    return user_id is not None or realtime_settings.PRESENCE_HISTORY_ANONYMOUS
 
 
 def _lock_member(stream: str, key: str, user_id: Any) -> tuple[PresenceMember, bool]:

@@ -67,7 +67,7 @@ def _prepare(stream: str, event: str, data: Any) -> tuple[str, Any, str]:
     validate_stream_name(stream)
     validate_event_type(event)
     data, data_json = normalize(data)
-    limit = int(realtime_settings.MAX_EVENT_SIZE)
+    limit = realtime_settings.MAX_EVENT_SIZE
     if len(data_json) > limit or len(data_json.encode()) > limit:
         raise InvalidEvent(f"Event data is larger than MAX_EVENT_SIZE ({limit} bytes).")
     return stream, data, data_json

@@ -41,7 +41,7 @@ GONE = "gone"
 
 
 def lease_interval() -> float:
-    return float(realtime_settings.PRESENCE_TIMEOUT) / 3
+    return realtime_settings.PRESENCE_TIMEOUT / 3
 
 
 def _expiry() -> Any:

@@ -21,7 +21,7 @@ def validate_stream_name(name: object) -> str:
     """Return ``name`` if it is a valid stream name, else raise ``InvalidStream``."""
     if not isinstance(name, str):
         raise InvalidStream("Stream name must be a string.")
-    limit = min(int(realtime_settings.MAX_STREAM_NAME_LENGTH), STREAM_NAME_COLUMN)
+    limit = min(realtime_settings.MAX_STREAM_NAME_LENGTH, STREAM_NAME_COLUMN)
     if not 0 < len(name) <= limit:
         raise InvalidStream(f"Stream name must be 1 to {limit} characters long.")
     if not STREAM_NAME_RE.fullmatch(name):

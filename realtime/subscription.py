@@ -245,7 +245,7 @@ class Subscription:
         """One round of catching up; returns True once the subscription is live."""
         if self.snapshot_at is not None:
             await self._send_snapshot(self.snapshot_at)
-        batch = int(realtime_settings.REPLAY_BATCH_SIZE)
+        batch = realtime_settings.REPLAY_BATCH_SIZE
         logger.debug("Catching up %s from seq %d.", self.stream, self.position)
         rows, info = await read_page(self.stream, self.position, batch)
         logger.debug("Read %d events of %s (head %s).", len(rows), self.stream, info)

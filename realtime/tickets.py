@@ -44,7 +44,7 @@ def redeem(ticket: str) -> dict[str, Any] | None:
     """The ticket's ``{"user", "session"}``, or None if forged, expired, reused or inactive."""
     if len(ticket) > 512:
         return None
-    max_age = float(realtime_settings.TICKET_MAX_AGE)
+    max_age = realtime_settings.TICKET_MAX_AGE
     try:
         claims = _signer().unsign_object(ticket, max_age=max_age)
     except (signing.BadSignature, ValueError):
@@ -64,7 +64,7 @@ def redeem(ticket: str) -> dict[str, Any] | None:
 
 def prune() -> int:
     """Forget nonces of tickets that have expired anyway."""
-    cutoff = timezone.now() - timedelta(seconds=2 * float(realtime_settings.TICKET_MAX_AGE))
+    cutoff = timezone.now() - timedelta(seconds=2 * realtime_settings.TICKET_MAX_AGE)
     deleted, _ = TicketUse.objects.filter(used_at__lt=cutoff).delete()
     return deleted
 

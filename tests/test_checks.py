@@ -357,8 +357,8 @@ def test_sqlite_without_wal_and_immediate_transactions_warns(
         ("RATE_LIMIT", {"rate": "fast", "burst": 10}, '{"rate": <number>, "burst": <number>}'),
         ("RECONCILE_INTERVAL", 0, "a positive number"),
         ("HEARTBEAT_INTERVAL", "15", "a positive number"),
-        ("MAX_SUBSCRIPTIONS", True, "a positive number"),
-        ("MAX_CONNECTIONS_PER_IP", -1, "a positive number or None"),
+        ("MAX_SUBSCRIPTIONS", True, "a positive whole number"),
+        ("MAX_CONNECTIONS_PER_IP", -1, "a positive whole number or None"),
         ("AUTH_REQUIRED", "yes", "True or False"),
         ("PRESENCE_COUNTS_ONLY", "chat:*", "a list of stream patterns"),
     ],
@@ -377,3 +377,17 @@ def test_a_wrong_value_is_an_error_saying_what_the_key_must_be(key, value, wante
 def test_valid_slow_consumer_policies_pass(value: object) -> None:
     with override_settings(REALTIME={"SLOW_CONSUMERS": value, "PRESENCE_GRACE": 0}):
         assert realtime_messages() == []
+
+
+def test_every_setting_is_typed_and_every_type_is_a_setting() -> None:
+    from realtime.conf import RealtimeSettings
+
+    assert set(RealtimeSettings.__annotations__) == set(DEFAULTS)
+
+
+@pytest.mark.parametrize("key", ["MAX_EVENT_SIZE", "REPLAY_BATCH_SIZE", "SSE_RETRY"])
+def test_sizes_and_counts_must_be_whole_numbers(key: str) -> None:
+    with override_settings(REALTIME={key: 1000.5}):
+        messages = realtime_messages()
+    assert ids(messages) == ["realtime.E001"]
+    assert "a positive whole number" in messages[0].msg

@@ -44,8 +44,8 @@ def live_context() -> dict[str, Any]:
         "ws_path": f"{get_script_prefix()}realtime/ws/",
         "stats_stream": ADMIN_STATS_STREAM,
         "connections_stream": ADMIN_CONNECTIONS_STREAM,
-        "stats_interval": float(realtime_settings.STATS_INTERVAL),
-        "presence_grace": float(realtime_settings.PRESENCE_GRACE),
+        "stats_interval": realtime_settings.STATS_INTERVAL,
+        "presence_grace": realtime_settings.PRESENCE_GRACE,
         "data_interval": DATA_INTERVAL,
         "latency_buckets": list(LATENCY_BUCKETS),
     }

@@ -16,7 +16,7 @@ ENVELOPE = 4096
 
 def max_body_size() -> int:
     """Largest body read: ``data`` may be ``MAX_EVENT_SIZE`` compact; allow it indented."""
-    return 2 * int(realtime_settings.MAX_EVENT_SIZE) + ENVELOPE
+    return 2 * realtime_settings.MAX_EVENT_SIZE + ENVELOPE
 
 
 class StrictJSONParser(BaseParser):
@@ -46,7 +46,7 @@ class StrictJSONParser(BaseParser):
             value = loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise APIError(400, MALFORMED_JSON, f"The body is not valid JSON: {exc}") from exc
-        depth_limit = int(realtime_settings.MAX_JSON_DEPTH)
+        depth_limit = realtime_settings.MAX_JSON_DEPTH
         if json_depth(value, depth_limit) > depth_limit:
             raise APIError(400, TOO_DEEP, f"JSON nested deeper than {depth_limit} levels.")
         return value

@@ -183,7 +183,7 @@ class StreamEventsView(RealtimeAPIView):
             key = s.PublishSerializer().validate_key(header)
         data = body.validated_data["data"]
         _, data_json = normalize(data)
-        limit = int(realtime_settings.MAX_EVENT_SIZE)
+        limit = realtime_settings.MAX_EVENT_SIZE
         if len(data_json.encode()) > limit:
             raise APIError(
                 413, PAYLOAD_TOO_LARGE, f"Event data is larger than MAX_EVENT_SIZE ({limit} bytes)."

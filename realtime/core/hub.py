@@ -110,7 +110,7 @@ class Hub:
         self._background: set[asyncio.Task[Any]] = set()
         self._unflushed: dict[Connection, None] = {}  # connections with events queued
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._pacer = WritePacer(float(realtime_settings.FLUSH_INTERVAL))
+        self._pacer = WritePacer(realtime_settings.FLUSH_INTERVAL)
         self._started: asyncio.Future[None] | None = None
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             m.BATCH: self._on_batch,

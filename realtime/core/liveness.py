@@ -39,7 +39,7 @@ class Liveness:
         """Release a closed connection after the grace period."""
         self._dirty.discard(conn.id)
         args = (conn.id, conn.user_id)
-        grace = float(realtime_settings.PRESENCE_GRACE)
+        grace = realtime_settings.PRESENCE_GRACE
         if grace <= 0:
             self.hub.spawn(self._release(*args))
             return

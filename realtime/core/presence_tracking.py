@@ -145,7 +145,7 @@ class PresenceTracker:
 
     async def expire(self, now: float) -> None:
         """Members whose connection went silent for PRESENCE_TIMEOUT leave."""
-        timeout = float(realtime_settings.PRESENCE_TIMEOUT)
+        timeout = realtime_settings.PRESENCE_TIMEOUT
         for conn in list(self.hub.connections.values()):
             if self._joined.get(conn.id) and now - conn.last_seen > timeout:
                 logger.info("Connection %s missed its presence heartbeats.", conn.id)

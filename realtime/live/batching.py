@@ -81,7 +81,7 @@ class Batch:
             for stream in change.streams:
                 key = (stream, change.live.label)
                 groups.setdefault(key, (change.live, []))[1].append(item)
-        limit = int(realtime_settings.MAX_EVENT_SIZE) - _ENVELOPE
+        limit = realtime_settings.MAX_EVENT_SIZE - _ENVELOPE
         for (stream, _), (live, items) in groups.items():
             for chunk in _chunks(items, limit):
                 publish(stream, live.events["batch"], {"changes": chunk})
