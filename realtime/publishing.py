@@ -112,9 +112,9 @@ def _store(
     or at all (a repeated idempotency key: the first publish was delivered).
     """
     try:
-        outer = transaction.get_connection().in_atomic_block
+        outer = transaction.get_connection(store.database()).in_atomic_block
         if outer or store.needs_transaction(key):
-            with transaction.atomic():
+            with transaction.atomic(using=store.database()):
                 stored = store.append(stream, event, data, key=key, data_json=data_json)
         else:
             stored = store.append(stream, event, data, data_json=data_json)
@@ -122,7 +122,9 @@ def _store(
             return stored, None
         message = _message(stored, data_json)
         if outer:
-            transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+            transaction.on_commit(
+                partial(_fan_out_sync, message), using=store.database(), robust=True
+            )
     except (OperationalError, InterfaceError) as exc:
         # Rolled back (or never begun): nothing is stored, so nothing is sent.
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
@@ -238,7 +240,7 @@ def _commit_together(group: list[Pending]) -> list[Stored | BaseException]:
         (index for index, pending in enumerate(group) if pending[4] is not None),
         key=lambda index: group[index][0],
     )
-    with transaction.atomic():
+    with transaction.atomic(using=store.database()):
         rows = store.append_group(
             [group[index][:3] for index in plain], [group[index][3] for index in plain]
         )
@@ -299,8 +301,8 @@ def _store_many(
 ) -> tuple[list[Event], list[LayerMessage]]:
     """``_store`` for several events: one transaction, fan-out messages of ``FAN_OUT_CHUNK``."""
     try:
-        outer = transaction.get_connection().in_atomic_block
-        with transaction.atomic():
+        outer = transaction.get_connection(store.database()).in_atomic_block
+        with transaction.atomic(using=store.database()):
             rows = store.append_many(
                 stream,
                 [(event, data) for event, data, _ in prepared],
@@ -313,7 +315,9 @@ def _store_many(
             messages = _chunked(stream, singles)
             if outer:
                 for message in messages:
-                    transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+                    transaction.on_commit(
+                        partial(_fan_out_sync, message), using=store.database(), robust=True
+                    )
     except (OperationalError, InterfaceError) as exc:
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
     stats.published += len(rows)
@@ -348,11 +352,11 @@ async def apublish_many(stream: str, events: Iterable[tuple[str, Any]]) -> list[
 
 
 def _reset(stream: str) -> tuple[store.StreamInfo, LayerMessage | None]:
-    outer = transaction.get_connection().in_atomic_block
+    outer = transaction.get_connection(store.database()).in_atomic_block
     info = store.reset(stream)
     message = _reset_message(info)
     if outer:
-        transaction.on_commit(partial(_fan_out_sync, message), robust=True)
+        transaction.on_commit(partial(_fan_out_sync, message), using=store.database(), robust=True)
     return info, None if outer else message
 
 

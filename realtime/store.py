@@ -42,6 +42,11 @@ class StreamInfo:
     trimmed_seq: int
 
 
+def database() -> str:
+    """The alias of the database holding the app's streams and events (the router's say)."""
+    return router.db_for_write(Event)
+
+
 def _info(stream: Stream) -> StreamInfo:
     return StreamInfo(stream.name, stream.epoch, stream.last_seq, stream.trimmed_seq)
 
@@ -69,7 +74,7 @@ def append(
     With a ``key`` already used on the stream (and still retained), nothing is stored: the
     earlier event is returned with ``duplicate = True``.
     """
-    connection = connections[router.db_for_write(Event)]
+    connection = connections[database()]
     if key is not None:
         assert connection.in_atomic_block, "append() with a key needs an atomic block"
         _create(name)
@@ -97,7 +102,7 @@ def append(
 
 def needs_transaction(key: str | None) -> bool:
     """Whether ``append`` must run in ``transaction.atomic`` (see its docstring)."""
-    return key is not None or connections[router.db_for_write(Event)].vendor != "postgresql"
+    return key is not None or connections[database()].vendor != "postgresql"
 
 
 def _encode(data: Any) -> str:
@@ -190,7 +195,9 @@ def append_group(
     a cycle, and the events go in one bulk ``INSERT``. Must run inside ``transaction.atomic``.
     ``encoded`` is each ``data`` already encoded, as ``protocol.normalize`` does.
     """
-    assert transaction.get_connection().in_atomic_block, "append_group() needs an atomic block"
+    assert transaction.get_connection(database()).in_atomic_block, (
+        "append_group() needs an atomic block"
+    )
     counts: dict[str, int] = {}
     for name, _, _ in events:
         counts[name] = counts.get(name, 0) + 1
@@ -206,7 +213,7 @@ def append_group(
     for name, event, data in events:
         rows.append(Event(stream=streams[name], seq=next_seq[name], event=event, data=data, ts=now))
         next_seq[name] += 1
-    connection = connections[router.db_for_write(Event)]
+    connection = connections[database()]
     if connection.vendor == "postgresql":
         texts = encoded if encoded is not None else [_encode(row.data) for row in rows]
         _insert_rows(connection, rows, texts, now)
@@ -244,7 +251,7 @@ def _insert_rows(connection: Any, rows: list[Event], texts: list[str], ts: datet
 def _bump(counts: dict[str, int]) -> dict[str, Stream]:
     """Reserve each named stream's next ``count`` seqs, taking the rows' locks in name order;
     the streams that have a row, by name, positioned after the bump."""
-    connection = connections[router.db_for_write(Stream)]
+    connection = connections[database()]
     table = connection.ops.quote_name(Stream._meta.db_table)
     names = sorted(counts)
     found: dict[str, Stream] = {}
@@ -370,7 +377,7 @@ def heads(names: Iterable[str]) -> dict[str, StreamInfo]:
 
 def reset(name: str) -> StreamInfo:
     """Delete a stream's history and give it a new epoch; seqs start again at 1."""
-    with transaction.atomic():
+    with transaction.atomic(using=database()):
         stream, _ = Stream.objects.select_for_update().get_or_create(name=name)
         Event.objects.filter(stream=stream).delete()
         stream.epoch = epochs.new_epoch()
@@ -413,7 +420,7 @@ def prune(now: datetime | None = None) -> int:
 
 
 def _trim_locked(stream_id: int, upto: int) -> int:
-    with transaction.atomic():
+    with transaction.atomic(using=database()):
         stream = Stream.objects.select_for_update().get(pk=stream_id)
         return _trim(stream, min(upto, stream.last_seq))
 
@@ -437,7 +444,7 @@ def prune_streams(subscribed: Collection[str], now: datetime | None = None) -> i
     ]
     deleted = 0
     for start in range(0, len(candidates), 500):
-        with transaction.atomic():
+        with transaction.atomic(using=database()):
             locked = list(
                 empty.select_for_update()
                 .filter(pk__in=candidates[start : start + 500])

@@ -16,12 +16,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Model, QuerySet
 
+from realtime import store
 from realtime.conf import realtime_settings
 from realtime.protocol import dumps
 from realtime.publishing import publish
@@ -75,16 +77,16 @@ class Batch:
 
     def flush(self) -> None:
         """Publish one batch event per (stream, model), split to fit ``MAX_EVENT_SIZE``."""
-        groups: dict[tuple[str, str], tuple[LiveModel, list[dict[str, Any]]]] = {}
+        groups: dict[tuple[str, str, str], tuple[LiveModel, list[dict[str, Any]]]] = {}
         for change in self.committed():
             item = {"event": change.live.events[change.kind], "data": change.data}
             for stream in change.streams:
-                key = (stream, change.live.label)
+                key = (stream, change.live.label, change.using)
                 groups.setdefault(key, (change.live, []))[1].append(item)
         limit = realtime_settings.MAX_EVENT_SIZE - _ENVELOPE
-        for (stream, _), (live, items) in groups.items():
+        for (stream, _, using), (live, items) in groups.items():
             for chunk in _chunks(items, limit):
-                publish(stream, live.events["batch"], {"changes": chunk})
+                _publish(stream, live.events["batch"], {"changes": chunk}, using)
 
 
 def _chunks(items: list[dict[str, Any]], limit: int) -> Iterator[list[dict[str, Any]]]:
@@ -138,7 +140,20 @@ def emit(live: LiveModel, kind: str, streams: list[str], data: Any, using: str) 
         current.add(_Change(live, kind, streams, data, using))
         return
     for stream in streams:
-        publish(stream, live.events[kind], data)
+        _publish(stream, live.events[kind], data, using)
+
+
+def _publish(stream: str, event: str, data: Any, using: str) -> None:
+    """Publish in the transaction of the change, on ``using``, where the events live there.
+
+    Elsewhere no transaction spans both databases: the event is published when the change's
+    transaction on ``using`` commits, so a rollback there publishes nothing (and a crash
+    between the two commits loses the event; ``docs/live-models.md``).
+    """
+    if using == store.database():
+        publish(stream, event, data)
+    else:
+        transaction.on_commit(partial(publish, stream, event, data), using=using, robust=True)
 
 
 def _bulk(kind: str, objects: Iterable[Model]) -> int:
