@@ -286,7 +286,7 @@ async def test_a_larger_server_limit_leaves_frame_too_large_in_between(
 
 async def test_an_invalid_max_frame_size_stops_the_server(realtime_serve: Serve) -> None:
     """0 would tell autobahn "no limit"; the server refuses to start instead."""
-    with pytest.raises(ServerError, match=r"MAX_FRAME_SIZE'\] must be a positive number"):
+    with pytest.raises(ServerError, match=r"MAX_FRAME_SIZE'\] must be a positive whole number"):
         realtime_serve(env=settings_env({"MAX_FRAME_SIZE": 0}))
 
 
