@@ -85,7 +85,7 @@ test: install
 	@svc="$$(scripts/services.sh)" || exit 1; set -a; eval "$$svc"; set +a; \
 	: "$${REDIS_URL:?scripts/services.sh gave no REDIS_URL}"; \
 	: "$${PG_DATABASE_URL:?scripts/services.sh gave no PG_DATABASE_URL}"; \
-	export DJANGO_SETTINGS_MODULE=project.settings; \
+	export DJANGO_SETTINGS_MODULE=tests.settings; \
 	echo; echo "== ruff check $(LINT_PATHS) =="; \
 	$(RUFF) check $(LINT_PATHS); lint=$$?; \
 	echo; echo "== tests on SQLite =="; \

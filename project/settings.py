@@ -82,17 +82,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests run real daphne processes next to pytest: they must share a file, not :memory:.
-    # One per test run, so runs side by side do not drop each other's database.
-    DATABASES["default"]["TEST"] = {
-        "NAME": os.environ.get(
-            "SQLITE_TEST_PATH", str(BASE_DIR / ".run" / f"test-{os.getpid()}.sqlite3")
-        )
-    }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 8}
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
-    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
