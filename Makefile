@@ -3,6 +3,8 @@
 #   make run     the demo on http://127.0.0.1:8000 (HOST=... PORT=... to change)
 #   make test    lint, then the test suite on SQLite and on PostgreSQL
 #                (make test PYTEST_ARGS="-k resume -x" passes options to pytest)
+#   make bench, bench-publish, bench-chat, bench-servers, bench-idle, soak, load
+#                the tools in bench/ (bench/README.md says what each measures)
 #
 # Every target installs what it needs first: a virtualenv in .venv with the package and its
 # extras (again only when pyproject.toml changes), and for the tests a private Redis on
@@ -16,7 +18,7 @@ PY := $(VENV)/bin/python
 RUFF := $(VENV)/bin/ruff
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := postgres,demo,test,bench
-LINT_PATHS := realtime project tests
+LINT_PATHS := realtime project bench tests
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -33,7 +35,7 @@ help:
 	@echo "make test     ruff, then the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
 	@echo "make lint     ruff check and ruff format --check"
 	@echo "make format   let ruff fix imports and formatting"
-	@echo "make bench    run the benchmark (project.bench; BENCH_ARGS=--help for options)"
+	@echo "make bench    fan-out: this app against naive Channels (bench.fanout; BENCH_ARGS=--help)"
 	@echo "make bench-publish  what one publish costs, per API, on SQLite and PostgreSQL"
 	@echo "make bench-chat  1,000 WebSocket clients in 100 rooms publishing to each other"
 	@echo "make bench-servers  daphne, uvicorn, hypercorn and granian serving the app"
@@ -42,7 +44,7 @@ help:
 	@echo "make soak     a minute of hostile anonymous churn against fresh servers; fails if the"
 	@echo "              realtime tables' rows or the RSS keep growing (SOAK_ARGS=--help)"
 	@echo "make load     WebSocket and SSE clients against running servers, e.g. make run's"
-	@echo "              (project.load; LOAD_ARGS='--url http://127.0.0.1:8000 --ws 100 --sse 20')"
+	@echo "              (bench.load; LOAD_ARGS='--url http://127.0.0.1:8000 --ws 100 --sse 20')"
 	@echo "make install  create .venv and install the package with its extras"
 	@echo "make clean    remove caches and .run/ (stops the tests' Redis); distclean: also .venv"
 
@@ -83,7 +85,7 @@ test: install
 	@svc="$$(scripts/services.sh)" || exit 1; set -a; eval "$$svc"; set +a; \
 	: "$${REDIS_URL:?scripts/services.sh gave no REDIS_URL}"; \
 	: "$${PG_DATABASE_URL:?scripts/services.sh gave no PG_DATABASE_URL}"; \
-	export DJANGO_SETTINGS_MODULE=project.settings; \
+	export DJANGO_SETTINGS_MODULE=tests.settings; \
 	echo; echo "== ruff check $(LINT_PATHS) =="; \
 	$(RUFF) check $(LINT_PATHS); lint=$$?; \
 	echo; echo "== tests on SQLite =="; \
@@ -98,45 +100,45 @@ test: install
 	echo "tests on PostgreSQL: $$(verdict $$pg)"; \
 	[ $$lint = 0 ] && [ $$sqlite = 0 ] && [ $$pg = 0 ]
 
-# project.bench starts its own redis-server on a free port; services.sh makes sure one is
+# bench.fanout starts its own redis-server on a free port; services.sh makes sure one is
 # installed, and REDIS_URL names the tests' Redis should the benchmark want an existing one.
 bench: install
 	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== benchmark =="; \
-	$(PY) -m project.bench $(BENCH_ARGS)
+	$(PY) -m bench.fanout $(BENCH_ARGS)
 
 # Like bench; a scratch database on the PostgreSQL that services.sh finds, dropped after.
 bench-publish: install
 	@svc="$$(scripts/services.sh postgres)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== publish path =="; \
-	$(PY) -m project.bench_publish --pg-url "$$PG_DATABASE_URL" $(BENCH_PUBLISH_ARGS)
+	$(PY) -m bench.publish --pg-url "$$PG_DATABASE_URL" $(BENCH_PUBLISH_ARGS)
 
 bench-chat: install
 	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== chat: 1,000 clients in 100 rooms =="; \
-	$(PY) -m project.bench_chat $(BENCH_CHAT_ARGS)
+	$(PY) -m bench.chat $(BENCH_CHAT_ARGS)
 
 bench-servers: install
 	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== ASGI servers =="; \
-	$(PY) -m project.bench_servers $(BENCH_SERVERS_ARGS)
+	$(PY) -m bench.servers $(BENCH_SERVERS_ARGS)
 
 # Like bench: its own redis-server and SQLite file; one fresh daphne process per measurement.
 bench-idle: install
 	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== idle connections and resume =="; \
-	$(PY) -m project.bench_idle $(BENCH_IDLE_ARGS)
+	$(PY) -m bench.idle $(BENCH_IDLE_ARGS)
 
 # Like bench-idle: its own SQLite file and daphne processes; several share the Redis of
 # services.sh (REDIS_URL) under a key prefix of their own. Exit status 1 if anything grows.
 soak: install
 	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== soak: hostile churn, rows and RSS =="; \
-	$(PY) -m project.soak $(SOAK_ARGS)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 # Against servers that already run (make run, by default): starts nothing itself.
 load: install
-	$(PY) -m project.load $(LOAD_ARGS)
+	$(PY) -m bench.load $(LOAD_ARGS)
 
 lint: install
 	$(RUFF) check $(LINT_PATHS)

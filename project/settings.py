@@ -4,19 +4,17 @@ Embedded default: SQLite and the in-memory channel layer, one process. Set ``DAT
 (e.g. ``postgres://user@127.0.0.1:5432/realtime``) for PostgreSQL and ``REDIS_URL``
 (e.g. ``redis://127.0.0.1:6379/0``) for the Redis channel layer, which several daphne
 processes need to share events; ``rediss://`` with ``REDIS_TLS_*`` for TLS, and
-``REDIS_SENTINELS`` for Redis Sentinel (see :func:`redis_hosts`).
+``REDIS_SENTINELS`` for Redis Sentinel (see :func:`realtime.deploy.redis_hosts`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
-from redis.asyncio.connection import SSLConnection, parse_url
+
+from realtime.deploy import redis_hosts
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -84,73 +82,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests run real daphne processes next to pytest: they must share a file, not :memory:.
-    # One per test run, so runs side by side do not drop each other's database.
-    DATABASES["default"]["TEST"] = {
-        "NAME": os.environ.get(
-            "SQLITE_TEST_PATH", str(BASE_DIR / ".run" / f"test-{os.getpid()}.sqlite3")
-        )
-    }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 8}
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
-    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-
-
-def _sentinel_address(address: str) -> tuple[str, int]:
-    """One Sentinel's ``host:port`` (IPv6 in brackets, as in URLs) as redis-py wants it."""
-    host, _, port = address.strip().rpartition(":")
-    if not host or not port.isdigit():
-        raise ImproperlyConfigured(f"REDIS_SENTINELS: {address!r} is not host:port.")
-    return host.strip("[]"), int(port)
-
-
-def redis_hosts(env: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The Redis layer's ``hosts``, so TLS and Sentinel take environment variables, not code.
-
-    ``REDIS_URL`` says how to talk to Redis: ``rediss://`` for TLS (``REDIS_TLS_CA``, and
-    ``REDIS_TLS_CERT`` with ``REDIS_TLS_KEY`` for a client certificate), credentials, database.
-    ``REDIS_SENTINELS`` (``host:port,host:port``) says where: the Sentinels name the master
-    ``REDIS_SENTINEL_MASTER``, so the URL's host and port are unused (the URL may be left out).
-    """
-    url = env.get("REDIS_URL") or "redis://"
-    files = {
-        "ssl_ca_certs": "REDIS_TLS_CA",
-        "ssl_certfile": "REDIS_TLS_CERT",
-        "ssl_keyfile": "REDIS_TLS_KEY",
-    }
-    tls = {option: env[name] for option, name in files.items() if env.get(name)}
-    if tls and not url.startswith("rediss://"):
-        raise ImproperlyConfigured("REDIS_TLS_CA, _CERT and _KEY need a rediss:// REDIS_URL.")
-    # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's
-    # blocking BZPOPMIN: receives fail and pop messages into the void
-    # (django/channels_redis#422). Give reads more time than the pop.
-    options: dict[str, Any] = {"socket_timeout": 15, **tls}
-    if not env.get("REDIS_SENTINELS"):
-        return [{"address": url, **options}]
-    # Sentinel: what the URL says (credentials, db, ?options, which win as they do over an
-    # address's options) but not where. Over TLS the Sentinels are asked over TLS too.
-    parsed = dict(parse_url(url))
-    ssl = parsed.pop("connection_class", None) is SSLConnection
-    master = {k: v for k, v in {**options, **parsed}.items() if k not in ("host", "port")}
-    sentinel_kwargs: dict[str, Any] = {"ssl": True, **tls} if ssl else {}
-    if env.get("REDIS_SENTINEL_PASSWORD"):
-        sentinel_kwargs["password"] = env["REDIS_SENTINEL_PASSWORD"]
-    return [
-        {
-            "sentinels": [_sentinel_address(a) for a in env["REDIS_SENTINELS"].split(",")],
-            "master_name": env.get("REDIS_SENTINEL_MASTER") or "mymaster",
-            "sentinel_kwargs": sentinel_kwargs,
-            "ssl": ssl,
-            **master,
-        }
-    ]
-
 
 if REDIS_URL or os.environ.get("REDIS_SENTINELS"):
     CHANNEL_LAYERS = {

@@ -24,37 +24,6 @@ RUN_DIR = ROOT / ".run"
 # cannot create it in a missing directory.
 RUN_DIR.mkdir(exist_ok=True)
 
-# Concurrent pytest sessions (two checkouts, or two people in one) must not meet: each has
-# its own test databases (named after its pid in project/settings.py) and its own
-# channels-redis prefix, which the daphne subprocesses inherit through server_env().
-REDIS_PREFIX = f"rt-test-{os.getpid()}"
-os.environ["REDIS_PREFIX"] = REDIS_PREFIX
-
-
-def _apply_prefix_to_loaded_settings() -> None:
-    """Give the already-loaded settings this session's prefix.
-
-    pytest-django imports the settings (in ``pytest_load_initial_conftests``) before pytest
-    imports this file, so ``project.settings`` read REDIS_PREFIX before we set it. Replace
-    the value in place and send ``setting_changed``, which makes channels drop any layer it
-    already built.
-    """
-    from django.conf import settings
-    from django.core.signals import setting_changed
-
-    if not settings.configured:
-        return  # the settings will be read later, from the environment set above
-    layers = settings.CHANNEL_LAYERS
-    config = layers.get("default", {}).get("CONFIG")
-    if config is None or config.get("prefix") == REDIS_PREFIX:
-        return
-    config["prefix"] = REDIS_PREFIX
-    settings.CHANNEL_LAYERS = layers
-    setting_changed.send(sender=type(settings), setting="CHANNEL_LAYERS", value=layers, enter=True)
-
-
-_apply_prefix_to_loaded_settings()
-
 
 def _keep_this_process_collector() -> None:
     """The pytest process starts hubs too, but keeps its garbage collector as it is: freezing
@@ -70,6 +39,15 @@ _keep_this_process_collector()
 def pytest_configure(config: pytest.Config) -> None:
     if config.option.help or config.option.version:
         return
+    from django.conf import settings
+
+    if not hasattr(settings, "TEST_SESSION"):
+        pytest.exit(
+            f"The tests run on tests.settings, not on {settings.SETTINGS_MODULE}: unset "
+            "DJANGO_SETTINGS_MODULE (pyproject.toml names tests.settings) or set it to "
+            "tests.settings.",
+            returncode=2,
+        )
     if not os.environ.get("REDIS_URL"):
         pytest.exit(
             "REDIS_URL is not set. These tests need a real Redis and database, which "
@@ -97,7 +75,7 @@ def django_db_modify_db_settings(
 ) -> None:
     """Before creating the test databases, drop those that runs killed outright left behind.
 
-    project/settings.py names test databases after the pid of the run (SQLite
+    tests/settings.py names test databases after the pid of the run (SQLite
     ``.run/test-<pid>.sqlite3``, PostgreSQL ``test_<NAME>_<pid>``); one whose pid is gone
     belongs to no running session.
     """
@@ -154,8 +132,10 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def redis_prefix() -> str:
-    """This session's channels-redis key prefix."""
-    return REDIS_PREFIX
+    """This session's channels-redis key prefix (``tests/settings.py``)."""
+    from django.conf import settings
+
+    return str(settings.REDIS_PREFIX)
 
 
 _SERVERS = pytest.StashKey[list[Server]]()
@@ -174,8 +154,9 @@ def daphne_server(
             fast = daphne_server({"REALTIME_HEARTBEAT_TIMEOUT": "1"})  # extra environment
 
     Each server is a separate process serving ``project.asgi:application`` on its own port,
-    with the pytest process's REDIS_URL and REDIS_PREFIX, so they exchange events through
-    Redis like the processes of a real deployment. Its output is shown if the test fails.
+    with the pytest process's settings, REDIS_URL and Redis prefix, so they exchange events
+    through Redis like the processes of a real deployment. Its output is shown if the test
+    fails.
     """
     servers: list[Server] = []
     request.node.stash[_SERVERS] = servers

@@ -45,7 +45,7 @@ ASGI_APP = "project.asgi:application"
 
 
 def database_url(settings_dict: Mapping[str, Any]) -> str:
-    """A ``DATABASE_URL`` (as ``project.settings`` parses it) naming ``settings_dict``'s database.
+    """A ``DATABASE_URL`` (as the demo's settings parse it) naming ``settings_dict``'s database.
 
     Called after pytest-django set up the test database, ``NAME`` is the test database's.
     """
@@ -81,17 +81,20 @@ def settings_env(overrides: Mapping[str, Any] | None = None, **env: str) -> dict
 def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a subprocess that must see what this pytest process sees.
 
-    Same test database, ``REDIS_URL`` and ``REDIS_PREFIX``; ``extra`` is merged last (e.g.
-    ``{"REALTIME_HEARTBEAT_TIMEOUT": "1"}``).
+    The test settings, the same test database, ``REDIS_URL`` and Redis prefix (the session's,
+    from ``REALTIME_TEST_SESSION``; ``REDIS_PREFIX`` too, for a process on the demo's
+    settings); ``extra`` is merged last (e.g. ``{"REALTIME_HEARTBEAT_TIMEOUT": "1"}``).
     """
+    from django.conf import settings
     from django.db import connection
 
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="project.settings",
+        DJANGO_SETTINGS_MODULE="tests.settings",
         DATABASE_URL=database_url(connection.settings_dict),
         REDIS_URL=os.environ["REDIS_URL"],
-        REDIS_PREFIX=os.environ["REDIS_PREFIX"],
+        REALTIME_TEST_SESSION=settings.TEST_SESSION,
+        REDIS_PREFIX=settings.REDIS_PREFIX,
         PYTHONUNBUFFERED="1",
     )
     # Settings of the pytest process only; a subprocess must not pick them up.

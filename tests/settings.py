@@ -1,15 +1,45 @@
-"""Test settings: the demo's, plus REALTIME overrides from ``REALTIME_TEST_OVERRIDES`` (JSON)
-and a test app that logs realtime signals to ``REALTIME_TEST_SIGNAL_LOG``.
+"""Settings of the test suite: the pytest process's and those of every process it starts.
 
-Daphne subprocesses started with ``DJANGO_SETTINGS_MODULE=tests.settings`` get exactly the
-app settings a test needs, e.g. ``{"MAX_SUBSCRIPTIONS": 2}``.
+``make test``, ``pyproject.toml`` (pytest) and ``tests/servers.py`` (daphne and ``manage.py``
+subprocesses) all use ``DJANGO_SETTINGS_MODULE=tests.settings``. The tests exercise the app
+through the demo project (its pages, URLs, ASGI application, stream rules and the
+``REALTIME_*`` variables it reads), so everything starts from the demo's settings; what only
+the tests need is here:
+
+* test databases of the session's own: ``.run/test-<pid>.sqlite3`` on SQLite (a file, which
+  the daphne subprocesses share; ``SQLITE_TEST_PATH`` names another), ``test_<NAME>_<pid>``
+  on PostgreSQL;
+* a channels-redis prefix of the session's own, ``rt-test-<pid>``;
+* ``REALTIME`` overrides from ``REALTIME_TEST_OVERRIDES`` (JSON), so a daphne subprocess gets
+  exactly the app settings a test needs, e.g. ``{"MAX_SUBSCRIPTIONS": 2}``;
+* ``tests.signal_log``, an app that logs realtime signals to ``REALTIME_TEST_SIGNAL_LOG``.
 """
 
 import json
 import os
 
 from project.settings import *  # noqa: F403
-from project.settings import INSTALLED_APPS, REALTIME
+from project.settings import BASE_DIR, CHANNEL_LAYERS, DATABASES, INSTALLED_APPS, REALTIME
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.signal_log"]
 REALTIME = {**REALTIME, **json.loads(os.environ.get("REALTIME_TEST_OVERRIDES") or "{}")}
+
+# Sessions side by side (two checkouts, or two people in one) must not meet: each has its own
+# test databases and its own channels-redis prefix, named after the pid of its pytest
+# process. The processes a session starts inherit REALTIME_TEST_SESSION (tests/servers.py),
+# so they share its prefix; they reach its test database through DATABASE_URL.
+TEST_SESSION = os.environ.setdefault("REALTIME_TEST_SESSION", str(os.getpid()))
+REDIS_PREFIX = f"rt-test-{TEST_SESSION}"
+
+_database = dict(DATABASES["default"])
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    # Tests run real daphne processes next to pytest: they must share a file, not :memory:.
+    _default_path = BASE_DIR / ".run" / f"test-{TEST_SESSION}.sqlite3"
+    _database["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_PATH", str(_default_path))}
+elif _database["ENGINE"] == "django.db.backends.postgresql":
+    _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{TEST_SESSION}"}
+DATABASES = {**DATABASES, "default": _database}
+
+_layer = CHANNEL_LAYERS["default"]
+if "CONFIG" in _layer:  # the Redis layer, which make test always has (REDIS_URL)
+    CHANNEL_LAYERS = {"default": {**_layer, "CONFIG": {**_layer["CONFIG"], "prefix": REDIS_PREFIX}}}

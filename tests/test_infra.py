@@ -30,7 +30,7 @@ def test_in_process_channel_layer_uses_session_redis_and_prefix(
 ) -> None:
     from channels.layers import get_channel_layer
 
-    assert os.environ["REDIS_PREFIX"] == redis_prefix
+    assert redis_prefix == f"rt-test-{os.getpid()}"  # tests/settings.py: one per test run
     assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] == redis_prefix
     layer = get_channel_layer()
     assert [host.get("address") for host in layer.hosts] == [redis_url]
@@ -42,12 +42,13 @@ def test_manage_subprocess_sees_test_database_and_redis(redis_prefix: str) -> No
     code = (
         "import json; from django.conf import settings; from django.db import connection; "
         "print(json.dumps([connection.settings_dict['NAME'], "
-        "settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']]))"
+        "settings.CHANNEL_LAYERS['default']['CONFIG']['prefix'], settings.SETTINGS_MODULE]))"
     )
     result = run_manage("shell", "-c", code)
-    name, prefix = json.loads(result.stdout.strip().splitlines()[-1])
+    name, prefix, module = json.loads(result.stdout.strip().splitlines()[-1])
     assert name == str(connection.settings_dict["NAME"])
     assert prefix == redis_prefix
+    assert module == "tests.settings"
 
 
 @pytest.mark.django_db
@@ -56,7 +57,7 @@ def test_test_database_is_this_sessions_own() -> None:
     if connection.vendor == "sqlite" and os.environ.get("SQLITE_TEST_PATH"):
         assert name == os.environ["SQLITE_TEST_PATH"]
     else:
-        assert str(os.getpid()) in name  # project/settings.py: one per test run
+        assert str(os.getpid()) in name  # tests/settings.py: one per test run
 
 
 def test_database_url_forms() -> None:

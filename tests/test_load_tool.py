@@ -1,4 +1,4 @@
-"""``project.load`` against real daphne processes, briefly, so that the tool cannot rot.
+"""``bench.load`` against real daphne processes, briefly, so that the tool cannot rot.
 
 A handful of WebSocket and SSE clients, a few seconds of publishing, and the report must say
 what the clients saw: every connection held, every event delivered once, latencies and the
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from project import load
+from bench import load
 from tests.servers import Server
 
 ServerFactory = Callable[..., Server]
@@ -66,7 +66,7 @@ async def test_realtime_websocket_and_sse_clients_through_the_api(
 
 
 async def test_naive_websocket_clients_with_direct_publishing(daphne_server: ServerFactory) -> None:
-    server = daphne_server(app="project.naive_asgi:application")
+    server = daphne_server(app="bench.naive_asgi:application")
     args = load.parse_args(
         [
             *("--url", server.http_url, "--protocol", "naive", "--ws", "3", "--sse", "0"),

@@ -1,12 +1,12 @@
 """The Redis layer over TLS and through Redis Sentinel, configured by environment alone.
 
-``project/settings.py`` turns ``REDIS_URL``/``REDIS_TLS_*``/``REDIS_SENTINEL*`` into
-channels-redis ``hosts`` (:func:`project.settings.redis_hosts`). Here each test starts its own
-redis-server processes on free ports (a TLS-only one with certificates openssl makes for the
-test, or a master, a replica and a Sentinel), then daphne processes and a publishing
-``manage.py`` that get nothing but those variables: subscribers on two processes must both
-receive what a third process publishes. The reconciler is slowed to an hour and half of the
-events are ephemeral (never stored), so only the Redis layer can deliver them.
+:func:`realtime.deploy.redis_hosts` turns ``REDIS_URL``/``REDIS_TLS_*``/``REDIS_SENTINEL*``
+into channels-redis ``hosts``; the demo's settings and the tests' call it. Here each test
+starts its own redis-server processes on free ports (a TLS-only one with certificates openssl
+makes for the test, or a master, a replica and a Sentinel), then daphne processes and a
+publishing ``manage.py`` that get nothing but those variables: subscribers on two processes
+must both receive what a third process publishes. The reconciler is slowed to an hour and
+half of the events are ephemeral (never stored), so only the Redis layer can deliver them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from channels_redis.core import RedisChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from project.settings import redis_hosts
+from realtime.deploy import redis_hosts
 from tests.servers import Server, WSClient, arun_manage, free_port
 
 WS = "/realtime/ws/"

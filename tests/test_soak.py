@@ -1,4 +1,4 @@
-"""The soak (``project.soak``), short: hostile anonymous churn leaves nothing that grows.
+"""The soak (``bench.soak``), short: hostile anonymous churn leaves nothing that grows.
 
 Issue 12: one anonymous client subscribing to never-published ``public:`` streams, joining
 their presence, leaving and unsubscribing left three rows per stream behind (``Stream``,
@@ -35,7 +35,7 @@ def run_soak(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[st
         args = (*args, "--database-url", database)  # a database of its own on that server
     out = tmp_path / "soak.json"
     result = subprocess.run(
-        [sys.executable, "-m", "project.soak", "--json", str(out), *args],
+        [sys.executable, "-m", "bench.soak", "--json", str(out), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -104,7 +104,7 @@ def test_anonymous_churn_on_never_published_streams_plateaus(tmp_path: Path) -> 
 
 
 def test_bounds_are_refused() -> None:
-    from project import soak
+    from bench import soak
 
     for argv in (
         ["--clients", "0"],
@@ -121,7 +121,7 @@ def test_bounds_are_refused() -> None:
 
 
 def test_sample_times_end_at_the_duration() -> None:
-    from project.soak import sample_times
+    from bench.soak import sample_times
 
     assert sample_times(60, 10) == [10, 20, 30, 40, 50, 60]
     assert sample_times(25, 10) == [10, 20, 25]

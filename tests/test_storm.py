@@ -1,4 +1,4 @@
-"""The connection-storm tool (``project.storm``), small enough for the suite, so it cannot rot.
+"""The connection-storm tool (``bench.storm``), small enough for the suite, so it cannot rot.
 
 It runs its own Redis, SQLite file and daphne processes: no test database is involved.
 """
@@ -21,7 +21,7 @@ def run_storm(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
     env["REALTIME_PRESENCE_TIMEOUT"] = "3"
     out = tmp_path / "storm.json"
     result = subprocess.run(
-        [sys.executable, "-m", "project.storm", "--json", str(out), "--timeout", "20", *args],
+        [sys.executable, "-m", "bench.storm", "--json", str(out), "--timeout", "20", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

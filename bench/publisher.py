@@ -1,9 +1,9 @@
-"""The publisher of ``project.bench``: publishes paced events on one stream.
+"""The publisher of ``bench.fanout``: publishes paced events on one stream.
 
 Started by the benchmark with the servers' environment (``DATABASE_URL``, ``REDIS_URL``,
 ``DJANGO_SETTINGS_MODULE``)::
 
-    python -m project.bench_publisher --approach realtime --stream public:bench
+    python -m bench.publisher --approach realtime --stream public:bench
 
 After ``django.setup()`` it prints ``{"event": "ready"}`` and answers JSON-line commands on
 stdin: ``{"cmd": "run", "k": K, "rate": R, "duration": D}`` publishes ``R * D`` events, each
@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from project.bench_procs import emit
+from bench.procs import emit
 
 MAX_ERRORS = 10  # per step; after that the step is abandoned
 LATE_FACTOR = 1.5  # a step stops at duration * LATE_FACTOR even if events remain
@@ -63,7 +63,7 @@ def make_publish(approach: str, stream: str) -> Callable[[list[dict[str, Any]]],
 
         return publish_realtime
 
-    from project import naive
+    from bench import naive
 
     seq = 0
 

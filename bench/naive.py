@@ -1,9 +1,9 @@
-"""The naive Channels fan-out that ``project.bench`` measures the app against.
+"""The naive Channels fan-out that ``bench.fanout`` measures the app against.
 
 Written the way the Channels tutorial teaches it: one consumer per connection, each joining
 the stream's group with ``group_add``, and a publisher calling ``group_send``. Every
 connection thus has its own channel, its own receive loop and its own JSON encoding of every
-event. It is served by ``project.naive_asgi`` at ``/naive/ws/``; its wire format mirrors the
+event. It is served by ``bench.naive_asgi`` at ``/naive/ws/``; its wire format mirrors the
 app's (``subscribe`` → ``subscribed``, ``event`` frames with a ``seq``, ``ping`` → ``pong``) so
 that one load client drives both. It stores nothing and checks no permission, which only
 flatters it in the comparison.

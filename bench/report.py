@@ -1,4 +1,4 @@
-"""Numbers and tables of ``project.bench``: step statistics, the summary and its Markdown."""
+"""Numbers and tables of ``bench.fanout``: step statistics, the summary and its Markdown."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import time
 from typing import Any
 
-from project.bench_client import BUCKETS_PER_SECOND, HIST_SIZE
+from bench.client import BUCKETS_PER_SECOND, HIST_SIZE
 
 
 def percentile_ms(hist: dict[int, int], total: int, q: float) -> float | None:

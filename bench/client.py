@@ -1,8 +1,8 @@
-"""The load client of ``project.bench``: many WebSocket subscribers in one process.
+"""The load client of ``bench.fanout``: many WebSocket subscribers in one process.
 
 Started by the benchmark, not by hand::
 
-    python -m project.bench_client --protocol realtime --stream public:bench --clients 500 \
+    python -m bench.client --protocol realtime --stream public:bench --clients 500 \
         --steps 6 URL1 URL2
 
 It opens ``--clients`` connections spread evenly over the URLs (picows, one event loop),
@@ -28,7 +28,7 @@ from typing import Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from project.bench_procs import emit
+from bench.procs import emit
 
 BUCKETS_PER_SECOND = 10_000  # 0.1 ms histogram buckets...
 HIST_SIZE = 10 * BUCKETS_PER_SECOND  # ...up to 10 s; slower deliveries land in the last one
@@ -165,7 +165,7 @@ class LoadClient:
         self.reported_counts: list[int] = []
 
     def log(self, text: str) -> None:
-        print(f"[bench_client] {text}", file=sys.stderr, flush=True)
+        print(f"[bench.client] {text}", file=sys.stderr, flush=True)
 
     def note_close(self, code: object, reason: str) -> None:
         key = f"{code} {reason}".strip()

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m project.load --url http://127.0.0.1:8000 --ws 200 --sse 50 \
+    python -m bench.load --url http://127.0.0.1:8000 --ws 200 --sse 50 \
         --rate 20 --duration 10 --server-pid 4242
 
 opens ``--ws`` WebSocket and ``--sse`` Server-Sent Events clients, spread over the ``--url``
@@ -19,14 +19,14 @@ Publishing (``--publish``):
   let anyone publish to ``public:chat:*`` (the default stream, ``public:chat:load``), and a
   server token (``--token``, one of ``REALTIME["API_TOKENS"]``) may publish anywhere. One
   request at a time, so the API's latency bounds the rate (about 50-100 events/s here).
-* ``direct``: ``realtime.apublish`` in this process (``project.bench_publisher``), which then
+* ``direct``: ``realtime.apublish`` in this process (``bench.publisher``), which then
   needs the servers' ``DJANGO_SETTINGS_MODULE``, ``DATABASE_URL``, ``REDIS_URL`` and
-  ``REDIS_PREFIX`` in its environment. With ``--protocol naive`` (``project.naive`` under
-  ``project.naive_asgi``) it is the only mode: a ``group_send`` per event.
+  ``REDIS_PREFIX`` in its environment. With ``--protocol naive`` (``bench.naive`` under
+  ``bench.naive_asgi``) it is the only mode: a ``group_send`` per event.
 
 Each event's data carries the publisher's ``time.time()``, so latency is measured on one
 clock: run the tool on the servers' machine. The WebSocket clients are
-``project.bench_client``'s (picows, with flow-control acknowledgements); the SSE clients are
+``bench.client``'s (picows, with flow-control acknowledgements); the SSE clients are
 the lightweight HTTP/1.1 reader below, which acknowledges what it received with the
 heartbeat ``POST`` (``{"connection": ..., "received": N}``, docs/protocol.md, flow control):
 without it the server drops an event stream once ``OUTBOX_WINDOW`` frames are unacknowledged.
@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from project.bench_client import (
+from bench.client import (
     ACK_EVERY,
     BUCKETS_PER_SECOND,
     CONNECT_ATTEMPTS,
@@ -61,9 +61,9 @@ from project.bench_client import (
     LoadClient,
     Step,
 )
-from project.bench_procs import BenchError, check_bounds, log, raise_fd_limit
-from project.bench_publisher import make_publish, run_step
-from project.bench_report import percentile_ms
+from bench.procs import BenchError, check_bounds, log, raise_fd_limit
+from bench.publisher import make_publish, run_step
+from bench.report import percentile_ms
 
 WS_PATHS = {"realtime": "/realtime/ws/?batch=1", "naive": "/naive/ws/"}
 SSE_PATH = "/realtime/sse/"

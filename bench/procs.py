@@ -1,4 +1,4 @@
-"""The processes of ``project.bench``: starting, talking to, timing and stopping them.
+"""The processes of ``bench.fanout``: starting, talking to, timing and stopping them.
 
 Every child gets a log file in the run's temporary directory and is stopped here
 (``terminate``, then ``kill`` after 5 s); ``PR_SET_PDEATHSIG`` has the kernel kill it should

@@ -1,16 +1,16 @@
 """Which ASGI servers run the app correctly, and what each costs (issue 13).
 
-``python -m project.bench_servers [--servers daphne,granian,...] [--runs 3] [--json FILE]``
+``python -m bench.servers [--servers daphne,granian,...] [--runs 3] [--json FILE]``
 
 Each measurement gets a fresh server process (ONE worker; figures cover the whole process
 tree) serving ``project.asgi:application`` on a free 127.0.0.1 port, with its own copy of a
-freshly migrated SQLite database and its own memory-only ``redis-server`` (``bench_procs``).
+freshly migrated SQLite database and its own memory-only ``redis-server`` (``bench.procs``).
 Servers with a WebSocket message limit get ``MAX_FRAME_SIZE`` (uvicorn ``--ws-max-size``,
 hypercorn ``websocket_max_message_size``); daphne runs as ``python -m realtime.serve``.
 
 * **smoke**: ``ws``: a ``websockets`` client (offering permessage-deflate, as browsers do)
   gets ``welcome``, subscribes to ``public:bench`` and receives an event published by
-  another process (``project.bench_publisher``); ``sse``: an SSE request gets it too;
+  another process (``bench.publisher``); ``sse``: an SSE request gets it too;
   ``resume``: reconnected with ``since``/``epoch``, the client must get exactly the two events
   published meanwhile; ``oversize``: what a 70,000-byte message gets (recorded only);
   ``sigterm``, with a WebSocket and an SSE client open: the close code, how the SSE body ends,
@@ -23,7 +23,7 @@ hypercorn ``websocket_max_message_size``); daphne runs as ``python -m realtime.s
   handshakes in flight, no compression (unless ``--deflate``); the RSS 2 s later. Reported:
   KiB per connection; time to open them (clients in this process: includes their CPU);
   the server process's CPU time per connection while they opened.
-* **deliveries**, ``--runs`` times: ``project.bench_client`` (picows, ``?batch=1``) holds
+* **deliveries**, ``--runs`` times: ``bench.client`` (picows, ``?batch=1``) holds
   ``--subscribers`` on ``public:bench``; after a warm-up the publisher sends ``--rate``
   events/s for ``--duration`` s. Reported: deliveries/s at the clients (to the last one) and
   server CPU (``/proc`` utime+stime, while publishing and draining) per delivery.
@@ -56,8 +56,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from project import bench_procs
-from project.bench_procs import BenchError, Proc, Processes, log, write_json
+from bench import procs
+from bench.procs import BenchError, Proc, Processes, log, write_json
 
 APP = "project.asgi:application"
 LIMIT = 65536  # the app's MAX_FRAME_SIZE, given to the servers that take a message limit
@@ -100,7 +100,7 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    return sum(bench_procs._ticks(p) for p in tree(pid)) / os.sysconf("SC_CLK_TCK")
+    return sum(procs._ticks(p) for p in tree(pid)) / os.sysconf("SC_CLK_TCK")
 
 
 class Session:
@@ -113,7 +113,7 @@ class Session:
         with sqlite3.connect(bench.template) as src, sqlite3.connect(self.db) as dst:
             src.backup(dst)
         self.procs = Processes(self.tmp, {**bench.env, "DATABASE_URL": f"sqlite:///{self.db}"})
-        self.port = bench_procs.free_port()
+        self.port = procs.free_port()
         self.ws_url = f"ws://127.0.0.1:{self.port}/realtime/ws/"
 
     async def __aenter__(self) -> Session:
@@ -134,7 +134,7 @@ class Session:
         return proc
 
     async def publisher(self) -> Proc:
-        return await self.spawn("publisher", "project.bench_publisher", "--approach", "realtime")
+        return await self.spawn("publisher", "bench.publisher", "--approach", "realtime")
 
     async def ws(self, compression: str | None = None) -> ClientConnection:
         origin: Any = f"http://127.0.0.1:{self.port}"
@@ -341,7 +341,7 @@ async def delivery_run(bench: Bench, server: str, run: int) -> dict[str, Any]:
     async with Session(bench, server, f"deliveries{run}") as s:
         pub = await s.publisher()
         client = await s.spawn(
-            "client", "project.bench_client", s.ws_url + "?batch=1", "--protocol", "realtime",
+            "client", "bench.client", s.ws_url + "?batch=1", "--protocol", "realtime",
             "--clients", str(a.subscribers), "--steps", "2", "--connect-timeout", "30",
         )  # fmt: skip
         count = await client.request({"cmd": "report", "k": 0}, WAIT)
@@ -458,7 +458,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if unknown := set(args.servers) - set(SERVERS):
         parser.error(f"unknown server {', '.join(sorted(unknown))}")
-    bench_procs.check_bounds(parser, [
+    procs.check_bounds(parser, [
         (args.runs, 1, 10, "--runs"), (args.connections, 1, 5000, "--connections"),
         (args.subscribers, 1, 2000, "--subscribers"), (args.rate, 1, 1000, "--rate"),
         (args.duration, 1, 60, "--duration"),
@@ -467,7 +467,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace) -> int:
-    bench_procs.raise_fd_limit(args.connections + WARM + args.subscribers)
+    procs.raise_fd_limit(args.connections + WARM + args.subscribers)
     bench = Bench(args)
     try:
         result = await bench.run()
@@ -483,4 +483,4 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(bench_procs.run_tool("bench_servers", lambda: amain(parse_args())))
+    sys.exit(procs.run_tool("ASGI servers benchmark", lambda: amain(parse_args())))

@@ -1,7 +1,7 @@
 """Chat benchmark: many WebSocket clients in rooms, publishing to each other (issue 13).
 
-``python -m project.bench_chat`` measures what a chat application gets from the app. Like
-``project.bench`` it starts its own Redis (``redis-server`` on a free loopback port), a fresh
+``python -m bench.chat`` measures what a chat application gets from the app. Like
+``bench.fanout`` it starts its own Redis (``redis-server`` on a free loopback port), a fresh
 migrated SQLite file (or, with ``--database-url``, a scratch database ``realtime_chat_<pid>``
 on a loopback PostgreSQL server, dropped at the end) and ``--servers`` daphne processes of
 ``project.asgi``. One load-client child (this module with ``--child-client``, picows, one
@@ -44,7 +44,7 @@ from typing import Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from project.bench_procs import (
+from bench.procs import (
     START_TIMEOUT,
     BenchError,
     Proc,
@@ -61,7 +61,7 @@ from project.bench_procs import (
     run_tool,
     write_json,
 )
-from project.bench_report import git_revision, machine_info
+from bench.report import git_revision, machine_info
 
 DEFAULT_RATES = [50.0, 100.0, 200.0, 400.0, 800.0]
 WS_PATH = "/realtime/ws/?batch=1"
@@ -72,7 +72,7 @@ PING_INTERVAL = 10.0  # the app closes connections silent for HEARTBEAT_TIMEOUT 
 REPLY_TIMEOUT = 30.0
 RATE_LIMIT = 50.0  # the app's default RATE_LIMIT["rate"]: frames/s per connection
 TEXT = WSMsgType.TEXT
-CHILD = (sys.executable, "-m", "project.bench_chat")
+CHILD = (sys.executable, "-m", "bench.chat")
 
 
 # --- the child: every chat client in one event loop ------------------------------------------

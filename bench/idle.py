@@ -1,10 +1,10 @@
 """Idle connections and resume: this app against the naive Channels approach, side by side.
 
-``make bench-idle`` runs ``python -m project.bench_idle``, which starts its own Redis and
-SQLite database (``project.bench_procs``, as ``project.bench`` does) and measures:
+``make bench-idle`` runs ``python -m bench.idle``, which starts its own Redis and
+SQLite database (``bench.procs``, as ``bench.fanout`` does) and measures:
 
-* **idle connections**: for each of naive WebSocket (``project.naive_asgi``), realtime
-  WebSocket and realtime SSE, ONE fresh daphne process, and ``project.load`` opening
+* **idle connections**: for each of naive WebSocket (``bench.naive_asgi``), realtime
+  WebSocket and realtime SSE, ONE fresh daphne process, and ``bench.load`` opening
   ``--connections`` subscribed clients against it that then stay idle (the first
   ``--warmup`` of them before the baseline reading, so one-off costs such as imports, the
   hub and database connections are not charged to the connections). Reported: connections
@@ -35,9 +35,10 @@ from typing import Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from project.bench import Bench
-from project.bench_client import ACK_EVERY, Step
-from project.bench_procs import (
+from bench.client import ACK_EVERY, Step
+from bench.fanout import Bench
+from bench.load import LoadError, SeqTracker, SSEClient
+from bench.procs import (
     BenchError,
     Proc,
     check_bounds,
@@ -47,12 +48,11 @@ from project.bench_procs import (
     run_tool,
     write_json,
 )
-from project.load import LoadError, SeqTracker, SSEClient
 
-APPS = {"realtime": "project.asgi:application", "naive": "project.naive_asgi:application"}
+APPS = {"realtime": "project.asgi:application", "naive": "bench.naive_asgi:application"}
 WS_PATHS = {"realtime": "/realtime/ws/", "naive": "/naive/ws/"}
 IDLE_VARIANTS = (("naive", "ws"), ("realtime", "ws"), ("realtime", "sse"))
-LOAD_TIMEOUT = 900.0  # seconds for one idle run of project.load, opening included
+LOAD_TIMEOUT = 900.0  # seconds for one idle run of bench.load, opening included
 RESUME_TIMEOUT = 120.0
 WARMUP_EVENTS = 200  # resumed once per variant before the measured resume
 PUBLISH_CHUNK = 1000  # events per apublish_many call (one transaction each)
@@ -150,7 +150,7 @@ async def close_ws(transport: WSTransport, client: ResumeClient) -> None:
 
 
 class IdleBench(Bench):
-    """``project.bench``'s directory, environment and quiet-machine wait; other measurements."""
+    """``bench.fanout``'s directory, environment and quiet-machine wait; other measurements."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
@@ -180,7 +180,7 @@ class IdleBench(Bench):
             log(f"[{name}] {args.connections} idle {transport} connections on pid {server.pid}")
             load = await self.procs.spawn(
                 f"{name}-load",
-                *(sys.executable, "-m", "project.load", "--url", f"http://127.0.0.1:{port}"),
+                *(sys.executable, "-m", "bench.load", "--url", f"http://127.0.0.1:{port}"),
                 *("--protocol", approach, "--ws", "0", "--sse", "0"),
                 *(f"--{transport}", str(args.connections)),
                 *("--rate", "0", "--duration", str(args.hold), "--warmup", str(args.warmup)),
@@ -190,13 +190,13 @@ class IdleBench(Bench):
             began = time.monotonic()
             while load.process.returncode is None:
                 if time.monotonic() - began > LOAD_TIMEOUT:
-                    raise BenchError(f"{name}: project.load ran over {LOAD_TIMEOUT:g} s")
+                    raise BenchError(f"{name}: bench.load ran over {LOAD_TIMEOUT:g} s")
                 try:
                     await asyncio.wait_for(load.process.wait(), 15)
                 except TimeoutError:
                     log(f"[{name}] {time.monotonic() - began:.0f} s:{load.tail(1).strip()}")
             if load.process.returncode != 0 or not out.exists():
-                raise BenchError(f"{name}: project.load failed:\n{load.tail()}")
+                raise BenchError(f"{name}: bench.load failed:\n{load.tail()}")
             report = json.loads(out.read_text())
         finally:
             await self.procs.stop([server])
@@ -224,7 +224,7 @@ class IdleBench(Bench):
     async def publish(self, approach: str, stream: str, n: int) -> float:
         """Publish ``n`` events on ``stream``; returns the seconds it took."""
         import realtime
-        from project import naive
+        from bench import naive
 
         began = time.perf_counter()
         if approach == "realtime":
@@ -509,7 +509,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_tool("bench_idle", lambda: amain(args), (LoadError,))
+    return run_tool("idle benchmark", lambda: amain(args), (LoadError,))
 
 
 if __name__ == "__main__":

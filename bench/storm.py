@@ -1,6 +1,6 @@
 """Connection storms: thousands of clients reconnecting at once, as after a deploy.
 
-``python -m project.storm`` runs one daphne process (``project.storm_settings``: the demo's
+``python -m bench.storm`` runs one daphne process (``bench.storm_settings``: the demo's
 settings plus a count of every SQL statement the process runs) on its own SQLite file (or a
 database of its own on the PostgreSQL server of ``--database-url``), with its own Redis,
 against ``--clients`` WebSocket clients in this process. Two scenarios:
@@ -59,7 +59,7 @@ PRESENCE_GRACE = "0"
 SETUP_CONCURRENCY = 50  # handshakes at a time while setting a restart up
 STOP_TIMEOUT = 30.0  # seconds a SIGTERM'd server gets to exit before it is killed
 STORM_APP = "realtime-storm-server"  # the server's PostgreSQL application_name
-PEAK = "peak connections in use"  # written by project.storm_settings
+PEAK = "peak connections in use"  # written by bench.storm_settings
 NOT_STATEMENTS = {"connections opened", PEAK}
 
 
@@ -119,7 +119,7 @@ class BackendSampler:
 
 class Storm:
     def __init__(self, args: argparse.Namespace) -> None:
-        from project.bench_procs import Processes
+        from bench.procs import Processes
 
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="realtime-storm-"))
@@ -138,7 +138,7 @@ class Storm:
             database_url = f"sqlite:///{self.tmp / 'storm.sqlite3'}"
         env = dict(os.environ)
         env.update(
-            DJANGO_SETTINGS_MODULE="project.storm_settings",
+            DJANGO_SETTINGS_MODULE="bench.storm_settings",
             DATABASE_URL=database_url,
             DJANGO_DEBUG="0",
             REALTIME_LOG="WARNING",
@@ -171,7 +171,7 @@ class Storm:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
 
     async def run(self) -> dict[str, Any]:
-        from project.bench_procs import log
+        from bench.procs import log
 
         await self.procs.start_redis()
         if self.pg_database:
@@ -220,7 +220,7 @@ class Storm:
         return self.read_counts()
 
     async def start_server(self, port: int | None = None) -> tuple[Any, int]:
-        from project.bench_procs import free_port
+        from bench.procs import free_port
 
         port = port or free_port()
         self.counts.unlink(missing_ok=True)  # the new process counts from zero
@@ -278,7 +278,7 @@ class Storm:
     @contextlib.contextmanager
     def ticker(self, label: str, clients: Any, every: float = 2.0) -> Iterator[None]:
         """Progress on stderr every ``every`` seconds while the block runs."""
-        from project.bench_procs import log
+        from bench.procs import log
 
         async def tick() -> None:
             while True:
@@ -309,7 +309,7 @@ class Storm:
     async def quiet(self, label: str) -> float:
         """Wait up to ``--wait-quiet`` s for the machine's other work to drop under
         ``--max-other`` % of a core; returns the load measured last (% of a core)."""
-        from project.bench_procs import background_load, log
+        from bench.procs import background_load, log
 
         deadline = time.monotonic() + self.args.wait_quiet
         while True:
@@ -329,8 +329,8 @@ class Storm:
     async def restart_run(self, mode: str, how: str, label: str) -> dict[str, Any]:
         from asgiref.sync import sync_to_async
 
-        from project.bench_procs import THIS_PROCESS, BenchError, cpu_pct, cpu_sample, log
-        from project.storm_client import Clients
+        from bench.procs import THIS_PROCESS, BenchError, cpu_pct, cpu_sample, log
+        from bench.storm_client import Clients
         from realtime.models import Connection, Server
 
         args, n = self.args, self.args.clients
@@ -502,8 +502,8 @@ class Storm:
     async def burst_run(self, mode: str) -> dict[str, Any]:
         from asgiref.sync import sync_to_async
 
-        from project.bench_procs import cpu_pct, cpu_sample, log
-        from project.storm_client import Clients
+        from bench.procs import cpu_pct, cpu_sample, log
+        from bench.storm_client import Clients
         from realtime.models import Connection
 
         cookies = await sync_to_async(self.sessions)(mode)
@@ -746,7 +746,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return parse
 
     parser = argparse.ArgumentParser(
-        prog="python -m project.storm",
+        prog="python -m bench.storm",
         description="Restart a daphne process under many subscribed WebSocket clients (or "
         "open them all at once) and measure admission, resumption and database work.",
     )
@@ -859,7 +859,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from project.bench_procs import BenchError, raise_fd_limit
+    from bench.procs import BenchError, raise_fd_limit
 
     args = parse_args(argv)
     try:

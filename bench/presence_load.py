@@ -1,6 +1,6 @@
 """Database writes per second that presence liveness costs, with N present connections.
 
-    .venv/bin/python -m project.presence_load --clients 1000 --seconds 30
+    .venv/bin/python -m bench.presence_load --clients 1000 --seconds 30
 
 Starts one daphne (PostgreSQL from ``PG_DATABASE_URL`` or ``DATABASE_URL``, Redis from
 ``REDIS_URL``), opens N WebSocket connections on loopback that each join presence on one

@@ -1,6 +1,6 @@
 """Publish-path benchmark (issue 13): what storing and fanning out one event costs, per API.
 
-``python -m project.bench_publish`` measures on SQLite and PostgreSQL: ``publish`` (a plain
+``python -m bench.publish`` measures on SQLite and PostgreSQL: ``publish`` (a plain
 sync process calling ``realtime.publish`` per event), ``apublish`` (awaited one at a time),
 ``apublish-64`` (64 calls in flight over 1,000 streams, round robin), ``publish_many`` (chunks
 of 100, the batched reference) and ``raw`` (one ``INSERT`` and commit per row with the bare
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from project.bench_procs import (
+from bench.procs import (
     BenchError,
     Processes,
     ScratchPostgres,
@@ -44,7 +44,7 @@ from project.bench_procs import (
     run_tool,
     write_json,
 )
-from project.bench_report import git_revision, machine_info
+from bench.report import git_revision, machine_info
 
 KINDS = ("publish", "apublish", "apublish-64", "publish_many", "raw")
 DATABASES = ("sqlite", "postgresql")
@@ -211,7 +211,7 @@ class Bench:
         args = self.args
         proc = await self.procs.spawn(
             f"{db}-{kind}-{run}",
-            *(sys.executable, "-m", "project.bench_publish", "--child", kind),
+            *(sys.executable, "-m", "bench.publish", "--child", kind),
             *("--db", self.urls[db], "--run", str(run)),
             *("--events", str(args.events), "--warmup", str(args.warmup)),
             control=True,

@@ -1,11 +1,11 @@
 """Fan-out benchmark: this app against the naive Channels approach, side by side.
 
-``make bench`` runs ``python -m project.bench``. For each approach in turn it starts two daphne
-processes (``project.asgi`` for the app, ``project.naive_asgi`` for a consumer per connection
+``make bench`` runs ``python -m bench.fanout``. For each approach in turn it starts two daphne
+processes (``project.asgi`` for the app, ``bench.naive_asgi`` for a consumer per connection
 with ``group_add`` / ``group_send``), sharing its own Redis (a ``redis-server`` on a free
 loopback port, nothing saved) and its own SQLite file, migrated first. One load-client process
-(``project.bench_client``) opens ``--clients`` WebSockets split evenly over the two servers,
-all subscribed to one stream; one publisher process (``project.bench_publisher``) publishes
+(``bench.client``) opens ``--clients`` WebSockets split evenly over the two servers,
+all subscribed to one stream; one publisher process (``bench.publisher``) publishes
 at each ``--rates`` step for ``--duration`` seconds. Events carry their publish time, so the
 clients measure publish-to-receive latency; after each step the benchmark waits up to
 ``--drain`` seconds for stragglers, then reports deliveries/s, loss, duplicates, p50/p99/max
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from project.bench_procs import (
+from bench.procs import (
     START_TIMEOUT,
     THIS_PROCESS,
     BenchError,
@@ -46,7 +46,7 @@ from project.bench_procs import (
     run_tool,
     write_json,
 )
-from project.bench_report import (
+from bench.report import (
     compare,
     git_revision,
     machine_info,
@@ -60,7 +60,7 @@ APPROACHES = {
     "realtime": ("project.asgi:application", "/realtime/ws/?batch=1"),
     # The same servers, fed one ``apublish`` per event even when behind (no apublish_many).
     "realtime-single": ("project.asgi:application", "/realtime/ws/?batch=1"),
-    "naive": ("project.naive_asgi:application", "/naive/ws/"),
+    "naive": ("bench.naive_asgi:application", "/naive/ws/"),
 }
 REPLY_TIMEOUT = 30.0
 TARGET_RATIO = 5.0
@@ -100,7 +100,7 @@ class ApproachRun:
             await self.start_clients()
             publisher = await self.spawn(
                 "publisher",
-                *(sys.executable, "-m", "project.bench_publisher", "--approach", self.name),
+                *(sys.executable, "-m", "bench.publisher", "--approach", self.name),
                 *("--stream", self.args.stream),
                 control=True,
             )
@@ -151,7 +151,7 @@ class ApproachRun:
         for i, n in enumerate(share):
             client = await self.spawn(
                 f"client{i + 1}",
-                *(sys.executable, "-m", "project.bench_client", *self.urls),
+                *(sys.executable, "-m", "bench.client", *self.urls),
                 *(
                     "--protocol",
                     "naive" if self.name == "naive" else "realtime",

@@ -1,4 +1,4 @@
-"""The clients of ``project.storm``: many WebSocket connections from one asyncio process.
+"""The clients of ``bench.storm``: many WebSocket connections from one asyncio process.
 
 Each :class:`StormClient` is one browser tab: it connects, waits for ``welcome``, subscribes
 to one stream (resuming from the last ``seq`` it saw, with its ``epoch``) and then reads

@@ -1,4 +1,4 @@
-"""Settings of the daphne process ``project.storm`` measures: the demo's, plus a count of
+"""Settings of the daphne process ``bench.storm`` measures: the demo's, plus a count of
 every SQL statement it runs (written to ``STORM_COUNTS``), and a per-IP cap high enough for
 thousands of clients on one loopback address (the cap's query still runs, as in production)."""
 

@@ -1,4 +1,4 @@
-"""ASGI entry point serving only the naive consumer, at ``/naive/ws/`` (for ``project.bench``).
+"""ASGI entry point serving only the naive consumer, at ``/naive/ws/`` (for ``bench.fanout``).
 
 The middleware stack is the same as ``project.asgi``'s WebSocket one, so both sides of the
 benchmark pay the same per-connection costs.
@@ -20,7 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from project.naive import NaiveConsumer  # noqa: E402
+from bench.naive import NaiveConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

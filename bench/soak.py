@@ -1,6 +1,6 @@
 """Soak: hostile churn against real daphne processes, and what it leaves behind (issue 12).
 
-``make soak`` runs ``python -m project.soak``. It starts ``--servers`` fresh daphne processes
+``make soak`` runs ``python -m bench.soak``. It starts ``--servers`` fresh daphne processes
 (``project.settings``, the demo's rules: ``public:*`` is open to anyone for subscribe,
 history and presence) on a database of their own (a new SQLite file, or a new database on
 the PostgreSQL server of ``--database-url``), with the in-memory channel layer for one
@@ -61,8 +61,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from project.bench_client import CONNECT_ATTEMPTS
-from project.bench_procs import (
+from bench.client import CONNECT_ATTEMPTS
+from bench.load import rss_kib
+from bench.procs import (
     BenchError,
     Proc,
     Processes,
@@ -74,8 +75,7 @@ from project.bench_procs import (
     with_socket_timeout,
     write_json,
 )
-from project.load import rss_kib
-from project.storm_client import failure_label
+from bench.storm_client import failure_label
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -613,7 +613,7 @@ def _counts(counter: dict[str, int]) -> str:
 # --- the command line -----------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m project.soak",
+        prog="python -m bench.soak",
         description="Anonymous WebSocket clients churn against fresh daphne processes (connect, "
         "subscribe to never-published streams, join and leave presence, unsubscribe, "
         "reconnect); checks that the realtime tables' rows and the servers' RSS plateau.",
