@@ -58,7 +58,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Where the app may offer "wait until queued fan-out has left"; the first found is called.
 FLUSHERS = (
     ("realtime.publishing", "flush_sender"),
-    ("realtime.sender", "flush"),
+    ("realtime.bus.sender", "flush"),
+    ("realtime.sender", "flush"),  # revisions before 2026-12-06
     ("realtime", "flush"),
 )
 
