@@ -18,21 +18,10 @@
  * so a publish re-sent after a reconnect is stored once.
  */
 
-import { RealtimeClient } from "./client/client.js";
-
-export { RealtimeClient } from "./client/client.js";
+export { RealtimeClient, connect } from "./client/client.js";
 export { PROTOCOL, RealtimeError } from "./client/codes.js";
 export { decodeCursor, encodeCursor } from "./client/encoding.js";
 export { DEFAULTS } from "./client/options.js";
 export { backoffDelay } from "./client/policy.js";
 export { Presence } from "./client/presence.js";
 export { Subscription } from "./client/subscription.js";
-
-/**
- * Open a client; it connects at once and reconnects until `close()`.
- * @param {Record<string, any>} [options] see DEFAULTS and docs/client.md
- * @returns {RealtimeClient}
- */
-export function connect(options = {}) {
-  return new RealtimeClient(options);
-}

@@ -18,7 +18,7 @@ import { Subscription } from "./subscription.js";
 /** @import { Meta } from "./presence.js" */
 /** @import { PublicState } from "./state.js" */
 /** @import { PublishOptions, PublishResult, SubscribeOptions, SubscriptionRequests } from "./subscription.js" */
-/** @import { CloseInfo, Frame } from "./transport.js" */
+/** @import { ClientFrame, CloseInfo, Frame } from "./transport.js" */
 
 /**
  * A request waiting for its reply, by frame id.
@@ -34,6 +34,15 @@ import { Subscription } from "./subscription.js";
  *   error: (error: RealtimeError) => void,
  * }} ClientEvents
  */
+
+/**
+ * Open a client; it connects at once and reconnects until `close()`.
+ * @param {Record<string, any>} [options] see DEFAULTS and docs/client.md
+ * @returns {RealtimeClient}
+ */
+export function connect(options = {}) {
+  return new RealtimeClient(options);
+}
 
 /**
  * One connection to the server, kept open, over WebSocket or SSE; see connect().
@@ -333,7 +342,7 @@ export class RealtimeClient extends Emitter {
     const connection = this._connection;
     if (!connection.isOpen || !this._queue.size) return;
     if (connection.transport === "websocket") {
-      const send = (/** @type {object & {type: string}} */ frame) => connection.send(frame);
+      const send = (/** @type {ClientFrame} */ frame) => connection.send(frame);
       this._queue.sendFrames(() => this._id(), connection.maxFrame, send);
     } else {
       this._postQueue();
@@ -379,7 +388,9 @@ export class RealtimeClient extends Emitter {
       case "unsubscribed": {
         const reply = this._replies.get(frame.id);
         this._replies.delete(frame.id);
-        if (reply && reply.kind !== "subscribe") reply.resolve(/** @type {any} */ (undefined));
+        if (reply && reply.kind !== "subscribe") {
+          /** @type {(value?: unknown) => void} */ (reply.resolve)();
+        }
         if (frame.reason === "revoked" && sub) {
           this.subscriptions.delete(sub.stream);
           sub.fail(new RealtimeError("revoked", "Access to this stream was revoked."));

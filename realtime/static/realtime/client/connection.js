@@ -26,7 +26,7 @@ import { WebSocketTransport } from "./websocket.js";
 /** @import { HttpApi } from "./http.js" */
 /** @import { Options } from "./options.js" */
 /** @import { ConnectionStateName, PublicState } from "./state.js" */
-/** @import { CloseInfo, Frame, Transport, TransportFactory } from "./transport.js" */
+/** @import { ClientFrame, CloseInfo, Frame, Transport, TransportFactory } from "./transport.js" */
 /** @typedef {ReturnType<typeof setTimeout>} Timer */
 
 /**
@@ -174,7 +174,7 @@ export class Connection {
   /**
    * Send a frame over the open WebSocket: pings at once, others through the rate-limited
    * outbox. False when not open on WebSocket.
-   * @param {object & {type: string}} frame
+   * @param {ClientFrame} frame
    */
   send(frame) {
     if (this.transport !== "websocket") return false;
@@ -358,6 +358,7 @@ export class Connection {
    */
   #openEventStream(ticket, { params, signature }) {
     this.#signature = signature;
+    /** @type {Record<string, string>} */
     const headers = ticket ? { Authorization: `Ticket ${ticket}` } : {};
     return this.transports.sse(this.api.endpoint("sse/", params), headers, this);
   }

@@ -59,7 +59,7 @@ export function resolveOptions(options) {
   }
   merged.url = (merged.url || pageOrigin()).replace(/\/+$/, "");
   merged.prefix = `/${merged.prefix.replace(/^\/+|\/+$/g, "")}/`.replace("//", "/");
-  const unknown = merged.transports.filter((t) => t !== "websocket" && t !== "sse");
+  const unknown = merged.transports.filter((/** @type {string} */ t) => t !== "websocket" && t !== "sse");
   if (!merged.transports.length || unknown.length) {
     throw new RealtimeError("invalid_option", 'transports: a list of "websocket" and "sse".');
   }

@@ -1,10 +1,11 @@
 // The outbox: frames sent over WebSocket at most `rate` a second (bursts of `burst`), below
 // the server's RATE_LIMIT, so a busy page is slowed down rather than cut off.
 
+/** @import { ClientFrame } from "./transport.js" */
 /** @typedef {{rate: number, burst: number}} RateLimit */
 
 export class Outbox {
-  /** @type {object[]} */
+  /** @type {ClientFrame[]} */
   #frames = [];
   #tokens;
   #refilled;
@@ -14,7 +15,7 @@ export class Outbox {
   /**
    * @param {RateLimit} limit
    * @param {() => number} now milliseconds
-   * @param {(frame: object) => boolean} send sends one frame; false: not now
+   * @param {(frame: ClientFrame) => boolean} send sends one frame; false: not now
    */
   constructor(limit, now, send) {
     this.limit = limit;
@@ -36,7 +37,7 @@ export class Outbox {
     this.#timer = null;
   }
 
-  /** @param {object} frame */
+  /** @param {ClientFrame} frame */
   push(frame) {
     this.#frames.push(frame);
     this.drain();

@@ -7,7 +7,7 @@ import { deferred } from "./emitter.js";
 import { randomId } from "./encoding.js";
 
 /** @import { HttpApi } from "./http.js" */
-/** @import { Frame } from "./transport.js" */
+/** @import { ClientFrame, Frame } from "./transport.js" */
 /** @import { PublishOptions, PublishResult } from "./subscription.js" */
 
 /**
@@ -90,17 +90,16 @@ export class PublishQueue {
    * 1009: sent, it would be sent again after every reconnect).
    * @param {() => number} nextId
    * @param {number | null} maxFrame
-   * @param {(frame: object) => void} send
+   * @param {(frame: ClientFrame) => void} send
    */
   sendFrames(nextId, maxFrame, send) {
     for (const entry of this.#waiting.splice(0)) {
       entry.id = nextId();
       /** @type {{type: "publish", id: number, stream: string, event: string, data: unknown, ephemeral?: true, key?: string}} */
-      const frame = { type: "publish", id: entry.id, stream: entry.stream, event: entry.event };
-      frame.data = entry.data;
+      const frame = { type: "publish", id: entry.id, stream: entry.stream, event: entry.event, data: entry.data };
       if (entry.ephemeral) frame.ephemeral = true;
       else frame.key = entry.key;
-      const size = maxFrame && utf8.encode(JSON.stringify(frame)).length;
+      const size = maxFrame ? utf8.encode(JSON.stringify(frame)).length : 0;
       if (maxFrame && size > maxFrame) {
         entry.reject(
           new RealtimeError(

@@ -12,17 +12,21 @@
 /** @typedef {"idle" | "connecting" | "open" | "waiting" | "reconnecting" | "closed"} ConnectionStateName */
 /** @typedef {"idle" | "connecting" | "open" | "reconnecting" | "closed"} PublicState */
 
-/** @type {Readonly<Record<ConnectionStateName, readonly ConnectionStateName[]>>} */
-export const TRANSITIONS = Object.freeze({
-  idle: Object.freeze(["connecting"]),
-  connecting: Object.freeze(["open", "waiting", "closed"]),
-  open: Object.freeze(["open", "waiting", "closed"]),
-  waiting: Object.freeze(["reconnecting", "closed"]),
-  reconnecting: Object.freeze(["open", "waiting", "closed"]),
-  closed: Object.freeze(["connecting"]),
-});
+/** @type {Record<ConnectionStateName, readonly ConnectionStateName[]>} */
+const transitions = {
+  idle: ["connecting"],
+  connecting: ["open", "waiting", "closed"],
+  open: ["open", "waiting", "closed"],
+  waiting: ["reconnecting", "closed"],
+  reconnecting: ["open", "waiting", "closed"],
+  closed: ["connecting"],
+};
+for (const targets of Object.values(transitions)) Object.freeze(targets);
 
-/** The attempt states: a connection attempt (ticket, handshake, welcome) is under way. */
+/** From each state, the states it may go to. */
+export const TRANSITIONS = Object.freeze(transitions);
+
+/** @type {readonly ConnectionStateName[]} the states of an attempt (ticket, handshake, welcome) */
 export const ATTEMPTING = Object.freeze(["connecting", "reconnecting"]);
 
 export class StateError extends Error {

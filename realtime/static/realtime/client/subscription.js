@@ -244,8 +244,8 @@ export class Subscription extends Emitter {
 
   /** @param {Frame} frame */
   _deliver(frame) {
-    /** @type {RealtimeEvent} */
     const { stream, seq, data, ts } = frame;
+    /** @type {RealtimeEvent} */
     const event = { stream, seq, event: frame.event, data, ts };
     if (frame.seq === undefined) event.ephemeral = true;
     this._emit("*", event);

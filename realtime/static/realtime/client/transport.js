@@ -7,6 +7,11 @@
  */
 
 /**
+ * A frame as the client sends it: an object with a `type`.
+ * @typedef {{type: string, [field: string]: unknown}} ClientFrame
+ */
+
+/**
  * How a transport ended. `opened`: it had delivered a welcome. `status` and `error`: the
  * HTTP status and error body of a refused event stream. `immediate`: retry without waiting.
  * @typedef {object} CloseInfo
@@ -24,7 +29,7 @@
  * @typedef {object} Transport
  * @property {"websocket" | "sse"} kind
  * @property {boolean} welcomed
- * @property {(frame: object) => boolean} send
+ * @property {(frame: ClientFrame) => boolean} send
  * @property {(code?: number, reason?: string) => void} close
  */
 

@@ -2,7 +2,7 @@
 
 import { CLOSE_NORMAL } from "./codes.js";
 
-/** @import { Frame, Transport, TransportListener } from "./transport.js" */
+/** @import { ClientFrame, Frame, Transport, TransportListener } from "./transport.js" */
 
 /** @implements {Transport} */
 export class WebSocketTransport {
@@ -70,7 +70,7 @@ export class WebSocketTransport {
     this.listener.closed(this, { code, reason, opened: this.welcomed });
   }
 
-  /** @param {object} frame */
+  /** @param {ClientFrame} frame */
   send(frame) {
     if (this.done || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(frame));
