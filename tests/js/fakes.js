@@ -1,9 +1,18 @@
 // Fakes for the client's unit tests: transports the test plays the server through, a fake
-// fetch, and a client on fake timers (node:test's mock.timers, Date included).
+// fetch, and a client on fake time (node:test's mock.timers and a clock stepped with them).
+// Runs on Node 18.19 and later (Debian bookworm's nodejs is 18.20).
 
+import { webcrypto } from "node:crypto";
 import { mock } from "node:test";
 
 import { RealtimeClient } from "../../realtime/static/realtime/client/client.js";
+
+// Node 18 has Web Crypto, but not as a global.
+globalThis.crypto ??= /** @type {Crypto} */ (/** @type {unknown} */ (webcrypto));
+
+let clock = 0;
+/** The fake time, in milliseconds: what the client's `now()` reads. */
+export const now = () => clock;
 
 /** One connection attempt, played by the test: welcome(), deliver(), drop(), refuse(). */
 export class FakeTransport {
@@ -91,15 +100,23 @@ export function flush() {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Fake timers (Date too) from 0; call the returned function to put the real ones back. */
+/** Fake timers and clock from 0; call the returned function to put the real ones back. */
 export function fakeTime() {
-  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"], now: 0 });
+  clock = 0;
+  mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
   return () => mock.timers.reset();
 }
 
-/** Advance the fake time by `ms`, then let what it started run. */
+/**
+ * Advance the fake time by `ms`, a millisecond at a time (so each timer sees the time it
+ * was due at), then let what the timers started run.
+ */
 export async function advance(ms) {
-  mock.timers.tick(ms);
+  mock.timers.tick(0); // the timers due now
+  for (let step = 0; step < ms; step++) {
+    clock += 1;
+    mock.timers.tick(1);
+  }
   await flush();
 }
 
@@ -111,7 +128,7 @@ export async function startClient(options = {}) {
   const { made, factory } = fakeTransports();
   const client = new RealtimeClient(
     { url: "http://test", clientId: "c1", workerTimers: false, random: () => 0.5, ...options },
-    { transports: factory, now: () => Date.now() },
+    { transports: factory, now },
   );
   const log = { states: [], attempts: [], errors: [] };
   client.on("state", (change) => log.states.push(change));
