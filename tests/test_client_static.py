@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 from django.contrib.staticfiles.storage import ManifestStaticFilesStorage
+from django.template import Context, Template
+from django.test import override_settings
 
 import realtime
+from realtime.templatetags.realtime import CLIENT_MODULES
 
 STATIC = Path(realtime.__file__).parent / "static"
 ENTRY = "realtime/realtime.js"
@@ -72,6 +75,8 @@ def test_the_client_modules_form_an_acyclic_graph_from_realtime_js() -> None:
         for p in STATIC.glob("realtime/client/*.js")
     }
     assert modules - set(graph) == {"realtime/client/transport.js"}
+    # The tag preloads exactly the modules realtime.js imports.
+    assert {f"realtime/{module}" for module in CLIENT_MODULES} == set(graph) - {ENTRY}
 
 
 @pytest.mark.parametrize("storage_class", [ManifestStaticFilesStorage, AggregatingStorage])
@@ -97,3 +102,15 @@ def test_hashed_static_files_import_modules_that_exist(
                 assert target in hashed, f"{name} imports {target}, not a hashed name"
             else:
                 assert target not in hashed, f"{name} imports {target}: hashed without aggregation"
+
+    # {% realtime_client %} preloads exactly the URLs the browser will import.
+    backend = f"{storage_class.__module__}.{storage_class.__qualname__}"
+    storages = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": backend},
+    }
+    with override_settings(STORAGES=storages, STATIC_ROOT=tmp_path, STATIC_URL="/static/"):
+        html = Template("{% load realtime %}{% realtime_client %}").render(Context())
+    preloaded = re.findall(r'<link rel="modulepreload" href="/static/([^"]+)">', html)
+    assert preloaded[0] == entry
+    assert sorted(preloaded[1:]) == sorted(set(graph) - {entry})
