@@ -1,14 +1,17 @@
 # Everyday commands. `make` alone lists them. CI runs `make test` (see .ci/run).
 #
 #   make run     the demo on http://127.0.0.1:8000 (HOST=... PORT=... to change)
-#   make test    lint, then the test suite on SQLite and on PostgreSQL
-#                (make test PYTEST_ARGS="-k resume -x" passes options to pytest)
+#   make test    lint, the browser client's checks, then the test suite on SQLite and on
+#                PostgreSQL (make test PYTEST_ARGS="-k resume -x" passes options to pytest)
+#   make js      only the browser client's checks: tsc, then node --test (tests/js/)
 #   make bench, bench-publish, bench-chat, bench-servers, bench-idle, soak, load
 #                the tools in bench/ (bench/README.md says what each measures)
 #
 # Every target installs what it needs first: a virtualenv in .venv with the package and its
-# extras (again only when pyproject.toml changes), and for the tests a private Redis on
-# port 6399 and a PostgreSQL server (scripts/services.sh explains how it finds one).
+# extras (again only when pyproject.toml changes), for the client's checks Node.js and the
+# pinned TypeScript in tests/js/node_modules (again only when its lock file changes), and
+# for the tests a private Redis on port 6399 and a PostgreSQL server (scripts/services.sh
+# explains how it finds one).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -19,6 +22,8 @@ RUFF := $(VENV)/bin/ruff
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := postgres,demo,test,bench
 LINT_PATHS := realtime project bench tests
+JS := tests/js
+JS_STAMP := $(JS)/node_modules/.installed-stamp
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -28,12 +33,13 @@ BENCH_IDLE_ARGS ?=
 SOAK_ARGS ?=
 LOAD_ARGS ?= --url http://$(HOST):$(PORT)
 
-.PHONY: help venv install run test services bench bench-publish bench-chat bench-servers bench-idle soak load lint format clean distclean
+.PHONY: help venv install run test js services bench bench-publish bench-chat bench-servers bench-idle soak load lint format clean distclean
 
 help:
 	@echo "make run      serve the demo on http://$(HOST):$(PORT) (SQLite, one process)"
 	@echo "make test     ruff, then the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
-	@echo "make lint     ruff check and ruff format --check"
+	@echo "make js       the browser client: tsc (realtime.d.ts against the code), node --test"
+	@echo "make lint     ruff check and ruff format --check, and tsc"
 	@echo "make format   let ruff fix imports and formatting"
 	@echo "make bench    fan-out: this app against naive Channels (bench.fanout; BENCH_ARGS=--help)"
 	@echo "make bench-publish  what one publish costs, per API, on SQLite and PostgreSQL"
@@ -47,6 +53,7 @@ help:
 	@echo "              (bench.load; LOAD_ARGS='--url http://127.0.0.1:8000 --ws 100 --sse 20')"
 	@echo "make install  create .venv and install the package with its extras"
 	@echo "make clean    remove caches and .run/ (stops the tests' Redis); distclean: also .venv"
+	@echo "              and tests/js/node_modules"
 
 venv install: $(STAMP)
 
@@ -69,6 +76,23 @@ $(STAMP): pyproject.toml
 		| { grep -v "^WARNING: Location 'file:.*' is ignored: it is neither a file nor a directory" || true; }
 	@touch $@
 
+# Node.js and npm (scripts/services.sh installs Debian's if missing), then the pinned
+# TypeScript; the stamp is newer than the lock file once `npm ci` succeeded.
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	@scripts/services.sh node
+	@echo "== installing the browser client's check tools (npm ci in $(JS)) =="
+	@cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The browser client: its JavaScript and realtime.d.ts type-checked against each other
+# (tsc --checkJs with tests/js/check.ts), then its unit tests on fake transports.
+js: $(JS_STAMP)
+	@echo "== browser client: tsc -p $(JS) =="; \
+	$(JS)/node_modules/.bin/tsc -p $(JS); tsc=$$?; \
+	echo "== browser client: node --test ($(JS)) =="; \
+	(cd $(JS) && node --test); unit=$$?; \
+	[ $$tsc = 0 ] && [ $$unit = 0 ]
+
 run: install
 	@echo "== applying migrations =="
 	$(PY) manage.py migrate --no-input
@@ -81,13 +105,17 @@ services:
 # services.sh prints the services' URLs on stdout; they are read straight from it (not from
 # .run/services.env, which a concurrent `make bench` may rewrite). Each step runs even if an
 # earlier one failed, so one run shows every problem; the summary decides the exit status.
-test: install
+test: install $(JS_STAMP)
 	@svc="$$(scripts/services.sh)" || exit 1; set -a; eval "$$svc"; set +a; \
 	: "$${REDIS_URL:?scripts/services.sh gave no REDIS_URL}"; \
 	: "$${PG_DATABASE_URL:?scripts/services.sh gave no PG_DATABASE_URL}"; \
 	export DJANGO_SETTINGS_MODULE=tests.settings; \
 	echo; echo "== ruff check $(LINT_PATHS) =="; \
 	$(RUFF) check $(LINT_PATHS); lint=$$?; \
+	echo; echo "== browser client: tsc -p $(JS) (realtime.d.ts against the code) =="; \
+	$(JS)/node_modules/.bin/tsc -p $(JS); tsc=$$?; \
+	echo; echo "== browser client: node --test ($(JS)) =="; \
+	(cd $(JS) && node --test); jsunit=$$?; \
 	echo; echo "== tests on SQLite =="; \
 	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS); sqlite=$$?; \
 	echo; echo "== tests on PostgreSQL ($$PG_DATABASE_URL) =="; \
@@ -96,9 +124,11 @@ test: install
 		*) echo "FAILED (exit $$1)";; esac; }; \
 	echo; echo "== summary =="; \
 	echo "ruff:                $$(verdict $$lint)"; \
+	echo "client types (tsc):  $$(verdict $$tsc)"; \
+	echo "client unit tests:   $$(verdict $$jsunit)"; \
 	echo "tests on SQLite:     $$(verdict $$sqlite)"; \
 	echo "tests on PostgreSQL: $$(verdict $$pg)"; \
-	[ $$lint = 0 ] && [ $$sqlite = 0 ] && [ $$pg = 0 ]
+	[ $$lint = 0 ] && [ $$tsc = 0 ] && [ $$jsunit = 0 ] && [ $$sqlite = 0 ] && [ $$pg = 0 ]
 
 # bench.fanout starts its own redis-server on a free port; services.sh makes sure one is
 # installed, and REDIS_URL names the tests' Redis should the benchmark want an existing one.
@@ -140,9 +170,10 @@ soak: install
 load: install
 	$(PY) -m bench.load $(LOAD_ARGS)
 
-lint: install
+lint: install $(JS_STAMP)
 	$(RUFF) check $(LINT_PATHS)
 	$(RUFF) format --check $(LINT_PATHS)
+	$(JS)/node_modules/.bin/tsc -p $(JS)
 
 format: install
 	$(RUFF) check --fix --select I $(LINT_PATHS)
@@ -154,4 +185,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(JS)/node_modules

@@ -5,6 +5,7 @@
 #   scripts/services.sh redis      only Redis (what `make bench` needs)
 #   scripts/services.sh postgres   only PostgreSQL
 #   scripts/services.sh browser    only Chromium (Debian's, for the browser tests)
+#   scripts/services.sh node       only Node.js and npm (for the browser client's checks)
 #   scripts/services.sh stop       stop the private Redis this script started
 #
 # Redis: the tests use their OWN redis-server on 127.0.0.1:6399, so they never touch the
@@ -253,6 +254,19 @@ ensure_openssl() {
 }
 
 # ---------------------------------------------------------------------------------------
+# Node.js and npm: the browser client's type check (tsc) and unit tests (node --test), in
+# tests/js/. Machines usually have them; else Debian's (bookworm: Node.js 18.20, enough).
+# ---------------------------------------------------------------------------------------
+
+ensure_node() {
+    if command -v node >/dev/null && command -v npm >/dev/null; then
+        return
+    fi
+    apt_install nodejs npm
+    command -v node >/dev/null || die "apt-get installed nodejs, but there is no node command."
+}
+
+# ---------------------------------------------------------------------------------------
 
 what="${1:-all}"
 REDIS_URL=""
@@ -262,8 +276,9 @@ case "$what" in
     redis) ensure_redis ;;
     postgres) ensure_postgres ;;
     browser) ensure_chromium ;;
+    node) ensure_node; exit 0 ;;
     stop) stop_redis; exit 0 ;;
-    *) die "unknown argument '$what' (expected: all, redis, postgres, browser or stop)" ;;
+    *) die "unknown argument '$what' (expected: all, redis, postgres, browser, node or stop)" ;;
 esac
 
 # Merge into the env file: keys not ensured by this run keep their values. Written to a

@@ -462,7 +462,7 @@ async def test_silent_connection_is_dead_and_resumed(
     assert control["count"] == 2
     retry = next(s for s in await page.evaluate("log.states") if s["state"] == "reconnecting")
     assert retry["reason"] == "silent" and retry["code"] == 4000, retry
-    assert await page.evaluate("rt._ticker.kind") == "worker"
+    assert await page.evaluate("rt._connection.ticker.kind") == "worker"
 
 
 async def test_visible_tab_with_dead_socket_reconnects_at_once(
@@ -474,7 +474,7 @@ async def test_visible_tab_with_dead_socket_reconnects_at_once(
     await page.evaluate("start({transports: ['websocket']})")
     await wait_open(page, client="rt")
     # A hidden tab whose timers did not run: the heartbeat check never fired.
-    await page.evaluate("rt._ticker.stop()")
+    await page.evaluate("rt._connection.ticker.stop()")
     control["silent"] = True
     await asyncio.sleep(2.3)  # more than twice the heartbeat interval
     assert await page.evaluate("rt.state") == "open"  # nobody noticed yet
@@ -770,7 +770,7 @@ async def test_batched_burst_arrives_once_in_order_and_keeps_a_small_window_open
     # The client counts frames, not messages: what it counted is what arrived, and it
     # acknowledged as it went, at most once per message.
     frames = sum(m["frames"] for m in wire["messages"])
-    assert await page.evaluate("rt._received") == frames
+    assert await page.evaluate("rt._connection.received") == frames
     acks = wire["received"]
     assert acks == sorted(acks) and acks[-1] >= frames - 50, (acks, frames)
     assert len(acks) <= len(wire["messages"]), "more than one acknowledgement per message"
@@ -806,5 +806,5 @@ async def test_any_frame_may_come_in_a_batch_even_the_welcome(
     await page.wait_for_function(f"() => log.events[{stream!r}].length === 5")
     events = await page.evaluate(f"log.events[{stream!r}].map(e => [e.seq, e.data])")
     assert events == [[n + 1, n] for n in range(5)]
-    assert await page.evaluate("rt._received") == relayed["frames"]
+    assert await page.evaluate("rt._connection.received") == relayed["frames"]
     assert await page.evaluate("rt.connectionId")  # from the welcome inside a batch

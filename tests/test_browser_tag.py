@@ -28,6 +28,8 @@ def test_client_tag_maps_the_module_and_configures_the_client() -> None:
     importmap = re.search(r'<script type="importmap">(.*?)</script>', html)
     assert importmap and json.loads(importmap.group(1)) == {"imports": {"realtime": CLIENT_URL}}
     assert f'<link rel="modulepreload" href="{CLIENT_URL}">' in html
+    # The modules it imports are preloaded too (fetched at once, not level by level).
+    assert '<link rel="modulepreload" href="/static/realtime/client/connection.js">' in html
     assert config_of(html) == {
         "prefix": "/realtime/",
         "csrfCookieName": "csrftoken",

@@ -2,7 +2,9 @@
 
 The tag renders ``realtime/client.html``: an import map that names the module ``realtime``
 (so page scripts write ``import { connect } from "realtime"`` whatever URL staticfiles gives
-it, hashed names included), a ``modulepreload`` hint, and the client's configuration as JSON
+it, hashed names included), ``modulepreload`` hints for it and the modules it imports (so the
+browser fetches them at once rather than one level of imports after another), and the
+client's configuration as JSON
 (where the app is mounted, the CSRF cookie and header names), which ``connect()`` reads.
 Override the template to change the markup; options of ``connect()`` given to the tag go
 into the configuration::
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urljoin
 
 from django import template
 from django.conf import settings
+from django.contrib.staticfiles.storage import staticfiles_storage
 from django.middleware.csrf import get_token
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
@@ -26,6 +30,29 @@ from django.utils.safestring import SafeString, mark_safe
 register = template.Library()
 
 CLIENT_PATH = "realtime/realtime.js"
+# The modules realtime.js imports, directly or not (tests/test_client_static.py keeps this
+# list equal to the import graph), relative to it.
+CLIENT_MODULES = (
+    "client/client.js",
+    "client/codes.js",
+    "client/connection.js",
+    "client/emitter.js",
+    "client/encoding.js",
+    "client/http.js",
+    "client/liveness.js",
+    "client/options.js",
+    "client/outbox.js",
+    "client/page.js",
+    "client/policy.js",
+    "client/presence.js",
+    "client/publish.js",
+    "client/sse.js",
+    "client/state.js",
+    "client/subscription.js",
+    "client/ticker.js",
+    "client/upgrade.js",
+    "client/websocket.js",
+)
 
 
 def _prefix() -> str:
@@ -34,6 +61,16 @@ def _prefix() -> str:
         return reverse("realtime:heartbeat").removesuffix("heartbeat/")
     except NoReverseMatch:
         return "/realtime/"
+
+
+def _module_urls(client_url: str) -> list[str]:
+    """The URLs the browser resolves realtime.js's imports to, given its URL: relative to it,
+    unless the storage rewrites module imports to hashed names (ManifestStaticFilesStorage
+    with ``support_js_module_import_aggregation``)."""
+    if getattr(staticfiles_storage, "support_js_module_import_aggregation", False):
+        base = CLIENT_PATH.rpartition("/")[0]
+        return [static(f"{base}/{module}") for module in CLIENT_MODULES]
+    return [urljoin(client_url, module) for module in CLIENT_MODULES]
 
 
 def _csrf_header_name() -> str:
@@ -77,6 +114,7 @@ def realtime_client(
     url = static(CLIENT_PATH)
     return {
         "realtime_url": url,
+        "realtime_modules": _module_urls(url),
         "realtime_importmap": _script_json({"imports": {"realtime": url}}) if importmap else "",
         "realtime_config": config,
     }

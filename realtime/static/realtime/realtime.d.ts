@@ -256,7 +256,9 @@ type ClientEvents = {
 
 export declare class RealtimeClient extends Emitter<ClientEvents> {
   constructor(options?: ConnectOptions);
-  readonly options: Required<ConnectOptions>;
+  /** The options in force: every one set, but clientId, csrfToken and ticket may be undefined. */
+  readonly options: Required<Omit<ConnectOptions, "clientId" | "csrfToken" | "ticket">> &
+    Pick<ConnectOptions, "clientId" | "csrfToken" | "ticket">;
   readonly state: State;
   /** The transport while open, else null. */
   readonly transport: Transport | null;
