@@ -80,7 +80,7 @@ async def agather(within: float = 1.0) -> Gathered:
             except TimeoutError:
                 break
             reply = messages.parse(message)
-            if reply is None or reply["type"] != messages.STATS_REPLY or reply["server"] in seen:
+            if reply is None or reply["type"] != "realtime.stats.reply" or reply["server"] in seen:
                 continue
             seen.add(reply["server"])
             result.replies.append({k: v for k, v in reply.items() if k != "type"})

@@ -48,7 +48,7 @@ class Event(models.Model):
     stream = models.ForeignKey(
         Stream, on_delete=models.CASCADE, related_name="events", db_index=False
     )
-    seq = models.BigIntegerField()
+    seq = models.BigIntegerField()  # None on the unsaved Event of an ephemeral publish
     event = models.CharField(max_length=100)
     data = models.JSONField(encoder=DjangoJSONEncoder, null=True)
     ts = models.DateTimeField(default=timezone.now, db_index=True)

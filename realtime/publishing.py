@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import AsyncToSync
 from django.db import InterfaceError, OperationalError, transaction
@@ -88,16 +88,19 @@ async def _fan_out_logged(*messages: LayerMessage) -> None:
         await fan_out(*messages)
     except Exception:
         first = messages[0]
+        seq = first["events"][0]["seq"] if first["type"] == "realtime.events" else first.get("seq")
         logger.exception(
             "Fan-out of %s#%s%s failed; it is stored and the reconciler will deliver it.",
             first["stream"],
-            first["seq"] if "seq" in first else first["events"][0]["seq"],
+            seq,
             f" and {len(messages) - 1} more messages" if len(messages) > 1 else "",
         )
 
 
 def _ephemeral(stream: str, event: str, data: Any, data_json: str) -> tuple[Event, EventMessage]:
-    stored = Event(stream=Stream(name=stream, epoch=""), seq=None, event=event, data=data)
+    # Not stored: no seq (the one Event whose seq is None, as documented).
+    no_seq = cast(int, None)
+    stored = Event(stream=Stream(name=stream, epoch=""), seq=no_seq, event=event, data=data)
     stored.ts = timezone.now()
     return stored, _message(stored, data_json)
 
@@ -157,8 +160,8 @@ def publish(
     stream, data, data_json = _prepare(stream, event, data)
     key = validate_idempotency_key(idempotency_key)
     if ephemeral:
-        stored, message = _ephemeral(stream, event, data, data_json)
-        _fan_out_sync(message)
+        stored, now = _ephemeral(stream, event, data, data_json)
+        _fan_out_sync(now)
         return stored
     stored, message = _store(stream, event, data, data_json, key)
     if message is not None:

@@ -8,13 +8,14 @@ below it, only the protocol and the settings.
 """
 
 from realtime.bus.groups import CONTROL_GROUP, HUB_CHANNEL_PREFIX, group_name
-from realtime.bus.layer import LAYER_CONCURRENCY, layer, slot
+from realtime.bus.layer import LAYER_CONCURRENCY, Layer, layer, slot
 from realtime.bus.send import control_send, fan_out, group_send_many
 
 __all__ = [
     "CONTROL_GROUP",
     "HUB_CHANNEL_PREFIX",
     "LAYER_CONCURRENCY",
+    "Layer",
     "control_send",
     "fan_out",
     "group_name",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, Protocol, cast
 
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
 from realtime.conf import realtime_settings
@@ -25,7 +26,27 @@ LAYER_CONCURRENCY = 50
 _slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
 
-def layer() -> BaseChannelLayer:
+class Layer(Protocol):
+    """What the app uses of a channel layer (every Channels layer has it).
+
+    Messages are the ``TypedDict``s of ``realtime.bus.messages``, which a layer takes as the
+    plain dicts they are.
+    """
+
+    async def new_channel(self, prefix: str = ...) -> str: ...
+
+    async def send(self, channel: str, message: Any) -> None: ...
+
+    async def receive(self, channel: str) -> dict[str, Any]: ...
+
+    async def group_add(self, group: str, channel: str) -> None: ...
+
+    async def group_discard(self, group: str, channel: str) -> None: ...
+
+    async def group_send(self, group: str, message: Any) -> None: ...
+
+
+def layer() -> Layer:
     """The channel layer named by ``REALTIME["CHANNEL_LAYER"]``."""
     found = get_channel_layer(realtime_settings.CHANNEL_LAYER)
     if found is None:
@@ -33,7 +54,7 @@ def layer() -> BaseChannelLayer:
             f"realtime needs a channel layer: CHANNEL_LAYERS has no "
             f"{realtime_settings.CHANNEL_LAYER!r} alias."
         )
-    return found
+    return cast(Layer, found)
 
 
 @asynccontextmanager

@@ -16,11 +16,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from channels.layers import BaseChannelLayer
-
 from realtime.bus import redis
 from realtime.bus.groups import CONTROL_GROUP, group_name
-from realtime.bus.layer import layer, slot
+from realtime.bus.layer import Layer, layer, slot
 from realtime.bus.messages import RevokeMessage, StatsRequestMessage, StreamMessage, stamped
 
 Pair = tuple[str, Any]  # (group, message)
@@ -41,7 +39,7 @@ async def group_send_many(items: Sequence[Pair]) -> None:
     await asyncio.gather(*(_send_in_order(found, g, ms) for g, ms in by_group.items()))
 
 
-async def _send_in_order(found: BaseChannelLayer, group: str, messages: list[Any]) -> None:
+async def _send_in_order(found: Layer, group: str, messages: list[Any]) -> None:
     for message in messages:
         async with slot():
             await found.group_send(group, message)

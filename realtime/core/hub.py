@@ -187,6 +187,10 @@ class Hub:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await self.fan_out_all(await registry.aunregister_server(self.id))
 
+    def _channel(self) -> str:
+        assert self.channel is not None, "the hub has not started"
+        return self.channel
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -297,7 +301,7 @@ class Hub:
                 state.joined = False
                 try:
                     async with slot():
-                        await self.layer.group_discard(group_name(sub.stream), self.channel)
+                        await self.layer.group_discard(group_name(sub.stream), self._channel())
                 except Exception:
                     logger.warning("Leaving the group of %s failed.", sub.stream, exc_info=True)
             if not state.subs and self.streams.get(sub.stream) is state:
@@ -312,7 +316,7 @@ class Hub:
                 return
             try:
                 async with slot():
-                    await self.layer.group_add(group_name(stream), self.channel)
+                    await self.layer.group_add(group_name(stream), self._channel())
             except Exception:
                 # Served from the database by the reconciler until the layer is back.
                 logger.warning("Joining the group of %s failed; will retry.", stream, exc_info=True)
@@ -321,7 +325,7 @@ class Hub:
 
     async def _join_control(self) -> None:
         try:
-            await self.layer.group_add(CONTROL_GROUP, self.channel)
+            await self.layer.group_add(CONTROL_GROUP, self._channel())
         except Exception:
             logger.warning("Joining the control group failed; will retry.", exc_info=True)
 

@@ -43,9 +43,11 @@ class Liveness:
         if grace <= 0:
             self.hub.spawn(self._release(*args))
             return
-        timer = asyncio.get_running_loop().call_later(
-            grace, lambda: (self._timers.discard(timer), self.hub.spawn(self._release(*args)))
-        )
+        def release() -> None:
+            self._timers.discard(timer)
+            self.hub.spawn(self._release(*args))
+
+        timer = asyncio.get_running_loop().call_later(grace, release)
         self._timers.add(timer)
 
     async def _release(self, conn_id: str, user_id: Any) -> None:

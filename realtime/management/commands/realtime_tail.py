@@ -9,13 +9,13 @@ import time
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser
 
 from realtime import store
-from realtime.bus import messages
+from realtime.bus import Layer, messages
+from realtime.bus import layer as bus_layer
 from realtime.bus.groups import group_name
-from realtime.conf import realtime_settings
 from realtime.exceptions import RealtimeError
 from realtime.management.base import Command as BaseCommand
 from realtime.protocol import format_ts, loads
@@ -120,8 +120,10 @@ class Follower:
         )
 
     async def run(self) -> None:
-        layer = get_channel_layer(realtime_settings.CHANNEL_LAYER)
+        layer: Layer | None = None
         channel = group = None
+        with contextlib.suppress(ImproperlyConfigured):
+            layer = bus_layer()
         if layer is not None:
             try:
                 # Joined before the history is read, as a hub does: nothing falls between.
@@ -143,7 +145,7 @@ class Follower:
             while not self.done:
                 await self.step()
         finally:
-            if channel is not None and group is not None:
+            if layer is not None and channel is not None and group is not None:
                 # If this fails, the membership expires with the layer's group_expiry.
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(2):  # bounded: Ctrl-C must stop it promptly
@@ -170,24 +172,25 @@ class Follower:
         if parsed is None:
             return
         for inner in messages.unbatch(parsed):
-            for single in inner["events"] if inner["type"] == messages.EVENTS else [inner]:
-                await self.take(single)
+            if inner["type"] == "realtime.events":
+                for single in inner["events"]:
+                    await self.take(single)
+            elif inner["type"] == "realtime.event":
+                await self.take(inner)
+            elif inner["type"] == "realtime.reset":
+                await self.catch_up()  # notices the new epoch and starts over
 
-    async def take(self, message: dict[str, Any]) -> None:
+    async def take(self, message: messages.EventMessage) -> None:
         """Print one event message, or catch up from the database if it does not follow."""
-        kind = message.get("type")
-        if kind == "realtime.reset" or (
-            kind == "realtime.event"
-            and message.get("seq") is not None
-            and message.get("epoch") != self.epoch
-        ):
-            await self.catch_up()  # notices the new epoch and starts over
-        elif kind == "realtime.event" and message.get("seq") is None:
+        seq = message["seq"]
+        if seq is None:
             self.emit(loads(message["frame"]), ephemeral=True)
-        elif kind == "realtime.event" and message["seq"] == self.position + 1:
+        elif message["epoch"] != self.epoch:
+            await self.catch_up()  # notices the new epoch and starts over
+        elif seq == self.position + 1:
             self.emit(loads(message["frame"]))
-            self.position = message["seq"]
-        elif kind == "realtime.event" and message["seq"] > self.position:
+            self.position = seq
+        elif seq > self.position:
             await self.catch_up()  # a gap: read it from the database
 
     async def catch_up(self) -> None:
