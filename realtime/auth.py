@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from importlib import import_module
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from channels.auth import get_user
@@ -46,7 +46,8 @@ INVALID_CREDENTIALS = "invalid_credentials"
 
 # Channels' get_user, but on a database lane rather than on the process's one sync thread: in
 # a storm of signed-in clients, session lookups would otherwise queue behind each other.
-_get_user = in_lane(get_user.func)
+# (``get_user`` is a ``database_sync_to_async`` wrapper; ``func`` is the sync function.)
+_get_user = in_lane(cast(Any, get_user).func)
 
 
 def drf_token_user(key: str) -> Any:

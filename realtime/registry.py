@@ -341,7 +341,7 @@ def sweep() -> list[presence.Message]:
             messages += presence.leave_server(server.id)
             users = set(
                 Connection.objects.filter(server=server)
-                .exclude(user_id=None)
+                .exclude(user__isnull=True)
                 .values_list("user_id", flat=True)
             )
             logger.info(

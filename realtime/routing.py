@@ -11,15 +11,18 @@ checks the WebSocket ``Origin`` itself, so nothing else needs to go around it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import path
 
 from realtime.auth import RealtimeAuthMiddlewareStack
 from realtime.sse import SSEConnection
 from realtime.websocket import WebSocketConnection
 
-websocket_urlpatterns = [
-    path("realtime/ws/", RealtimeAuthMiddlewareStack(WebSocketConnection.as_asgi())),
-]
-http_urlpatterns = [
-    path("realtime/sse/", RealtimeAuthMiddlewareStack(SSEConnection.as_asgi())),
-]
+# Channels' URLRouter takes ASGI applications in Django's path(), which django-stubs types
+# for views only.
+_websocket: Any = RealtimeAuthMiddlewareStack(WebSocketConnection.as_asgi())
+_sse: Any = RealtimeAuthMiddlewareStack(SSEConnection.as_asgi())
+
+websocket_urlpatterns = [path("realtime/ws/", _websocket)]
+http_urlpatterns = [path("realtime/sse/", _sse)]

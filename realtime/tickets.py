@@ -56,7 +56,10 @@ def redeem(ticket: str) -> dict[str, Any] | None:
             TicketUse.objects.create(nonce=claims["n"][:32])
     except IntegrityError:
         return None  # already used
-    user = get_user_model()._default_manager.filter(pk=claims.get("u"), is_active=True).first()
+    user_pk = claims.get("u")
+    if not isinstance(user_pk, str | int):
+        return None
+    user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
     if user is None:
         return None
     return {"user": user, "session": claims.get("s")}

@@ -106,10 +106,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     set_rollback()
     headers: dict[str, str] = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+    # NotAuthenticated-like exceptions carry the challenge, Throttled the wait.
+    if challenge := getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = str(challenge)
+    if wait := getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(wait))
     if isinstance(exc, APIError):
         return error_response(exc.status_code, exc.error_code, str(exc.detail), headers)
     if isinstance(exc, exceptions.ValidationError):

@@ -193,7 +193,7 @@ class APISchemaGenerator(SchemaGenerator):
     """Adds where the API is mounted (``servers``), as the request reached it."""
 
     def get_schema(self, request: Request | None = None, public: bool = False) -> Any:
-        schema = super().get_schema(request, public)
+        schema = SchemaGenerator.get_schema(self, request, public)
         try:
             base = reverse("realtime:api:schema").removesuffix("schema/")
         except NoReverseMatch:  # mounted without the "realtime" namespace
@@ -227,4 +227,5 @@ class SchemaView(SpectacularAPIView):
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         with _patching:
-            return super().get(request, *args, **kwargs)  # type: ignore[no-any-return]
+            response: Response = SpectacularAPIView.get(self, request, *args, **kwargs)
+            return response

@@ -42,7 +42,8 @@ class PublishSerializer(serializers.Serializer[Any]):
         allow_blank=True,  # so "" is refused as a bad event type, like over WebSocket
         help_text="Event type: 1-100 of A-Z a-z 0-9 _ . : - (not realtime.* or presence.*).",
     )
-    data = serializers.JSONField(
+    # DRF's metaclass takes declared fields off the class: Serializer.data stays the property.
+    data = serializers.JSONField(  # type: ignore[assignment]
         required=False,
         allow_null=True,
         default=None,
@@ -82,7 +83,8 @@ class EventSerializer(serializers.Serializer[Any]):
     stream = serializers.CharField()
     seq = serializers.IntegerField(allow_null=True, help_text="null for an ephemeral event.")
     event = WireString()
-    data = serializers.JSONField(allow_null=True)
+    # DRF's metaclass takes declared fields off the class: Serializer.data stays the property.
+    data = serializers.JSONField(allow_null=True)  # type: ignore[assignment]
     ts = serializers.CharField(help_text="ISO 8601 UTC with milliseconds.")
 
 

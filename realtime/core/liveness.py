@@ -43,6 +43,7 @@ class Liveness:
         if grace <= 0:
             self.hub.spawn(self._release(*args))
             return
+
         def release() -> None:
             self._timers.discard(timer)
             self.hub.spawn(self._release(*args))
