@@ -38,7 +38,11 @@ from channels.layers import get_channel_layer
 from realtime import alerts, bus, cleanup, gcpauses, presence, registry, revocation, store
 from realtime.conf import realtime_settings
 from realtime.pacing import WritePacer
-from realtime.protocol import dumps
+from realtime.protocol import (
+    presence_change_frame,
+    presence_count_frame,
+    presence_state_frame,
+)
 from realtime.stats import stats
 from realtime.streams import group_name
 from realtime.subscription import Connection, Subscription
@@ -362,20 +366,13 @@ class Hub:
             if first:
                 if presence.counts_only(stream):
                     counts = await presence.acounts(stream)
-                    frame = {"type": "presence.count", "stream": stream, **counts}
-                    sub.conn.presence(sub, "count", dumps(frame))
+                    sub.conn.presence(sub, "count", presence_count_frame(stream, **counts))
                 else:
                     members, versions = await presence.asnapshot(stream)
                     # Not merged into the process-wide versions: only this subscriber got
                     # the snapshot, and the others still need the messages it holds (this
                     # join's own among them, which may reach the layer reader after this).
-                    state_frame = {
-                        "type": "presence.state",
-                        "stream": stream,
-                        "ref": ref,
-                        "members": members,
-                    }
-                    sub.conn.presence(sub, "state", dumps(state_frame))
+                    sub.conn.presence(sub, "state", presence_state_frame(stream, ref, members))
                     for buffered in sub.presence_buffer or []:
                         if buffered["version"] > versions.get(buffered["key"], 0):
                             sub.conn.presence(sub, buffered["kind"], presence_frame(buffered))
@@ -411,8 +408,8 @@ class Hub:
                 continue
             self._merge_versions(stream, versions)
             for sub in members:
-                frame = {"type": "presence.state", "stream": stream, "ref": sub.presence_ref}
-                sub.conn.presence(sub, "state", dumps({**frame, "members": snapshot}))
+                frame = presence_state_frame(stream, sub.presence_ref, snapshot)
+                sub.conn.presence(sub, "state", frame)
                 await sub.conn.flush()
 
     def _merge_versions(self, stream: str, versions: dict[str, int]) -> None:
@@ -557,7 +554,7 @@ class Hub:
         except Exception:
             logger.warning("Counting presence on %s failed.", stream, exc_info=True)
             return
-        text = dumps({"type": "presence.count", "stream": stream, **counts})
+        text = presence_count_frame(stream, **counts)
         conns = {sub.conn: sub for sub in state.subs if sub.sees_presence}
         for conn, sub in conns.items():
             conn.presence(sub, "count", text)
@@ -745,15 +742,9 @@ class Hub:
 
 def presence_frame(message: dict[str, Any]) -> str:
     """The client frame of a presence layer message."""
-    kind = message["kind"]
-    frame: dict[str, Any] = {
-        "type": f"presence.{kind}",
-        "stream": message["stream"],
-        "key": message["key"],
-    }
-    if kind != "leave":
-        frame["metas"] = message["metas"]
-    return dumps(frame)
+    return presence_change_frame(
+        message["kind"], message["stream"], message["key"], message.get("metas")
+    )
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
