@@ -11,6 +11,7 @@ Every name is importable from here: ``from realtime.protocol import event_frame`
 
 from __future__ import annotations
 
+from realtime.protocol import schemas
 from realtime.protocol.codes import (
     ALREADY_SUBSCRIBED,
     AUTHENTICATION_REQUIRED,
@@ -42,6 +43,7 @@ from realtime.protocol.codes import (
     RATE_LIMITED,
     RESERVED_EVENT_PREFIXES,
     REVOKED,
+    SERVER_TYPES,
     SSE_ERROR,
     SSE_GAP,
     SSE_SNAPSHOT,
@@ -155,6 +157,7 @@ __all__ = [
     "RATE_LIMITED",
     "RESERVED_EVENT_PREFIXES",
     "REVOKED",
+    "SERVER_TYPES",
     "SSE_ERROR",
     "SSE_GAP",
     "SSE_SNAPSHOT",
@@ -213,6 +216,7 @@ __all__ = [
     "presence_count_frame",
     "presence_state_frame",
     "publish_ack_frame",
+    "schemas",
     "snapshot_frame",
     "sse_comment",
     "sse_message",

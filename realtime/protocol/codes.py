@@ -83,3 +83,21 @@ SSE_GAP = "realtime.gap"
 
 # The frame types a client may send, each with a schema in ``schemas/client/``.
 CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping", "received")
+# The frame types the server sends, each with a schema in ``schemas/server/``.
+SERVER_TYPES = (
+    "welcome",
+    "subscribed",
+    "event",
+    "unsubscribed",
+    "ack",
+    "pong",
+    "error",
+    "snapshot",
+    "gap",
+    "presence.state",
+    "presence.join",
+    "presence.update",
+    "presence.leave",
+    "presence.count",
+    "batch",
+)
