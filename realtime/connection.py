@@ -31,12 +31,11 @@ from realtime.protocol import (
     AUTHENTICATION_REQUIRED,
     INVALID_CREDENTIALS,
     NOT_SUBSCRIBED,
-    PROTOCOL_VERSION,
     TOO_MANY_CONNECTIONS,
     TOO_MANY_SUBSCRIPTIONS,
     SubscribedFrame,
-    WelcomeFrame,
-    dumps,
+    gap_frame,
+    welcome_frame,
 )
 from realtime.registry import GONE
 from realtime.stats import stats
@@ -165,17 +164,15 @@ class BaseConnection:
         """How the client authenticated (``realtime.auth``): method, session, token, error."""
         return self.scope.get("realtime.auth") or {}
 
-    def welcome_frame(self, batch: bool) -> WelcomeFrame:
+    def welcome_frame(self, batch: bool) -> str:
         """The first frame of the connection (``batch``: whether it may get batch frames)."""
-        return {
-            "type": "welcome",
-            "connection_id": self.id,
-            "protocol": PROTOCOL_VERSION,
-            "heartbeat": self.settings.HEARTBEAT_INTERVAL,
-            "window": {"messages": self.window.limit_messages, "bytes": self.window.limit_bytes},
-            "batch": batch,
-            "max_frame": int(self.settings.MAX_FRAME_SIZE),
-        }
+        return welcome_frame(
+            self.id,
+            heartbeat=self.settings.HEARTBEAT_INTERVAL,
+            window=(self.window.limit_messages, self.window.limit_bytes),
+            batch=batch,
+            max_frame=int(self.settings.MAX_FRAME_SIZE),
+        )
 
     def credentials_refusal(self) -> tuple[int, str, str] | None:
         """Why the credentials cannot connect: (HTTP status, code, message), or None."""
@@ -307,8 +304,7 @@ class BaseConnection:
                 if sub.skipped is not None:
                     first, last = sub.skipped
                     sub.skipped = None
-                    gap = {"type": "gap", "stream": sub.stream, "from": first, "to": last}
-                    self._queue(self.encode_gap(sub, dumps(gap)))
+                    self._queue(self.encode_gap(sub, gap_frame(sub.stream, first, last)))
                 for _seq, event, frame in sorted(
                     sub.conflated.values(), key=lambda item: item[0] or 0
                 ):

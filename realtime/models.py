@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -72,18 +70,6 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stream_id}#{self.seq} {self.event}"
-
-    def as_frame(self) -> dict[str, Any]:
-        from realtime.protocol import format_ts
-
-        return {
-            "type": "event",
-            "stream": self.stream.name,
-            "seq": self.seq,
-            "event": self.event,
-            "data": self.data,
-            "ts": format_ts(self.ts),
-        }
 
 
 class Server(models.Model):

@@ -199,10 +199,9 @@ class SSEConnection(BaseConnection):
         )
         try:
             # SSE never sends batch frames: its messages simply follow each other.
-            welcome = self.welcome_frame(batch=False)
             self.queue(
                 f"retry: {int(self.settings.SSE_RETRY)}\n"
-                + sse_message(dumps(welcome), event=SSE_WELCOME)
+                + sse_message(self.welcome_frame(batch=False), event=SSE_WELCOME)
             )
             await self.flush()
             for stream in streams:
@@ -212,9 +211,7 @@ class SSEConnection(BaseConnection):
                 try:
                     await self.join_presence(stream, meta)
                 except RealtimeError as exc:
-                    self.queue(
-                        sse_message(dumps(error_frame(exc.code, exc.message)), event=SSE_ERROR)
-                    )
+                    self.queue(sse_message(error_frame(exc.code, exc.message), event=SSE_ERROR))
                     await self.flush()
             await self.wait_for_disconnect()
         finally:
@@ -252,11 +249,11 @@ class SSEConnection(BaseConnection):
             gone = await self.revoke_streams(streams)
             for stream in gone:
                 frame = error_frame(REVOKED, f"{reason} ({stream})")
-                self.queue(sse_message(dumps(frame), event=SSE_ERROR))
+                self.queue(sse_message(frame, event=SSE_ERROR))
             await self.flush()
             if self.subscriptions:
                 return
         else:
-            self.queue(sse_message(dumps(error_frame(REVOKED, reason)), event=SSE_ERROR))
+            self.queue(sse_message(error_frame(REVOKED, reason), event=SSE_ERROR))
             await self.flush()
         self._ended.set()

@@ -22,7 +22,14 @@ from channels.db import database_sync_to_async
 from realtime import epochs, snapshots, store
 from realtime.conf import realtime_settings
 from realtime.dbthreads import in_lane
-from realtime.protocol import SubscribedFrame, dumps, event_frame, format_ts
+from realtime.protocol import (
+    SubscribedFrame,
+    dumps,
+    event_frame,
+    format_ts,
+    snapshot_frame,
+    subscribed_frame,
+)
 from realtime.stats import stats
 
 logger = logging.getLogger("realtime.hub")
@@ -211,14 +218,7 @@ class Subscription:
 
     def subscribed_frame(self, head: int, recovered: bool) -> SubscribedFrame:
         assert self.epoch is not None
-        return {
-            "type": "subscribed",
-            "id": self.id,
-            "stream": self.stream,
-            "epoch": self.epoch,
-            "seq": head,
-            "recovered": recovered,
-        }
+        return subscribed_frame(self.id, self.stream, self.epoch, head, recovered)
 
     async def _sync(self, grace: float = 0.0) -> None:
         if grace:
@@ -327,9 +327,8 @@ class Subscription:
         if func is None:
             return
         data = await database_sync_to_async(func)(self.stream, getattr(self.conn, "user", None))
-        frame = {"type": "snapshot", "stream": self.stream, "seq": head, "data": data}
         self.position = max(self.position, head)
-        self.conn.snapshot(self, dumps(frame))
+        self.conn.snapshot(self, snapshot_frame(self.stream, head, data))
 
     def _drain(self) -> bool:
         """Deliver buffered live events that continue the position; True when live again."""

@@ -39,6 +39,10 @@ from realtime.protocol import (
     dumps,
     error_frame,
     parse_client_frame,
+    pong_frame,
+    presence_ack_frame,
+    publish_ack_frame,
+    unsubscribed_frame,
 )
 from realtime.publishing import apublish, validate_event_type
 from realtime.stats import stats
@@ -84,13 +88,14 @@ class WebSocketConnection(BaseConnection):
     async def write_many(self, frames: list[str]) -> None:
         await self.write(batch_frame(frames))
 
-    async def reply(self, frame: dict[str, Any]) -> None:
-        self.queue(dumps(frame))
+    async def reply(self, frame: str) -> None:
+        """Send one frame's JSON text (built by ``realtime.protocol.frames``) now."""
+        self.queue(frame)
         await self.flush()
 
     async def error(self, code: str, message: str, frame_id: FrameId | None = None) -> None:
         stats.errors[code] += 1
-        await self.reply(dict(error_frame(code, message, frame_id)))
+        await self.reply(error_frame(code, message, frame_id))
 
     async def close(self, code: int) -> None:
         if not self.closed:
@@ -101,9 +106,7 @@ class WebSocketConnection(BaseConnection):
     async def revoke(self, reason: str, *, streams: str | None = None) -> None:
         if streams is not None:
             for stream in await self.revoke_streams(streams):
-                await self.reply(
-                    {"type": "unsubscribed", "id": None, "stream": stream, "reason": REVOKED}
-                )
+                await self.reply(unsubscribed_frame(None, stream, revoked=True))
             return
         await self.error(REVOKED, reason)
         await self.close(CLOSE_UNAUTHORIZED)
@@ -130,7 +133,7 @@ class WebSocketConnection(BaseConnection):
         await self.send(accept)
         self.bucket = TokenBucket.from_settings()
         try:
-            await self.reply(dict(self.welcome_frame(batch=self.batch_frames > 1)))
+            await self.reply(self.welcome_frame(batch=self.batch_frames > 1))
             await self.serve()
         except Exception:
             logger.exception("WebSocket connection %s failed.", self.id)
@@ -206,10 +209,7 @@ class WebSocketConnection(BaseConnection):
         self.acknowledge(frame["count"])
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
-        pong: dict[str, Any] = {"type": "pong"}
-        if "id" in frame:
-            pong["id"] = frame["id"]
-        await self.reply(pong)
+        await self.reply(pong_frame(frame))
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         stream = await self.check("subscribe", frame["stream"])
@@ -227,17 +227,17 @@ class WebSocketConnection(BaseConnection):
         stream = frame["stream"]
         if frame.get("leave"):
             await self.leave_presence(stream)
-            await self.reply({"type": "ack", "id": frame.get("id")})
+            await self.reply(presence_ack_frame(frame.get("id"), None))
             return
         ref = await self.join_presence(stream, frame.get("meta", {}))
-        await self.reply({"type": "ack", "id": frame.get("id"), "ref": ref})
+        await self.reply(presence_ack_frame(frame.get("id"), ref))
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
         stream = frame["stream"]
         if stream not in self.subscriptions:
             raise RealtimeError(f"Not subscribed to {stream[:200]!r}.", code=NOT_SUBSCRIBED)
         await self.unsubscribe(stream)
-        await self.reply({"type": "unsubscribed", "id": frame.get("id"), "stream": stream})
+        await self.reply(unsubscribed_frame(frame.get("id"), stream))
 
     async def on_publish(self, frame: dict[str, Any]) -> None:
         stream = await self.check("publish", frame["stream"])
@@ -249,7 +249,4 @@ class WebSocketConnection(BaseConnection):
             ephemeral=frame.get("ephemeral", False),
             idempotency_key=frame.get("key"),
         )
-        ack: dict[str, Any] = {"type": "ack", "id": frame.get("id"), "seq": stored.seq}
-        if stored.duplicate:
-            ack["duplicate"] = True
-        await self.reply(ack)
+        await self.reply(publish_ack_frame(frame.get("id"), stored.seq, stored.duplicate))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from realtime import presence
 from realtime.bus.messages import PresenceMessage
 from realtime.conf import realtime_settings
-from realtime.protocol import dumps
+from realtime.protocol import presence_change_frame, presence_count_frame, presence_state_frame
 
 if TYPE_CHECKING:
     from realtime.core.hub import Hub, HubConnection, StreamState
@@ -117,15 +117,13 @@ class PresenceTracker:
         stream = sub.stream
         if presence.counts_only(stream):
             counts = await presence.acounts(stream)
-            frame = {"type": "presence.count", "stream": stream, **counts}
-            sub.conn.presence(sub, "count", dumps(frame))
+            sub.conn.presence(sub, "count", presence_count_frame(stream, **counts))
             return
         members, versions = await presence.asnapshot(stream)
         # Not merged into the process-wide versions: only this subscriber got the
         # snapshot, and the others still need the messages it holds (this join's own
         # among them, which may reach the layer reader after this).
-        state_frame = {"type": "presence.state", "stream": stream, "ref": ref, "members": members}
-        sub.conn.presence(sub, "state", dumps(state_frame))
+        sub.conn.presence(sub, "state", presence_state_frame(stream, ref, members))
         for buffered in sub.presence_buffer or []:
             if buffered["version"] > versions.get(buffered["key"], 0):
                 sub.conn.presence(sub, buffered["kind"], presence_frame(buffered))
@@ -195,8 +193,8 @@ class PresenceTracker:
             for key, version in versions.items():
                 state.presence.saw(key, version, False, now)
             for sub in members:
-                frame = {"type": "presence.state", "stream": stream, "ref": sub.presence_ref}
-                sub.conn.presence(sub, "state", dumps({**frame, "members": snapshot}))
+                frame = presence_state_frame(stream, sub.presence_ref, snapshot)
+                sub.conn.presence(sub, "state", frame)
                 await sub.conn.flush()
 
     def schedule_count(self, stream: str, state: StreamState) -> None:
@@ -213,7 +211,7 @@ class PresenceTracker:
         except Exception:
             logger.warning("Counting presence on %s failed.", stream, exc_info=True)
             return
-        text = dumps({"type": "presence.count", "stream": stream, **counts})
+        text = presence_count_frame(stream, **counts)
         conns = {sub.conn: sub for sub in state.subs if sub.sees_presence}
         for conn, sub in conns.items():
             conn.presence(sub, "count", text)
@@ -222,12 +220,6 @@ class PresenceTracker:
 
 def presence_frame(message: PresenceMessage) -> str:
     """The client frame of a presence layer message."""
-    kind = message["kind"]
-    frame: dict[str, Any] = {
-        "type": f"presence.{kind}",
-        "stream": message["stream"],
-        "key": message["key"],
-    }
-    if kind != "leave":
-        frame["metas"] = message["metas"]
-    return dumps(frame)
+    return presence_change_frame(
+        message["kind"], message["stream"], message["key"], message.get("metas")
+    )

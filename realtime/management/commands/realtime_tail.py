@@ -18,7 +18,7 @@ from realtime.bus import layer as bus_layer
 from realtime.bus.groups import group_name
 from realtime.exceptions import RealtimeError
 from realtime.management.base import Command as BaseCommand
-from realtime.protocol import format_ts, loads
+from realtime.protocol import dumps, event_frame, format_ts, loads
 from realtime.streams import validate_stream_name
 
 # Seconds between reads of the database for stored events the channel layer did not bring
@@ -210,15 +210,10 @@ class Follower:
             for row in rows:
                 if self.done:
                     return
-                frame = {
-                    "type": "event",
-                    "stream": self.stream,
-                    "seq": row.seq,
-                    "event": row.event,
-                    "data": row.data,
-                    "ts": format_ts(row.ts),
-                }
-                self.emit(frame)
+                frame = event_frame(
+                    self.stream, row.seq, row.event, dumps(row.data), format_ts(row.ts)
+                )
+                self.emit(loads(frame))
                 self.position = row.seq
             if len(rows) < PAGE:
                 return

@@ -292,3 +292,208 @@ export declare function backoffDelay(
 /** A resume cursor from [stream, epoch, seq] entries (docs/protocol.md#resume-cursors). */
 export declare function encodeCursor(entries: Iterable<[string, string, number]>): string;
 export declare function decodeCursor(cursor: string): Array<[string, string, number]>;
+
+// --- Wire frames of protocol 1 ------------------------------------------------------------
+// One interface per frame type, as realtime/protocol/schemas/ describes it (docs/protocol.md
+// has the meaning of every field); tests/test_dts.py checks these against those schemas.
+
+/** A client frame's id, echoed in its reply. */
+export type FrameId = string | number;
+
+export type ErrorCode =
+  | "malformed_json"
+  | "invalid_frame"
+  | "unknown_type"
+  | "unsupported_frame"
+  | "frame_too_large"
+  | "invalid_stream"
+  | "forbidden"
+  | "invalid_event"
+  | "already_subscribed"
+  | "not_subscribed"
+  | "too_many_subscriptions"
+  | "invalid_cursor"
+  | "presence_full"
+  | "invalid_presence"
+  | "too_deep"
+  | "rate_limited"
+  | "revoked"
+  | "store_unavailable"
+  | "internal_error";
+
+export interface SubscribeFrame {
+  type: "subscribe";
+  id?: FrameId | null;
+  stream: string;
+  since?: number | null;
+  epoch?: string | null;
+  presence?: Record<string, unknown> | null;
+}
+
+export interface UnsubscribeFrame {
+  type: "unsubscribe";
+  id?: FrameId | null;
+  stream: string;
+}
+
+export interface PublishFrame {
+  type: "publish";
+  id?: FrameId | null;
+  stream: string;
+  event: string;
+  data?: unknown;
+  ephemeral?: boolean;
+  key?: string | null;
+}
+
+export interface PresenceFrame {
+  type: "presence";
+  id?: FrameId | null;
+  stream: string;
+  meta?: Record<string, unknown>;
+  leave?: boolean;
+}
+
+export interface PingFrame {
+  type: "ping";
+  id?: FrameId | null;
+}
+
+export interface ReceivedFrame {
+  type: "received";
+  id?: FrameId | null;
+  count: number;
+}
+
+export type ClientFrame =
+  | SubscribeFrame
+  | UnsubscribeFrame
+  | PublishFrame
+  | PresenceFrame
+  | PingFrame
+  | ReceivedFrame;
+
+export interface WelcomeFrame {
+  type: "welcome";
+  connection_id: string;
+  protocol: 1;
+  heartbeat: number;
+  window: { messages: number; bytes: number };
+  batch: boolean;
+  max_frame: number;
+}
+
+export interface SubscribedFrame {
+  type: "subscribed";
+  id: FrameId | null;
+  stream: string;
+  epoch: string;
+  seq: number;
+  recovered: boolean;
+}
+
+export interface EventFrame<T = unknown> {
+  type: "event";
+  stream: string;
+  seq?: number;
+  event: string;
+  data: T;
+  ts: string;
+}
+
+export interface UnsubscribedFrame {
+  type: "unsubscribed";
+  id: FrameId | null;
+  stream: string;
+  reason?: "revoked";
+}
+
+export interface AckFrame {
+  type: "ack";
+  id: FrameId | null;
+  seq?: number | null;
+  ref?: string;
+  duplicate?: true;
+}
+
+export interface PongFrame {
+  type: "pong";
+  id?: FrameId | null;
+}
+
+export interface ErrorFrame {
+  type: "error";
+  id: FrameId | null;
+  code: ErrorCode;
+  message: string;
+}
+
+export interface SnapshotFrame<T = unknown> {
+  type: "snapshot";
+  stream: string;
+  seq: number;
+  data: T;
+}
+
+export interface GapFrame {
+  type: "gap";
+  stream: string;
+  from: number;
+  to: number;
+}
+
+export interface PresenceStateFrame {
+  type: "presence.state";
+  stream: string;
+  ref: string;
+  members: Record<string, { metas: PresenceMeta[] }>;
+}
+
+export interface PresenceJoinFrame {
+  type: "presence.join";
+  stream: string;
+  key: string;
+  metas: PresenceMeta[];
+}
+
+export interface PresenceUpdateFrame {
+  type: "presence.update";
+  stream: string;
+  key: string;
+  metas: PresenceMeta[];
+}
+
+export interface PresenceLeaveFrame {
+  type: "presence.leave";
+  stream: string;
+  key: string;
+}
+
+export interface PresenceCountFrame {
+  type: "presence.count";
+  stream: string;
+  members: number;
+  connections: number;
+}
+
+export interface BatchFrame {
+  type: "batch";
+  frames: Array<Exclude<ServerFrame, BatchFrame>>;
+}
+
+export type ServerFrame =
+  | WelcomeFrame
+  | SubscribedFrame
+  | EventFrame
+  | UnsubscribedFrame
+  | AckFrame
+  | PongFrame
+  | ErrorFrame
+  | SnapshotFrame
+  | GapFrame
+  | PresenceStateFrame
+  | PresenceJoinFrame
+  | PresenceUpdateFrame
+  | PresenceLeaveFrame
+  | PresenceCountFrame
+  | BatchFrame;
