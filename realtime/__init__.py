@@ -18,21 +18,28 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from realtime.presence import apresence, presence
-    from realtime.publishing import apublish, apublish_many, areset, publish, publish_many, reset
-    from realtime.revocation import arevoke, revoke
+    from realtime.core.publishing import (
+        apublish,
+        apublish_many,
+        areset,
+        publish,
+        publish_many,
+        reset,
+    )
+    from realtime.core.revocation import arevoke, revoke
+    from realtime.storage.presence import apresence, presence
 
 _HOMES = {
-    "publish": "publishing",
-    "apublish": "publishing",
-    "publish_many": "publishing",
-    "apublish_many": "publishing",
-    "reset": "publishing",
-    "areset": "publishing",
-    "presence": "presence",
-    "apresence": "presence",
-    "revoke": "revocation",
-    "arevoke": "revocation",
+    "publish": "core.publishing",
+    "apublish": "core.publishing",
+    "publish_many": "core.publishing",
+    "apublish_many": "core.publishing",
+    "reset": "core.publishing",
+    "areset": "core.publishing",
+    "presence": "storage.presence",
+    "apresence": "storage.presence",
+    "revoke": "core.revocation",
+    "arevoke": "core.revocation",
 }
 
 

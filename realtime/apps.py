@@ -12,7 +12,8 @@ class RealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from realtime import checks, revocation  # noqa: F401  (checks register themselves)
+        from realtime import checks  # noqa: F401  (its checks register themselves)
+        from realtime.core import revocation
 
         user_logged_out.connect(revocation.on_logged_out, dispatch_uid="realtime.logged_out")
         pre_save.connect(

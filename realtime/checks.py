@@ -15,8 +15,9 @@ _REDIS_READ_TIMEOUT = 5
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from realtime import policy, retention
     from realtime.conf import realtime_settings
+    from realtime.core import policy
+    from realtime.storage import retention
 
     errors: list[Any] = []
     alias = "default"
@@ -34,7 +35,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
         api_tokens()  # the REST API's server tokens: a list of long strings
         # Imports daphne.server, as daphne's own AppConfig (INSTALLED_APPS) already does.
-        from realtime.serve import max_frame_size
+        from realtime.endpoints.serve import max_frame_size
 
         max_frame_size()  # a positive int: realtime.serve gives it to daphne as its limit
     except ImproperlyConfigured as exc:
@@ -59,7 +60,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     warnings: list[Any] = []
     from realtime.conf import realtime_settings
-    from realtime.policy import PublicPolicy, RulesPolicy
+    from realtime.core.policy import PublicPolicy, RulesPolicy
 
     try:
         alias = realtime_settings.CHANNEL_LAYER
@@ -161,7 +162,7 @@ def _check_runserver_limits() -> list[Any]:
     each when unset, and drops the connection (1006) on a message over them;
     ``python -m realtime.serve`` follows ``MAX_FRAME_SIZE`` by itself and closes with 1009.
     Unset limits above ``MAX_FRAME_SIZE`` are the development default and pass."""
-    from realtime.serve import DAPHNE_DEFAULT_LIMIT, max_frame_size
+    from realtime.endpoints.serve import DAPHNE_DEFAULT_LIMIT, max_frame_size
 
     limit = max_frame_size()
     found = []
@@ -195,7 +196,7 @@ def _check_runserver_limits() -> list[Any]:
 
 def _check_daphne_version() -> list[Any]:
     """daphne before 4.2.2 gives autobahn no size limit, so messages are unlimited."""
-    from realtime.serve import DAPHNE_WITH_LIMITS, daphne_version
+    from realtime.endpoints.serve import DAPHNE_WITH_LIMITS, daphne_version
 
     version = daphne_version()
     if version >= DAPHNE_WITH_LIMITS:

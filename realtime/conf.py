@@ -346,11 +346,7 @@ realtime_settings = RealtimeSettings()
 
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "REALTIME":
-        realtime_settings.reload()
-        from realtime import policy, retention
-
-        retention.rules.cache_clear()
-        policy.rules.cache_clear()
+        realtime_settings.reload()  # the modules that parse a key clear their own caches
 
 
 setting_changed.connect(_reload, dispatch_uid="realtime.conf.reload")

@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from realtime.conf import STREAM_NAME_COLUMN
-from realtime.epochs import new_epoch as new_epoch  # migrations name the default here
+from realtime.storage.epochs import new_epoch as new_epoch  # migrations name the default here
 
 
 class Stream(models.Model):

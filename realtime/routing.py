@@ -15,9 +15,9 @@ from typing import Any
 
 from django.urls import path
 
-from realtime.auth import RealtimeAuthMiddlewareStack
-from realtime.sse import SSEConnection
-from realtime.websocket import WebSocketConnection
+from realtime.endpoints.auth import RealtimeAuthMiddlewareStack
+from realtime.endpoints.sse import SSEConnection
+from realtime.endpoints.websocket import WebSocketConnection
 
 # Channels' URLRouter takes ASGI applications in Django's path(), which django-stubs types
 # for views only.

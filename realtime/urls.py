@@ -3,7 +3,7 @@
 
 from django.urls import include, path
 
-from realtime import metrics, views
+from realtime.endpoints import metrics, views
 
 app_name = "realtime"
 

@@ -28,7 +28,7 @@ RUN_DIR.mkdir(exist_ok=True)
 def _keep_this_process_collector() -> None:
     """The pytest process starts hubs too, but keeps its garbage collector as it is: freezing
     is for server processes (``realtime.gcpauses``), and tests here may watch objects go."""
-    from realtime import gcpauses
+    from realtime.core import gcpauses
 
     gcpauses._frozen_in = os.getpid()
 

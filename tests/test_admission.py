@@ -15,10 +15,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 
-from realtime import registry
 from realtime.core.hub import get_hub
+from realtime.endpoints.websocket import WebSocketConnection
 from realtime.models import Connection
-from realtime.websocket import WebSocketConnection
+from realtime.storage import registry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -27,11 +27,11 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 import realtime
-from realtime import presence, registry, tickets
 from realtime.api.authentication import match_api_token
 from realtime.api.schema import SETTINGS, APISchemaGenerator
 from realtime.api.views import RealtimeAPIView
 from realtime.models import Event, Stream
+from realtime.storage import presence, registry, tickets
 from tests.servers import WSClient, settings_env
 
 User = get_user_model()

@@ -50,7 +50,7 @@ async def test_websocket_live_resume_and_across_servers(
     sender = await subscribe(daphne, stream)
     await sender.send_json({"type": "publish", "stream": stream, "event": "m", "data": 2})
     assert await events(ws, 2) == [(1, 1), (2, 2)]
-    epoch = (await sync_to_async(realtime.store.position)(stream)).epoch
+    epoch = (await sync_to_async(realtime.storage.store.position)(stream)).epoch
     await ws.close()
     for n in (3, 4):
         await realtime.apublish(stream, "m", n)

@@ -23,7 +23,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 import realtime
-from realtime import cleanup, epochs, presence, registry, store
 from realtime.core.hub import Hub
 from realtime.core.presence_tracking import DEPARTED_TTL, StreamPresence
 from realtime.core.reporting import MAX_CHANGES
@@ -35,6 +34,7 @@ from realtime.models import (
     PresenceSession,
     Stream,
 )
+from realtime.storage import cleanup, epochs, presence, registry, store
 from tests.servers import WSClient
 
 WS = "/realtime/ws/"

@@ -11,9 +11,9 @@ from django.core.checks import Error, Warning, run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from realtime import retention
 from realtime.conf import DEFAULTS, realtime_settings
-from realtime.policy import DefaultPolicy, PublicPolicy
+from realtime.core.policy import DefaultPolicy, PublicPolicy
+from realtime.storage import retention
 
 
 def realtime_messages(*, deploy: bool = False) -> list[Any]:

@@ -18,8 +18,8 @@ from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from realtime.core.publishing import publish
 from realtime.models import Event, Stream
-from realtime.publishing import publish
 from tests.servers import Server, WSClient, arun_manage, run_manage
 
 ServerFactory = Callable[..., Server]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from realtime.websocket import WebSocketConnection
+from realtime.endpoints.websocket import WebSocketConnection
 
 SCOPE = {"type": "websocket", "path": "/ws/", "headers": [], "query_string": b""}
 

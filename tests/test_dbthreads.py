@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.db import connection
 
-from realtime import dbthreads
+from realtime.storage import dbthreads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,7 +63,7 @@ async def test_an_exception_reaches_the_caller_and_the_lane_goes_on() -> None:
 
 async def test_a_group_never_waits_behind_single_calls() -> None:
     """Group commits have a lane of their own: a slow single call does not hold them up."""
-    from realtime import groupcommit
+    from realtime.storage import groupcommit
 
     release = threading.Event()
     busy = [asyncio.ensure_future(dbthreads.in_lane(release.wait)(5)) for _ in dbthreads.lanes()]

@@ -29,7 +29,7 @@ from django.test import override_settings
 from websockets.exceptions import ConnectionClosed
 
 import realtime
-from realtime import serve
+from realtime.endpoints import serve
 from realtime.models import Event
 from realtime.protocol import CLOSE_MESSAGE_TOO_BIG, FRAME_TOO_LARGE
 from tests.servers import ASGI_APP, ROOT, Server, ServerError, WSClient, free_port, server_env

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 FREEZER = """
 import gc, os, django
 django.setup()
-from realtime import gcpauses
+from realtime.core import gcpauses
 assert gc.get_freeze_count() == 0
 assert gcpauses.freeze_startup_heap() is True
 frozen = gc.get_freeze_count()

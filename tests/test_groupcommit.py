@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from realtime import dbthreads, groupcommit
+from realtime.storage import dbthreads, groupcommit
 
 
 async def test_a_call_that_arrives_while_the_idle_thread_closes_its_connections_is_served(

@@ -1,6 +1,6 @@
 """The per-process hub over real Redis: exact delivery through gaps, races, losses, resets.
 
-The connection here is a recording implementation of ``realtime.subscription.Connection`` (the
+The connection here is a recording implementation of ``realtime.core.subscription.Connection`` (the
 interface WebSocket and SSE implement); everything behind it — Redis, the database, the
 reconciler — is real. Lost channel-layer messages are produced the way they happen in
 production: an event committed without its fan-out (a process dying between the two).
@@ -20,11 +20,11 @@ from channels.db import database_sync_to_async
 from django.db import OperationalError, transaction
 
 import realtime
-from realtime import registry, store
 from realtime.bus.groups import group_name
 from realtime.core.hub import get_hub
+from realtime.core.publishing import _message, fan_out
 from realtime.models import Connection as ConnectionRow
-from realtime.publishing import _message, fan_out
+from realtime.storage import registry, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -248,7 +248,7 @@ async def test_the_hub_sweeps_expired_history(hub, settings):
 
 
 async def test_unrecoverable_subscription_gets_a_snapshot(hub, settings):
-    from realtime import snapshots
+    from realtime.core import snapshots
 
     settings.REALTIME = {"RECONCILE_INTERVAL": 0.3, "RETENTION": {"*": {"max_events": 2}}}
     snapshots.register("snap:*", lambda stream, user: {"stream": stream, "user": user})
@@ -287,8 +287,8 @@ async def test_publish_many_reaches_subscribers_in_order(hub):
 
 
 async def test_a_reordering_within_the_grace_never_reads_the_database(hub, monkeypatch):
-    from realtime import subscription
-    from realtime.stats import stats
+    from realtime.core import subscription
+    from realtime.core.stats import stats
 
     monkeypatch.setattr(subscription, "REORDER_GRACE", 2.0)  # longer than a busy machine's stall
 
@@ -380,7 +380,7 @@ async def test_subscriptions_changed_before_a_failed_lease_renewal_are_written_b
 
 
 async def test_history_pages_are_encoded_off_the_event_loop(hub, monkeypatch):
-    from realtime import subscription
+    from realtime.core import subscription
 
     threads: set[str] = set()
     real_frame = subscription.event_frame

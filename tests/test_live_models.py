@@ -24,10 +24,11 @@ from rest_framework import serializers
 
 import realtime
 from project.demo.models import Task
-from realtime import live, snapshots
+from realtime import live
+from realtime.core import snapshots
+from realtime.core.policy import RulesPolicy
 from realtime.live.access import allows
 from realtime.models import Event
-from realtime.policy import RulesPolicy
 from tests.servers import WSClient, arun_manage, open_sse
 from tests.test_schemas import check as check_frame
 

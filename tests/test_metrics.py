@@ -15,9 +15,9 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 import realtime
-from realtime.gather import Gathered, gather
-from realtime.metrics import render, server_labels
-from realtime.stats import LATENCY_BUCKETS, Stats
+from realtime.core.gather import Gathered, gather
+from realtime.core.stats import LATENCY_BUCKETS, Stats
+from realtime.endpoints.metrics import render, server_labels
 from tests.servers import Server, WSClient, open_sse
 
 User = get_user_model()

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from realtime.core.publishing import validate_event_type, validate_idempotency_key
 from realtime.exceptions import InvalidStream, RealtimeError
 from realtime.protocol import (
     CLIENT_TYPES,
@@ -30,7 +31,6 @@ from realtime.protocol import (
     parse_client_frame,
     schemas,
 )
-from realtime.publishing import validate_event_type, validate_idempotency_key
 from realtime.streams import validate_stream_name
 from tests.strategies import KEYWORDS, client_payloads, from_schema, is_valid, keywords, violations
 

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-import realtime.presence
+import realtime.storage.presence
 from realtime.models import (
     Connection,
     Presence,
@@ -106,7 +106,7 @@ async def test_join_and_leave_across_two_processes(start):
     assert joined["key"] == "anon:bob-browser" and joined["stream"] == stream
     assert [m["meta"] for m in joined["metas"]] == [{"name": "Bob"}]
 
-    members = await sync_to_async(realtime.presence.presence)(stream)
+    members = await sync_to_async(realtime.storage.presence.presence)(stream)
     assert sorted(m.key for m in members) == ["anon:ada-browser", "anon:bob-browser"]
 
     await bob.close()
@@ -218,7 +218,7 @@ async def test_killed_process_leaves_no_ghosts(start, signal_log):
     assert loop.time() - killed_at < 3 + 1.5  # the timeout, plus scheduling slack
     assert await sync_to_async(Server.objects.filter(pid=a.pid).exists)() is False
     assert await sync_to_async(Connection.objects.filter(server__pid=a.pid).exists)() is False
-    members = await sync_to_async(realtime.presence.presence)(stream)
+    members = await sync_to_async(realtime.storage.presence.presence)(stream)
     assert [m.key for m in members] == ["anon:w"]
     await asyncio.sleep(0.3)
     offline = [s for s in signals_logged(signal_log) if s["signal"] == "user_offline"]
@@ -332,7 +332,7 @@ async def test_member_cap_and_metadata_limits(start):
     assert error["code"] == "invalid_presence"
     await one.send_json({"type": "presence", "id": 3, "stream": "public:other", "meta": {}})
     assert (await one.recv_until(lambda f: f["type"] == "error"))["code"] == "not_subscribed"
-    members = await sync_to_async(realtime.presence.presence)(stream)
+    members = await sync_to_async(realtime.storage.presence.presence)(stream)
     assert [m.key for m in members] == ["anon:one"]
     assert [m.metas[0].meta for m in members] == [{}]
     assert await sync_to_async(PresenceMember.objects.filter(key="anon:two").exists)() is False

@@ -213,7 +213,7 @@ async def test_idempotency_key_stores_and_sends_once(listener):
 
 
 async def test_apublish_many_stores_in_order_and_fans_out_in_chunks(listener):
-    from realtime.publishing import FAN_OUT_CHUNK
+    from realtime.core.publishing import FAN_OUT_CHUNK
 
     await listener.join("many")
     await realtime.apublish("many", "first", 0)
@@ -255,7 +255,7 @@ async def test_publish_many_validates_every_event_before_storing_any(listener):
         await realtime.apublish_many("many", [("ok", 1), ("realtime.reserved", 2)])
     with pytest.raises(InvalidStream):
         await realtime.apublish_many("bad stream", [("ok", 1)])
-    from realtime.publishing import MAX_MANY
+    from realtime.core.publishing import MAX_MANY
 
     with pytest.raises(InvalidEvent, match="At most"):
         await realtime.apublish_many("many", [("e", n) for n in range(MAX_MANY + 1)])

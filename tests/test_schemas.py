@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from referencing import Registry, Resource
 
 import realtime
+from realtime.endpoints.sse import SSEConnection
+from realtime.endpoints.websocket import WebSocketConnection
 from realtime.protocol import (
     CLIENT_TYPES,
     ERROR_CODES,
@@ -44,8 +46,6 @@ from realtime.protocol import (
     types,
     unsubscribed_frame,
 )
-from realtime.sse import SSEConnection
-from realtime.websocket import WebSocketConnection
 from tests.servers import WSClient, open_sse, settings_env
 from tests.strategies import from_schema, is_valid, json_values
 

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 import realtime
-from realtime.policy import RulesPolicy
+from realtime.core.policy import RulesPolicy
 from tests.servers import WSClient, open_sse, settings_env
 
 WS = "/realtime/ws/"

@@ -19,8 +19,8 @@ import httpx
 from asgiref.sync import sync_to_async
 
 import realtime
-from realtime import store
 from realtime.protocol import decode_cursor, encode_cursor
+from realtime.storage import store
 from tests.servers import Server, SSEStream, WSClient, open_sse, settings_env
 
 SSE_PATH = "/realtime/sse/"

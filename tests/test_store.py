@@ -11,8 +11,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 import realtime
-from realtime import store
 from realtime.models import Event, Stream
+from realtime.storage import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

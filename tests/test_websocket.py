@@ -18,8 +18,8 @@ from asgiref.sync import sync_to_async
 from websockets.exceptions import InvalidStatus
 
 import realtime
-from realtime import store
 from realtime.models import Event, Stream
+from realtime.storage import store
 from tests.servers import Server, WSClient, arun_manage, settings_env
 
 WS_PATH = "/realtime/ws/"

@@ -19,7 +19,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from project.demo.models import Task
-from realtime import live, store
+from realtime import live
+from realtime.storage import store
 
 STREAM = "tasks"
 MAX_TITLE = 200

@@ -22,8 +22,8 @@ from django.utils.text import Truncator
 from realtime.admin import dashboard
 from realtime.admin.base import ReadOnlyAdmin, ago
 from realtime.admin.filters import StreamFilter, UserFilter
+from realtime.core.revocation import revoke
 from realtime.models import Connection
-from realtime.revocation import revoke
 
 DEFAULT_REASON = "Disconnected by an administrator."
 

@@ -25,10 +25,10 @@ from django.utils.timesince import timesince
 from django.views.decorators.cache import never_cache
 
 from realtime.conf import realtime_settings
+from realtime.core.gather import Gathered, agather
 from realtime.core.reporting import ADMIN_CONNECTIONS_STREAM, ADMIN_STATS_STREAM
-from realtime.gather import Gathered, agather
-from realtime.overview import Overview, aoverview
-from realtime.stats import LATENCY_BUCKETS
+from realtime.core.stats import LATENCY_BUCKETS
+from realtime.storage.overview import Overview, aoverview
 
 # Seconds the page waits for the processes' figures before rendering without the missing.
 GATHER_TIMEOUT = 0.5

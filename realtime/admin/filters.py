@@ -14,7 +14,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from realtime.models import Connection, Stream
-from realtime.overview import subscriber_counts
+from realtime.storage.overview import subscriber_counts
 
 # Choices offered in a filter's sidebar; any other value still works in the URL.
 CHOICES = 20

@@ -26,8 +26,8 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from realtime import tickets
 from realtime.conf import realtime_settings
+from realtime.storage import tickets
 
 # Shorter server tokens are refused as misconfiguration: they could be guessed.
 MIN_API_TOKEN_LENGTH = 32

@@ -18,7 +18,7 @@ from rest_framework.request import Request
 
 from realtime.api.authentication import is_server, is_staff
 from realtime.api.errors import APIError
-from realtime.policy import Action, get_policy
+from realtime.core.policy import Action, get_policy
 from realtime.protocol import FORBIDDEN
 
 

@@ -44,7 +44,7 @@ from realtime.api.authentication import (
 )
 from realtime.api.serializers import ErrorSerializer
 from realtime.conf import STREAM_NAME_COLUMN
-from realtime.publishing import IDEMPOTENCY_KEY_RE
+from realtime.core.publishing import IDEMPOTENCY_KEY_RE
 from realtime.streams import STREAM_NAME_RE
 
 TITLE = "realtime REST API"

@@ -10,9 +10,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+from realtime.core.publishing import validate_event_type, validate_idempotency_key
 from realtime.exceptions import RealtimeError
 from realtime.protocol import INVALID_EVENT
-from realtime.publishing import validate_event_type, validate_idempotency_key
 
 MAX_PAGE = 1000  # events, streams or connections per page
 DEFAULT_PAGE = 100

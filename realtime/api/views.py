@@ -25,8 +25,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-import realtime
-from realtime import store
 from realtime.api import serializers as s
 from realtime.api.authentication import DEFAULT_AUTHENTICATION_CLASSES, is_server, is_staff
 from realtime.api.errors import (
@@ -40,11 +38,13 @@ from realtime.api.parsers import StrictJSONParser
 from realtime.api.permissions import StaffOrServer, require
 from realtime.api.schema import IDEMPOTENCY_KEY, STREAM, APISchema, errors, operation
 from realtime.conf import realtime_settings
+from realtime.core import publishing
+from realtime.core.policy import get_policy
 from realtime.exceptions import RealtimeError
 from realtime.models import Connection, Event, Stream
-from realtime.policy import get_policy
-from realtime.presence import counts_only, members
 from realtime.protocol import INVALID_EVENT, MALFORMED_JSON, format_ts, normalize
+from realtime.storage import store
+from realtime.storage.presence import counts_only, members
 from realtime.streams import validate_stream_name
 
 # Streams examined per listing request when the policy filters them: the page may come back
@@ -124,12 +124,12 @@ class Publish:
     ephemeral: bool
 
     def sync(self) -> Event:
-        return realtime.publish(
+        return publishing.publish(
             self.stream, self.event, self.data, idempotency_key=self.key, ephemeral=self.ephemeral
         )
 
     async def run(self) -> Event:
-        return await realtime.apublish(
+        return await publishing.apublish(
             self.stream, self.event, self.data, idempotency_key=self.key, ephemeral=self.ephemeral
         )
 

@@ -29,17 +29,18 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from realtime import cleanup, gcpauses, registry, revocation, store
 from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, fan_out, group_name, layer, slot
 from realtime.bus import messages as m
 from realtime.conf import realtime_settings
+from realtime.core import gcpauses, revocation
 from realtime.core.jobs import Job, Jobs
 from realtime.core.liveness import Liveness
+from realtime.core.pacing import WritePacer
 from realtime.core.presence_tracking import PresenceTracker, StreamPresence
 from realtime.core.reporting import Reporter
-from realtime.pacing import WritePacer
-from realtime.stats import stats
-from realtime.subscription import Connection, Subscription
+from realtime.core.stats import stats
+from realtime.core.subscription import Connection, Subscription
+from realtime.storage import cleanup, registry, store
 
 logger = logging.getLogger("realtime.hub")
 

@@ -14,8 +14,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from realtime import presence, registry
 from realtime.conf import realtime_settings
+from realtime.core.stats import stats
+from realtime.storage import presence, registry
 
 if TYPE_CHECKING:
     from realtime.core.hub import Hub, HubConnection
@@ -75,7 +76,9 @@ class Liveness:
 
     async def sweep(self) -> None:
         """Remove what processes whose leases expired left behind."""
-        await self.hub.fan_out_all(await registry.asweep())
+        swept = await registry.asweep()
+        stats.sweeper_lag = swept.lag  # the latest sweep's, so the alert clears once caught up
+        await self.hub.fan_out_all(swept.messages)
 
     async def _recover(self) -> None:
         """Our lease was swept while this process stalled: record everything again."""

@@ -14,14 +14,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from realtime import presence
 from realtime.bus.messages import PresenceMessage
 from realtime.conf import realtime_settings
 from realtime.protocol import presence_change_frame, presence_count_frame, presence_state_frame
+from realtime.storage import presence
 
 if TYPE_CHECKING:
     from realtime.core.hub import Hub, HubConnection, StreamState
-    from realtime.subscription import Subscription
+    from realtime.core.subscription import Subscription
 
 logger = logging.getLogger("realtime.hub")
 

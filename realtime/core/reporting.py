@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 
-from realtime import alerts
-from realtime.stats import stats
+from realtime.core import alerts
+from realtime.core.stats import stats
 
 if TYPE_CHECKING:
     from realtime.core.hub import Hub
@@ -78,7 +78,7 @@ class Reporter:
 
     async def report(self) -> None:
         """Check alert thresholds; tell the admin pages (staff streams)."""
-        from realtime.publishing import apublish
+        from realtime.core.publishing import apublish
 
         described = self.describe()
         self._last = (time.monotonic(), stats.snapshot())

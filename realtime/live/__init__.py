@@ -27,7 +27,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.db.models import signals
 
-from realtime import snapshots
+from realtime.core import snapshots
 from realtime.live import checks, receivers  # noqa: F401  (checks register themselves)
 from realtime.live.access import rule, snapshot
 from realtime.live.batching import (

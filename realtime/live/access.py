@@ -17,9 +17,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 
+from realtime.core.policy import Action
 from realtime.live.options import LiveModel, StreamTemplate
 from realtime.live.receivers import registry
-from realtime.policy import Action
 
 
 def find(stream: str) -> tuple[LiveModel, StreamTemplate, dict[str, str]] | None:

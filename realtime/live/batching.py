@@ -23,10 +23,10 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Model, QuerySet
 
-from realtime import store
 from realtime.conf import realtime_settings
+from realtime.core.publishing import publish
 from realtime.protocol import dumps
-from realtime.publishing import publish
+from realtime.storage import store
 
 if TYPE_CHECKING:
     from realtime.live.options import LiveModel

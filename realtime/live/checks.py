@@ -19,8 +19,8 @@ def _example(template: str) -> str:
 
 @register(Tags.compatibility)
 def check_live_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from realtime import policy
     from realtime.conf import realtime_settings
+    from realtime.core import policy
     from realtime.live.access import rule as live_rule
     from realtime.live.receivers import registry
 

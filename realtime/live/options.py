@@ -16,9 +16,9 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
+from realtime.core.publishing import validate_event_type
 from realtime.exceptions import RealtimeError
 from realtime.protocol import normalize
-from realtime.publishing import validate_event_type
 from realtime.streams import validate_stream_name
 
 KINDS = ("created", "updated", "deleted")

@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from realtime import cleanup, retention
 from realtime.conf import realtime_settings
 from realtime.management.base import Command as BaseCommand
+from realtime.storage import cleanup, retention
 
 
 class Command(BaseCommand):

@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from realtime.core.publishing import publish
 from realtime.exceptions import RealtimeError
 from realtime.protocol import loads
-from realtime.publishing import publish
 
 
 class Command(BaseCommand):

@@ -7,10 +7,10 @@ from django.core.management.base import CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from realtime.gather import Gathered, gather
+from realtime.core.gather import Gathered, gather
 from realtime.management.base import Command as BaseCommand
 from realtime.management.base import table
-from realtime.overview import BUSY_WINDOW, overview
+from realtime.storage.overview import BUSY_WINDOW, overview
 
 
 def _seconds(text: str) -> float:

@@ -12,13 +12,13 @@ from channels.db import database_sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser
 
-from realtime import store
 from realtime.bus import Layer, messages
 from realtime.bus import layer as bus_layer
 from realtime.bus.groups import group_name
 from realtime.exceptions import RealtimeError
 from realtime.management.base import Command as BaseCommand
 from realtime.protocol import dumps, event_frame, format_ts, loads
+from realtime.storage import store
 from realtime.streams import validate_stream_name
 
 # Seconds between reads of the database for stored events the channel layer did not bring

@@ -9,7 +9,7 @@ arrived first resumes with a plain "same epoch" check in the common case.
 A creation epoch is ``HHHHHH`` (the hour it stands for, hex) followed by ten hex digits of
 a hash of the name and the hour. ``realtime.reset()`` gives random epochs instead. Because
 an emptied stream row is removed only once it is at least ``EMPTY_STREAM_MIN_AGE`` old
-(``realtime.store.prune_streams``), a position at seq 0 held under a creation epoch can be
+(``realtime.storage.store.prune_streams``), a position at seq 0 held under a creation epoch can be
 carried over to another creation epoch of the same name up to ``CARRY_OVER_HOURS`` later:
 no other history of the stream can have started and ended in between, so the subscriber
 has missed nothing. Anything else that differs is a new history (``recovered: false``).

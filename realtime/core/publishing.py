@@ -20,15 +20,15 @@ from asgiref.sync import AsyncToSync
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from realtime import groupcommit, store
 from realtime.bus import fan_out, sender
 from realtime.bus import messages as layer_messages
 from realtime.bus.messages import EventMessage, StreamMessage
 from realtime.conf import realtime_settings
+from realtime.core.stats import stats
 from realtime.exceptions import InvalidEvent, StoreUnavailable, SyncInAsyncContext
 from realtime.models import Event, Stream
 from realtime.protocol import RESERVED_EVENT_PREFIXES, event_frame, format_ts, normalize
-from realtime.stats import stats
+from realtime.storage import groupcommit, store
 from realtime.streams import validate_stream_name
 
 logger = logging.getLogger("realtime.publish")

@@ -16,12 +16,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from realtime import tickets
 from realtime.bus import messages
 from realtime.conf import realtime_settings
 from realtime.core.hub import get_hub
 from realtime.models import Connection
 from realtime.protocol import AUTHENTICATION_REQUIRED, INVALID_FRAME, UNKNOWN_CONNECTION
+from realtime.storage import tickets
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:

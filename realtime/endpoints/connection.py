@@ -21,12 +21,13 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import markcoroutinefunction
 
-from realtime import flow
 from realtime.conf import realtime_settings
+from realtime.core import flow
 from realtime.core.hub import Hub, get_hub
+from realtime.core.policy import Action, get_policy
+from realtime.core.stats import stats
+from realtime.core.subscription import Subscription
 from realtime.exceptions import PermissionDenied, RealtimeError
-from realtime.policy import Action, get_policy
-from realtime.presence import ANONYMOUS_PREFIX, check_meta
 from realtime.protocol import (
     AUTHENTICATION_REQUIRED,
     INVALID_CREDENTIALS,
@@ -37,10 +38,9 @@ from realtime.protocol import (
     gap_frame,
     welcome_frame,
 )
-from realtime.registry import GONE
-from realtime.stats import stats
+from realtime.storage.presence import ANONYMOUS_PREFIX, check_meta
+from realtime.storage.registry import GONE
 from realtime.streams import compile_pattern, validate_stream_name
-from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.connection")
 

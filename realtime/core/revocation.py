@@ -31,7 +31,7 @@ from django.utils.crypto import constant_time_compare
 from realtime.bus import control_send, messages
 from realtime.bus.groups import CONTROL_GROUP
 from realtime.conf import realtime_settings
-from realtime.dbthreads import in_lane
+from realtime.storage.dbthreads import in_lane
 
 logger = logging.getLogger("realtime.revocation")
 

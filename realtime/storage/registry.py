@@ -17,7 +17,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,12 +27,12 @@ from django.db.models import Count
 from django.dispatch import Signal
 from django.utils import timezone
 
-from realtime import presence, signals
+from realtime import signals
 from realtime.conf import realtime_settings
-from realtime.dbthreads import in_lane
-from realtime.groupcommit import committer_for
 from realtime.models import Connection, Server, UserStatus
-from realtime.stats import stats
+from realtime.storage import presence
+from realtime.storage.dbthreads import in_lane
+from realtime.storage.groupcommit import committer_for
 
 logger = logging.getLogger("realtime.registry")
 
@@ -323,10 +323,18 @@ def _announce(signal: Signal, user_id: Any) -> None:
         signal.send(sender=UserStatus, user=user)
 
 
-def sweep() -> list[presence.Message]:
-    """Remove what expired leases left behind; returns the presence messages to fan out."""
-    messages: list[presence.Message] = []
-    stats.sweeper_lag = 0.0  # the latest sweep's lag, so the alert clears once caught up
+@dataclass
+class Swept:
+    """What a sweep did: the presence messages to fan out, and its worst lag in seconds
+    (from a lease expiring to its sweep; 0 when there was nothing to sweep)."""
+
+    messages: list[presence.Message] = field(default_factory=list)
+    lag: float = 0.0
+
+
+def sweep() -> Swept:
+    """Remove what expired leases left behind."""
+    swept = Swept()
     for server_id in Server.objects.filter(expires_at__lt=timezone.now()).values_list(
         "id", flat=True
     ):
@@ -338,7 +346,7 @@ def sweep() -> list[presence.Message]:
             )
             if server is None:
                 continue  # renewed meanwhile, or another process is sweeping it
-            messages += presence.leave_server(server.id)
+            swept.messages += presence.leave_server(server.id)
             users = set(
                 Connection.objects.filter(server=server)
                 .exclude(user__isnull=True)
@@ -347,18 +355,17 @@ def sweep() -> list[presence.Message]:
             logger.info(
                 "Sweeping expired server %s (%s:%s).", server.id, server.hostname, server.pid
             )
-            lag = (timezone.now() - server.expires_at).total_seconds()
-            stats.sweeper_lag = max(stats.sweeper_lag, lag)
+            swept.lag = max(swept.lag, (timezone.now() - server.expires_at).total_seconds())
             server.delete()
             for user_id in users:
                 _recount(user_id)
-    return messages
+    return swept
 
 
 def unregister_server(server_id: str) -> list[presence.Message]:
     """Orderly shutdown: remove this process's lease and everything under it now."""
     Server.objects.filter(id=server_id).update(expires_at=timezone.now() - timedelta(seconds=1))
-    return sweep()
+    return sweep().messages
 
 
 def recorded_subscriptions() -> Iterator[str]:

@@ -10,7 +10,7 @@ at once, a busy one commits what queued during the last commit together. So the 
 latency is at most one group's commit, and the cost of a commit is shared by everything in
 it.
 
-A group runs on the process's group lane (``realtime.dbthreads.group_lane``), never behind
+A group runs on the process's group lane (``realtime.storage.dbthreads.group_lane``), never behind
 single calls, on a connection that stays open while calls keep coming; a committer runs one
 group at a time. The
 function receives the group's arguments in order and returns one result per call, each a
@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from realtime import dbthreads
+from realtime.storage import dbthreads
 
 logger = logging.getLogger("realtime.publish")
 

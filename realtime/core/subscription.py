@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 
-from realtime import epochs, snapshots, store
 from realtime.conf import realtime_settings
-from realtime.dbthreads import in_lane
+from realtime.core import snapshots
+from realtime.core.stats import stats
 from realtime.protocol import (
     SubscribedFrame,
     dumps,
@@ -30,7 +30,8 @@ from realtime.protocol import (
     snapshot_frame,
     subscribed_frame,
 )
-from realtime.stats import stats
+from realtime.storage import epochs, store
+from realtime.storage.dbthreads import in_lane
 
 logger = logging.getLogger("realtime.hub")
 

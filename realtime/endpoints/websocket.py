@@ -14,10 +14,20 @@ import asyncio
 import logging
 from typing import Any
 
-from realtime.auth import SUBPROTOCOL, offered_subprotocols, origin_allowed
-from realtime.connection import BATCH_FRAMES, CLIENT_GONE, BaseConnection, Receive, Scope, Send
+from realtime.core.limits import TokenBucket
+from realtime.core.publishing import apublish, validate_event_type
+from realtime.core.stats import stats
+from realtime.core.subscription import Subscription
+from realtime.endpoints.auth import SUBPROTOCOL, offered_subprotocols, origin_allowed
+from realtime.endpoints.connection import (
+    BATCH_FRAMES,
+    CLIENT_GONE,
+    BaseConnection,
+    Receive,
+    Scope,
+    Send,
+)
 from realtime.exceptions import RealtimeError
-from realtime.limits import TokenBucket
 from realtime.protocol import (
     ALREADY_SUBSCRIBED,
     CLOSE_FORBIDDEN,
@@ -44,9 +54,6 @@ from realtime.protocol import (
     publish_ack_frame,
     unsubscribed_frame,
 )
-from realtime.publishing import apublish, validate_event_type
-from realtime.stats import stats
-from realtime.subscription import Subscription
 
 logger = logging.getLogger("realtime.websocket")
 

@@ -16,10 +16,11 @@ import asyncio
 import logging
 from typing import Any
 
-from realtime.auth import origin_allowed
-from realtime.connection import BATCH_FRAMES, BaseConnection, Receive, Scope, Send
+from realtime.core.stats import stats
+from realtime.core.subscription import Subscription
+from realtime.endpoints.auth import origin_allowed
+from realtime.endpoints.connection import BATCH_FRAMES, BaseConnection, Receive, Scope, Send
 from realtime.exceptions import RealtimeError
-from realtime.presence import check_meta
 from realtime.protocol import (
     FORBIDDEN_ORIGIN,
     INVALID_FRAME,
@@ -43,8 +44,7 @@ from realtime.protocol import (
     sse_comment,
     sse_message,
 )
-from realtime.stats import stats
-from realtime.subscription import Subscription
+from realtime.storage.presence import check_meta
 
 logger = logging.getLogger("realtime.sse")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TypedDict
 
-from realtime import presence, registry, store, tickets
-from realtime.dbthreads import in_lane
+from realtime.storage import presence, registry, store, tickets
+from realtime.storage.dbthreads import in_lane
 
 
 class Pruned(TypedDict):

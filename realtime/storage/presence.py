@@ -31,14 +31,15 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from realtime import retention, signals
+from realtime import signals
 from realtime.bus import messages as layer_messages
 from realtime.bus.messages import PresenceKind, PresenceMessage
 from realtime.conf import realtime_settings
-from realtime.dbthreads import in_lane
 from realtime.exceptions import RealtimeError
 from realtime.models import Presence, PresenceMember, PresenceSession
 from realtime.protocol import INVALID_PRESENCE, PRESENCE_FULL, normalize
+from realtime.storage import retention
+from realtime.storage.dbthreads import in_lane
 from realtime.streams import matches, validate_stream_name
 
 Message = PresenceMessage

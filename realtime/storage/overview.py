@@ -17,8 +17,8 @@ from asgiref.sync import sync_to_async
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from realtime import registry
 from realtime.models import Connection, Event, PresenceMember, Server, Stream, UserStatus
+from realtime.storage import registry
 
 # Busiest streams are counted over this window (Event.ts is indexed).
 BUSY_WINDOW = timedelta(minutes=5)

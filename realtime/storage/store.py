@@ -23,10 +23,10 @@ from django.db import connections, router, transaction
 from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
-from realtime import epochs, retention
-from realtime.dbthreads import close_broken_connections, in_lane
-from realtime.groupcommit import committer_for
 from realtime.models import Event, Stream
+from realtime.storage import epochs, retention
+from realtime.storage.dbthreads import close_broken_connections, in_lane
+from realtime.storage.groupcommit import committer_for
 
 P = ParamSpec("P")
 R = TypeVar("R")

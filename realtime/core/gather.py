@@ -101,6 +101,6 @@ def gather(within: float = 1.0) -> Gathered:
     except RuntimeError:
         return async_to_sync(agather)(within)
     raise SyncInAsyncContext(
-        "realtime.gather.gather() was called from a running event loop; "
-        "use `await realtime.gather.agather(...)` in async code."
+        "realtime.core.gather.gather() was called from a running event loop; "
+        "use `await realtime.core.gather.agather(...)` in async code."
     )

@@ -1,0 +1,138 @@
+"""``python -m realtime.serve``: daphne, refusing client messages over ``MAX_FRAME_SIZE``.
+
+It takes daphne's command line as it is (``python -m realtime.serve -b 127.0.0.1 -p 8000
+myproject.asgi:application``, every daphne option included) and changes two things:
+
+* ``--websocket-max-message-size`` and ``--websocket-max-frame-size`` default to the app's
+  ``MAX_FRAME_SIZE`` (64 KiB) rather than daphne's 1 MiB. Autobahn, daphne's WebSocket layer,
+  checks these limits as each frame's header arrives, so a larger message is refused before
+  its payload is read; none is held in memory. Options given on the command line win.
+* Autobahn fails such a connection with a close frame, code 1009 ("message too big"), instead
+  of aborting TCP, which clients see as 1006: its ``failByDrop`` option, on by default and
+  left on by daphne, is turned off. The same goes for the other failures autobahn detects
+  itself: a protocol error (1002) and text that is not UTF-8 (1007).
+
+In autobahn 26.11, ``WebSocketProtocol.onMessageFrameBegin`` checks the limits and calls
+``_max_message_size_exceeded``, then ``_fail_connection``, which drops or closes as
+``failByDrop`` says; daphne 4.2.3 hands its limits over in ``Server.run``.
+
+``docs/deployment.md`` has the command line to use; ``docs/protocol.md`` the close codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+# daphne.server installs Twisted's asyncio reactor; it must come before anything else of
+# Twisted's, so daphne.cli (which imports it) goes first.
+from daphne.cli import CommandLineInterface as DaphneCommandLineInterface  # type: ignore[import-untyped]
+from daphne.server import Server as DaphneServer  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured
+
+from realtime.conf import realtime_settings
+
+logger = logging.getLogger("realtime.serve")
+
+# The limits daphne's CLI and runserver set when not told otherwise.
+DAPHNE_DEFAULT_LIMIT = 1024 * 1024
+
+# daphne passed no size limits to autobahn before 4.2.2, so messages were unlimited
+# (CVE-2026-44545); ``websocket_max_message_size`` arrived with that release.
+DAPHNE_WITH_LIMITS = (4, 2, 2)
+
+
+def daphne_version() -> tuple[int, ...]:
+    """The installed daphne's version as a tuple of ints (``(4, 2, 3)``); reads no Twisted."""
+    import daphne  # type: ignore[import-untyped]  # the package alone: installs no reactor
+
+    return tuple(int(part) for part in re.findall(r"\d+", daphne.__version__)[:3])
+
+
+def max_frame_size() -> int:
+    """``MAX_FRAME_SIZE`` as a positive int; ImproperlyConfigured otherwise (0 would tell
+    autobahn "no limit")."""
+    value = realtime_settings.MAX_FRAME_SIZE
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ImproperlyConfigured(
+            f"REALTIME['MAX_FRAME_SIZE'] must be a positive number of bytes, not {value!r}."
+        )
+    return value
+
+
+class Server(DaphneServer):  # type: ignore[misc]
+    """daphne's server with the limits above; the CLI builds it after loading the ASGI app, so
+    the settings are ready here. A limit of ``None`` means ``MAX_FRAME_SIZE``."""
+
+    def __init__(
+        self,
+        *args: Any,
+        websocket_max_message_size: int | None = None,
+        websocket_max_frame_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        limit = max_frame_size()
+        message = limit if websocket_max_message_size is None else websocket_max_message_size
+        # A frame larger than the message limit could only ever be refused.
+        frame = message if websocket_max_frame_size is None else websocket_max_frame_size
+        super().__init__(
+            *args, websocket_max_message_size=message, websocket_max_frame_size=frame, **kwargs
+        )
+        if message == 0 or message > limit:
+            logger.warning(
+                "WebSocket messages up to %s are read into memory before the app refuses those "
+                "over MAX_FRAME_SIZE (%d bytes) with frame_too_large; leave out "
+                "--websocket-max-message-size to refuse them with close code 1009 instead.",
+                "any size" if message == 0 else f"{message} bytes",
+                limit,
+            )
+        elif message < limit:
+            logger.warning(
+                "WebSocket messages over %d bytes are refused (close code 1009), although "
+                "MAX_FRAME_SIZE allows %d.",
+                message,
+                limit,
+            )
+
+    # daphne builds its WebSocket factory inside run() and has no option for ``failByDrop``;
+    # the assignment is the one moment between building the factory and serving with it
+    # (each connection copies the factory's options when it is made).
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        factory.setProtocolOptions(failByDrop=False)
+        self._ws_factory = factory
+
+
+class CommandLineInterface(DaphneCommandLineInterface):  # type: ignore[misc]
+    """daphne's command line, serving with :class:`Server`."""
+
+    description = (
+        "daphne for realtime: WebSocket messages over REALTIME['MAX_FRAME_SIZE'] are refused "
+        "with close code 1009 (see docs/deployment.md)"
+    )
+    server_class = Server
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parser.prog = "python -m realtime.serve"
+        # None: MAX_FRAME_SIZE, known only once the ASGI application has set Django up.
+        self.parser.set_defaults(websocket_max_message_size=None, websocket_max_frame_size=None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    if daphne_version() < DAPHNE_WITH_LIMITS:
+        raise SystemExit(
+            f"realtime.serve needs daphne >= {'.'.join(map(str, DAPHNE_WITH_LIMITS))}: older "
+            "versions set no WebSocket message size limit at all."
+        )
+    CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()
