@@ -1,7 +1,7 @@
 # Everyday commands. `make` alone lists them. CI runs `make test` (see .ci/run).
 #
 #   make run     the demo on http://127.0.0.1:8000 (HOST=... PORT=... to change)
-#   make test    lint, the browser client's checks, then the test suite on SQLite and on
+#   make test    ruff, mypy, the browser client's checks, then the test suite on SQLite and on
 #                PostgreSQL (make test PYTEST_ARGS="-k resume -x" passes options to pytest)
 #   make js      only the browser client's checks: tsc, then node --test (tests/js/)
 #   make bench, bench-publish, bench-chat, bench-servers, bench-idle, soak, load
@@ -39,7 +39,7 @@ help:
 	@echo "make run      serve the demo on http://$(HOST):$(PORT) (SQLite, one process)"
 	@echo "make test     ruff, then the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
 	@echo "make js       the browser client: tsc (realtime.d.ts against the code), node --test"
-	@echo "make lint     ruff check and ruff format --check, and tsc"
+	@echo "make lint     ruff check and ruff format --check, mypy, and tsc"
 	@echo "make format   let ruff fix imports and formatting"
 	@echo "make bench    fan-out: this app against naive Channels (bench.fanout; BENCH_ARGS=--help)"
 	@echo "make bench-publish  what one publish costs, per API, on SQLite and PostgreSQL"
@@ -112,6 +112,8 @@ test: install $(JS_STAMP)
 	export DJANGO_SETTINGS_MODULE=tests.settings; \
 	echo; echo "== ruff check $(LINT_PATHS) =="; \
 	$(RUFF) check $(LINT_PATHS); lint=$$?; \
+	echo; echo "== mypy (strict) on realtime/ =="; \
+	$(VENV)/bin/mypy; types=$$?; \
 	echo; echo "== browser client: tsc -p $(JS) (realtime.d.ts against the code) =="; \
 	$(JS)/node_modules/.bin/tsc -p $(JS); tsc=$$?; \
 	echo; echo "== browser client: node --test ($(JS)) =="; \
@@ -124,11 +126,12 @@ test: install $(JS_STAMP)
 		*) echo "FAILED (exit $$1)";; esac; }; \
 	echo; echo "== summary =="; \
 	echo "ruff:                $$(verdict $$lint)"; \
+	echo "mypy:                $$(verdict $$types)"; \
 	echo "client types (tsc):  $$(verdict $$tsc)"; \
 	echo "client unit tests:   $$(verdict $$jsunit)"; \
 	echo "tests on SQLite:     $$(verdict $$sqlite)"; \
 	echo "tests on PostgreSQL: $$(verdict $$pg)"; \
-	[ $$lint = 0 ] && [ $$tsc = 0 ] && [ $$jsunit = 0 ] && [ $$sqlite = 0 ] && [ $$pg = 0 ]
+	[ $$lint = 0 ] && [ $$types = 0 ] && [ $$tsc = 0 ] && [ $$jsunit = 0 ] && [ $$sqlite = 0 ] && [ $$pg = 0 ]
 
 # bench.fanout starts its own redis-server on a free port; services.sh makes sure one is
 # installed, and REDIS_URL names the tests' Redis should the benchmark want an existing one.
@@ -173,6 +176,7 @@ load: install
 lint: install $(JS_STAMP)
 	$(RUFF) check $(LINT_PATHS)
 	$(RUFF) format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 	$(JS)/node_modules/.bin/tsc -p $(JS)
 
 format: install

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from channels.db import database_sync_to_async
 
+from realtime.bus.messages import EventMessage, PresenceMessage
 from realtime.conf import realtime_settings
 from realtime.core import snapshots
 from realtime.core.stats import stats
@@ -81,7 +82,11 @@ def _read_frames(stream: str, after: int, limit: int) -> Page:
     return frames, info
 
 
-_read_page = in_lane(_read_frames)
+async def _read_page(stream: str, after: int, limit: int) -> Page:
+    return await _aread_frames(stream, after, limit)
+
+
+_aread_frames = in_lane(_read_frames)
 
 
 class Connection(Protocol):
@@ -150,12 +155,12 @@ class Subscription:
         self.epoch: str | None = None  # None until the hub has read the stream
         self.position = 0
         self.syncing = True
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[EventMessage] = []
         self.overflowed = False
         self.active = True
         self.task: asyncio.Task[None] | None = None
         # While not None, presence frames wait here for this subscription's presence.state.
-        self.presence_buffer: list[dict[str, Any]] | None = None
+        self.presence_buffer: list[PresenceMessage] | None = None
         self.presence_ref: str | None = None  # this connection's meta, once joined
         # Per member key, the version the presence.state snapshot sent to this subscriber held.
         self.presence_seen: dict[str, int] | None = None
@@ -167,7 +172,7 @@ class Subscription:
         # Whether the policy lets this subscriber see the stream's presence.
         self.sees_presence = True
 
-    def offer(self, message: dict[str, Any]) -> bool:
+    def offer(self, message: EventMessage) -> bool:
         """Take one live layer message; returns whether a frame was queued.
 
         Never awaits: the hub calls it for every local subscriber of the stream in turn.
@@ -194,7 +199,7 @@ class Subscription:
         self.start_sync(delay=REORDER_GRACE)
         return False
 
-    def _buffer(self, message: dict[str, Any]) -> None:
+    def _buffer(self, message: EventMessage) -> None:
         if len(self.pending) >= MAX_PENDING:
             self.pending.clear()
             self.overflowed = True
@@ -333,9 +338,10 @@ class Subscription:
 
     def _drain(self) -> bool:
         """Deliver buffered live events that continue the position; True when live again."""
-        pending, self.pending = sorted(self.pending, key=lambda m: m["seq"]), []
+        # Only stored events are buffered (offer() delivers ephemeral ones or drops them).
+        pending, self.pending = sorted(self.pending, key=lambda m: cast(int, m["seq"])), []
         for index, message in enumerate(pending):
-            seq = message["seq"]
+            seq = cast(int, message["seq"])
             if message["epoch"] != self.epoch:
                 return False  # the database will say which epoch is current
             if seq <= self.position:
@@ -348,7 +354,7 @@ class Subscription:
         self.syncing = False
         return True
 
-    def offer_presence(self, message: dict[str, Any], frame: str) -> bool:
+    def offer_presence(self, message: PresenceMessage, frame: str) -> bool:
         """Take one presence message (already encoded as ``frame``); True if queued."""
         if not self.sees_presence:
             return False

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import markcoroutinefunction
 
+from realtime.bus.messages import RevokeMessage
 from realtime.conf import realtime_settings
 from realtime.core import flow
 from realtime.core.hub import Hub, get_hub
@@ -200,7 +201,7 @@ class BaseConnection:
         stats.connections[self.transport] += 1
         return None
 
-    def revoked_by(self, message: dict[str, Any]) -> bool:
+    def revoked_by(self, message: RevokeMessage) -> bool:
         """Whether a ``realtime.revoke`` message names this connection."""
         wanted = {
             "user": self.user_id,
@@ -208,8 +209,14 @@ class BaseConnection:
             "token": self.auth.get("token"),
             "connection": self.id,
         }
-        named = [field for field in wanted if message.get(field) is not None]
-        return bool(named) and all(str(message[field]) == str(wanted[field]) for field in named)
+        given = {
+            "user": message["user"],
+            "session": message["session"],
+            "token": message["token"],
+            "connection": message["connection"],
+        }
+        named = [field for field, value in given.items() if value is not None]
+        return bool(named) and all(str(given[field]) == str(wanted[field]) for field in named)
 
     async def revoke(self, reason: str, *, streams: str | None = None) -> None:
         """End this connection (or only its subscriptions matching ``streams``)."""

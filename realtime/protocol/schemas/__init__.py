@@ -50,7 +50,8 @@ def load(name: str) -> dict[str, Any]:
 
 def resolved(name: str) -> dict[str, Any]:
     """``load(name)`` with every ``$ref`` replaced by what it points to (a fresh copy)."""
-    return _inline(load(name), name)
+    inlined: dict[str, Any] = _inline(load(name), name)
+    return inlined
 
 
 def _inline(node: Any, name: str) -> Any:
