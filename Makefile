@@ -37,7 +37,7 @@ LOAD_ARGS ?= --url http://$(HOST):$(PORT)
 
 help:
 	@echo "make run      serve the demo on http://$(HOST):$(PORT) (SQLite, one process)"
-	@echo "make test     ruff, then the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
+	@echo "make test     ruff, mypy, the client checks, then the tests on SQLite and PostgreSQL"
 	@echo "make js       the browser client: tsc (realtime.d.ts against the code), node --test"
 	@echo "make lint     ruff check and ruff format --check, mypy, and tsc"
 	@echo "make format   let ruff fix imports and formatting"
