@@ -99,6 +99,7 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     )
     # Settings of the pytest process only; a subprocess must not pick them up.
     env.pop("PYTEST_CURRENT_TEST", None)
+    env.pop("PYTEST_XDIST_WORKER", None)  # the session above already names the worker
     env.update(extra or {})
     return env
 

@@ -28,7 +28,11 @@ REALTIME = {**REALTIME, **json.loads(os.environ.get("REALTIME_TEST_OVERRIDES") o
 # test databases and its own channels-redis prefix, named after the pid of its pytest
 # process. The processes a session starts inherit REALTIME_TEST_SESSION (tests/servers.py),
 # so they share its prefix; they reach its test database through DATABASE_URL.
-TEST_SESSION = os.environ.setdefault("REALTIME_TEST_SESSION", str(os.getpid()))
+# Under pytest-xdist (make test runs the suite in several workers) the workers inherit the
+# controller's REALTIME_TEST_SESSION: each adds its own name (gw0, gw1, ...) to it.
+_session = os.environ.setdefault("REALTIME_TEST_SESSION", str(os.getpid()))
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+TEST_SESSION = f"{_session}-{_worker}" if _worker else _session
 REDIS_PREFIX = f"rt-test-{TEST_SESSION}"
 
 _database = dict(DATABASES["default"])

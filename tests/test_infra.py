@@ -30,7 +30,8 @@ def test_in_process_channel_layer_uses_session_redis_and_prefix(
 ) -> None:
     from channels.layers import get_channel_layer
 
-    assert redis_prefix == f"rt-test-{os.getpid()}"  # tests/settings.py: one per test run
+    assert redis_prefix == f"rt-test-{settings.TEST_SESSION}"  # tests/settings.py
+    assert settings.TEST_SESSION.startswith(os.environ["REALTIME_TEST_SESSION"])
     assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] == redis_prefix
     layer = get_channel_layer()
     assert [host.get("address") for host in layer.hosts] == [redis_url]
@@ -57,7 +58,7 @@ def test_test_database_is_this_sessions_own() -> None:
     if connection.vendor == "sqlite" and os.environ.get("SQLITE_TEST_PATH"):
         assert name == os.environ["SQLITE_TEST_PATH"]
     else:
-        assert str(os.getpid()) in name  # tests/settings.py: one per test run
+        assert settings.TEST_SESSION in name  # tests/settings.py: one per session (and worker)
 
 
 def test_database_url_forms() -> None:
