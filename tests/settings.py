@@ -42,7 +42,18 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_PATH", str(_default_path))}
 elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{TEST_SESSION}"}
-DATABASES = {**DATABASES, "default": _database}
+# A second database, for what happens when a live model is saved on one that does not hold
+# the events (tests/test_live_models.py); SQLite whatever the default is.
+_archive = BASE_DIR / ".run" / f"archive-{TEST_SESSION}.sqlite3"
+DATABASES = {
+    **DATABASES,
+    "default": _database,
+    "archive": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(_archive),
+        "TEST": {"NAME": str(_archive)},
+    },
+}
 
 _layer = CHANNEL_LAYERS["default"]
 if "CONFIG" in _layer:  # the Redis layer, which make test always has (REDIS_URL)

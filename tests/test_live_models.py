@@ -599,3 +599,19 @@ async def test_live_rule_on_a_real_server(daphne_server: Any) -> None:
         )
         refused = await ws.recv_json()
         assert (refused["id"], refused["code"]) == ("p", "forbidden")
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "archive"])
+def test_a_save_on_another_database_publishes_when_that_database_commits() -> None:
+    """No transaction spans two databases: the event waits for the change's own commit."""
+    with transaction.atomic(using="archive"):
+        Task(title="archived").save(using="archive")
+        assert stored("tasks") == []  # not published before the change is committed
+    assert events("tasks") == ["task.created"]
+    assert stored("tasks")[0][2]["title"] == "archived"
+
+    with pytest.raises(ZeroDivisionError), transaction.atomic(using="archive"):
+        Task(title="rolled back").save(using="archive")
+        1 / 0  # noqa: B018
+    assert events("tasks") == ["task.created"]  # the rollback published nothing
+    assert [t.title for t in Task.objects.using("archive").all()] == ["archived"]

@@ -7,7 +7,9 @@ from django.db import migrations, models
 
 
 def drop_departed(apps: Any, schema_editor: Any) -> None:
-    apps.get_model("realtime", "PresenceMember").objects.filter(present=False).delete()
+    # On the database being migrated, which is not always the default one.
+    members = apps.get_model("realtime", "PresenceMember").objects
+    members.using(schema_editor.connection.alias).filter(present=False).delete()
 
 
 class Migration(migrations.Migration):
