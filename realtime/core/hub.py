@@ -4,18 +4,11 @@ Each server process (each event loop) has one ``Hub``. It owns one channel-layer
 joins a stream's group once, when the first local connection subscribes, so a publish costs
 one channel-layer message per process, not one per connection; the hub then hands the
 already-encoded frame to every local subscriber (the design of Socket.IO's Redis adapter).
-Exact delivery per subscriber is the job of ``realtime.subscription``.
+Exact delivery per subscriber is the job of ``realtime.core.subscription``.
 
 The rest it delegates: presence to ``presence_tracking``, the lease and the leave grace to
-``liveness``, figures to ``reporting``, and its periodic jobs to ``jobs``:
-
-* ``reconcile`` compares its streams' positions with the database every
-  ``RECONCILE_INTERVAL`` seconds, so even the last event of a burst whose layer message was
-  lost arrives within two intervals, and delivery goes on (from the database) while the
-  channel layer is down;
-* ``lease`` renews the lease and sweeps expired ones every ``PRESENCE_TIMEOUT / 3`` seconds,
-  and ``presence`` ends the presence of connections that went silent;
-* ``stats``, ``reauth``, ``refresh`` (group memberships) and ``prune`` (history).
+``liveness``, figures to ``reporting``, and its periodic jobs (reconcile, re-authenticate,
+prune...) to ``maintenance``, which ``jobs`` runs, each on its own.
 """
 
 from __future__ import annotations
@@ -27,71 +20,26 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, fan_out, group_name, layer, slot
 from realtime.bus import messages as m
 from realtime.conf import realtime_settings
-from realtime.core import gcpauses, revocation
-from realtime.core.jobs import Job, Jobs
+from realtime.core import gcpauses, maintenance
+from realtime.core.jobs import Jobs
 from realtime.core.liveness import Liveness
 from realtime.core.pacing import WritePacer
-from realtime.core.presence_tracking import PresenceTracker, StreamPresence
+from realtime.core.presence_tracking import PresenceTracker
 from realtime.core.reporting import Reporter
+from realtime.core.state import HubConnection, StreamState
 from realtime.core.stats import stats
 from realtime.core.subscription import Connection, Subscription
-from realtime.storage import cleanup, registry, store
+from realtime.storage import registry, store
 
 logger = logging.getLogger("realtime.hub")
 
-# Re-add group memberships this often, before the channel layer's group_expiry drops them.
-GROUP_REFRESH = 600.0
 # Longest a hub's close() waits for its tasks, then for removing its lease.
 CLOSE_TIMEOUT = 5.0
-
-
-class HubConnection(Connection, Protocol):
-    """Everything the hub and its helpers use of a connection (``BaseConnection``)."""
-
-    transport: str
-    subscriptions: dict[str, Subscription]
-    last_seen: float
-
-    @property
-    def user_id(self) -> Any: ...
-
-    @property
-    def remote_addr(self) -> str: ...
-
-    @property
-    def user_agent(self) -> str: ...
-
-    @property
-    def presence_key(self) -> str: ...
-
-    @property
-    def auth(self) -> dict[str, Any]: ...
-
-    def touch(self) -> None: ...
-
-    def acknowledge(self, count: int) -> None: ...
-
-    def revoked_by(self, message: m.RevokeMessage) -> bool: ...
-
-    async def revoke(self, reason: str, *, streams: str | None = None) -> None: ...
-
-
-class StreamState:
-    """A hub's local subscribers of one stream, its group membership and its presence."""
-
-    __slots__ = ("checked_head", "joined", "lock", "presence", "subs")
-
-    def __init__(self) -> None:
-        self.subs: dict[Subscription, None] = {}  # insertion-ordered set
-        self.joined = False
-        self.lock = asyncio.Lock()
-        self.checked_head = 0
-        self.presence = StreamPresence()
 
 
 class Hub:
@@ -106,7 +54,7 @@ class Hub:
         self.presence = PresenceTracker(self)
         self.liveness = Liveness(self)
         self.reporter = Reporter(self)
-        self.jobs = Jobs(self._jobs())
+        self.jobs = Jobs(maintenance.jobs(self))
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._unflushed: dict[Connection, None] = {}  # connections with events queued
@@ -123,19 +71,6 @@ class Hub:
             m.REVOKE: self._on_revoke,
             m.STATS_REQUEST: self._on_stats_request,
         }
-
-    def _jobs(self) -> list[Job]:
-        conf = realtime_settings
-        # In the order they run within a tick.
-        return [
-            Job("reconcile", lambda: conf.RECONCILE_INTERVAL, self.reconcile, first_now=True),
-            Job("presence", registry.lease_interval, self._expire_presence),
-            Job("lease", registry.lease_interval, self.liveness.renew, jitter=True, first_now=True),
-            Job("stats", lambda: conf.STATS_INTERVAL, self.reporter.report),
-            Job("reauth", lambda: conf.REAUTH_INTERVAL, self.reauthenticate, jitter=True),
-            Job("refresh", lambda: GROUP_REFRESH, self._rejoin_all),
-            Job("prune", lambda: conf.PRUNE_INTERVAL, self._prune, jitter=True),
-        ]
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -274,7 +209,7 @@ class Hub:
             state = self.streams[stream] = StreamState()
         state.subs[sub] = None
         try:
-            await self._join(stream, state)
+            await self.join_group(stream, state)
             # Positioned before returning, so a frame the client sends next (a publish, say)
             # is ordered after the subscription; the replay goes on in the background.
             info = await store.aposition(stream)
@@ -309,7 +244,8 @@ class Hub:
                 state.presence.close()
                 del self.streams[sub.stream]
 
-    async def _join(self, stream: str, state: StreamState) -> None:
+    async def join_group(self, stream: str, state: StreamState) -> None:
+        """Join the stream's group for this process, once (retried by the reconciler)."""
         if state.joined:
             return
         async with state.lock:
@@ -330,11 +266,11 @@ class Hub:
         except Exception:
             logger.warning("Joining the control group failed; will retry.", exc_info=True)
 
-    async def _rejoin_all(self) -> None:
+    async def rejoin_all(self) -> None:
         await self._join_control()
         for stream, state in list(self.streams.items()):
             state.joined = False
-            await self._join(stream, state)
+            await self.join_group(stream, state)
 
     # --- receiving -------------------------------------------------------------------
     async def _read_layer(self) -> None:
@@ -349,7 +285,7 @@ class Hub:
                 logger.warning("Channel layer receive failed; retrying.", exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                await self._rejoin_all()
+                await self.rejoin_all()
                 self.spawn(self.presence.resync())  # presence messages may have been lost
                 continue
             delay = 0.1
@@ -446,56 +382,11 @@ class Hub:
             await conn.flush()
         self._pacer.finished(time.perf_counter() - began)
 
-    # --- periodic jobs ---------------------------------------------------------------
+    # --- periodic jobs (realtime.core.maintenance) -----------------------------------
     async def _maintain(self) -> None:
         while True:
             await asyncio.sleep(self.jobs.tick())
             await self.jobs.run_due()
-
-    async def reconcile(self) -> None:
-        """Catch up every subscription that is behind the database by more than one round."""
-        for stream, state in list(self.streams.items()):
-            if not state.joined:
-                await self._join(stream, state)
-        heads = await store.aheads(list(self.streams))
-        for stream, state in list(self.streams.items()):
-            info = heads.get(stream)
-            if info is None:
-                continue
-            for sub in list(state.subs):
-                if sub.syncing:
-                    continue
-                if sub.epoch != info.epoch or sub.position < state.checked_head:
-                    sub.start_sync()
-            state.checked_head = info.last_seq
-
-    async def _expire_presence(self) -> None:
-        await self.presence.expire(time.monotonic())
-
-    async def reauthenticate(self) -> None:
-        """Close local connections whose session, user or token is no longer valid."""
-        checked = [
-            {
-                "id": conn.id,
-                "user": conn.user_id,
-                "session": conn.auth.get("session"),
-                "token": conn.auth.get("token"),
-            }
-            for conn in list(self.connections.values())
-            if conn.user_id is not None
-        ]
-        if not checked:
-            return
-        for conn_id in await revocation.arecheck(checked):
-            conn = self.connections.get(conn_id)
-            if conn is not None:
-                logger.info("Connection %s: credentials no longer valid; closing.", conn_id)
-                self.spawn(conn.revoke("Credentials no longer valid."))
-
-    async def _prune(self) -> None:
-        pruned = await cleanup.aprune(list(self.streams))
-        if any(pruned.values()):
-            logger.info("Retention deleted %s.", ", ".join(f"{n} {k}" for k, n in pruned.items()))
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -19,7 +19,8 @@ from realtime.core.stats import stats
 from realtime.storage import presence, registry
 
 if TYPE_CHECKING:
-    from realtime.core.hub import Hub, HubConnection
+    from realtime.core.hub import Hub
+    from realtime.core.state import HubConnection
 
 logger = logging.getLogger("realtime.hub")
 

@@ -20,7 +20,8 @@ from realtime.protocol import presence_change_frame, presence_count_frame, prese
 from realtime.storage import presence
 
 if TYPE_CHECKING:
-    from realtime.core.hub import Hub, HubConnection, StreamState
+    from realtime.core.hub import Hub
+    from realtime.core.state import HubConnection, StreamState
     from realtime.core.subscription import Subscription
 
 logger = logging.getLogger("realtime.hub")

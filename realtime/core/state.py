@@ -1,0 +1,59 @@
+"""What the hub keeps per stream, and what it needs of a connection.
+
+``StreamState`` is one stream's local subscribers, group membership and presence versions;
+``HubConnection`` declares every member the hub and its helpers use of a connection
+(``realtime.endpoints.connection.BaseConnection`` implements it), so they touch nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from realtime.bus import messages as m
+from realtime.core.presence_tracking import StreamPresence
+from realtime.core.subscription import Connection, Subscription
+
+
+class HubConnection(Connection, Protocol):
+    """Everything the hub and its helpers use of a connection (``BaseConnection``)."""
+
+    transport: str
+    subscriptions: dict[str, Subscription]
+    last_seen: float
+
+    @property
+    def user_id(self) -> Any: ...
+
+    @property
+    def remote_addr(self) -> str: ...
+
+    @property
+    def user_agent(self) -> str: ...
+
+    @property
+    def presence_key(self) -> str: ...
+
+    @property
+    def auth(self) -> dict[str, Any]: ...
+
+    def touch(self) -> None: ...
+
+    def acknowledge(self, count: int) -> None: ...
+
+    def revoked_by(self, message: m.RevokeMessage) -> bool: ...
+
+    async def revoke(self, reason: str, *, streams: str | None = None) -> None: ...
+
+
+class StreamState:
+    """A hub's local subscribers of one stream, its group membership and its presence."""
+
+    __slots__ = ("checked_head", "joined", "lock", "presence", "subs")
+
+    def __init__(self) -> None:
+        self.subs: dict[Subscription, None] = {}  # insertion-ordered set
+        self.joined = False
+        self.lock = asyncio.Lock()
+        self.checked_head = 0
+        self.presence = StreamPresence()
