@@ -1,8 +1,10 @@
 # Everyday commands. `make` alone lists them. CI runs `make test` (see .ci/run).
 #
 #   make run     the demo on http://127.0.0.1:8000 (HOST=... PORT=... to change)
-#   make test    ruff, mypy, the browser client's checks, then the test suite on SQLite and on
-#                PostgreSQL (make test PYTEST_ARGS="-k resume -x" passes options to pytest)
+#   make test    ruff, mypy, the browser client's checks, the unit tests (no service), then the
+#                integration and end-to-end tests on SQLite and on PostgreSQL, in parallel
+#                (PYTEST_ARGS="-k resume -x" passes options to pytest; TEST_WORKERS=1 serial)
+#   make test-unit  only tests/unit, which needs no service
 #   make js      only the browser client's checks: tsc, then node --test (tests/js/)
 #   make bench, bench-publish, bench-chat, bench-servers, bench-idle, soak, load
 #                the tools in bench/ (bench/README.md says what each measures)
@@ -28,16 +30,20 @@ JS_STAMP := $(JS)/node_modules/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# pytest-xdist workers for the integration and end-to-end tiers (their tests mostly wait on
+# servers, databases and browsers, so more workers than cores still pays).
+TEST_WORKERS ?= 3
 BENCH_ARGS ?=
 BENCH_IDLE_ARGS ?=
 SOAK_ARGS ?=
 LOAD_ARGS ?= --url http://$(HOST):$(PORT)
 
-.PHONY: help venv install run test js services bench bench-publish bench-chat bench-servers bench-idle soak load lint format clean distclean
+.PHONY: help venv install run test test-unit js services bench bench-publish bench-chat bench-servers bench-idle soak load lint format clean distclean
 
 help:
 	@echo "make run      serve the demo on http://$(HOST):$(PORT) (SQLite, one process)"
 	@echo "make test     ruff, mypy, the client checks, then the tests on SQLite and PostgreSQL"
+	@echo "make test-unit  only tests/unit: the tests that need no service (seconds, not minutes)"
 	@echo "make js       the browser client: tsc (realtime.d.ts against the code), node --test"
 	@echo "make lint     ruff check and ruff format --check, mypy, and tsc"
 	@echo "make format   let ruff fix imports and formatting"
@@ -118,10 +124,17 @@ test: install $(JS_STAMP)
 	$(JS)/node_modules/.bin/tsc -p $(JS); tsc=$$?; \
 	echo; echo "== browser client: node --test ($(JS)) =="; \
 	(cd $(JS) && node --test); jsunit=$$?; \
-	echo; echo "== tests on SQLite =="; \
-	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS); sqlite=$$?; \
-	echo; echo "== tests on PostgreSQL ($$PG_DATABASE_URL) =="; \
-	DATABASE_URL="$$PG_DATABASE_URL" $(PY) -m pytest $(PYTEST_ARGS); pg=$$?; \
+	echo; echo "== unit tests (tests/unit), with no service: no Redis, no database URL =="; \
+	env -u REDIS_URL -u DATABASE_URL $(PY) -m pytest tests/unit $(PYTEST_ARGS); unit=$$?; \
+	echo; echo "== integration and end-to-end tests on SQLite ($(TEST_WORKERS) workers) =="; \
+	env -u DATABASE_URL $(PY) -m pytest -n $(TEST_WORKERS) tests/integration tests/e2e $(PYTEST_ARGS); \
+	sqlite=$$?; \
+	echo; echo "== integration and end-to-end tests on PostgreSQL ($$PG_DATABASE_URL) =="; \
+	DATABASE_URL="$$PG_DATABASE_URL" $(PY) -m pytest -n $(TEST_WORKERS) tests/integration tests/e2e \
+		$(PYTEST_ARGS); pg=$$?; \
+	if [ -n "$(PYTEST_ARGS)" ] && ! { [ $$unit = 5 ] && [ $$sqlite = 5 ] && [ $$pg = 5 ]; }; then \
+		for run in unit sqlite pg; do [ $${!run} = 5 ] && printf -v $$run 0; done; \
+	fi; : "a selection (PYTEST_ARGS) may leave a tier with no test; not all of them"; \
 	verdict() { case $$1 in 0) echo ok;; 5) echo "FAILED (no test ran)";; \
 		*) echo "FAILED (exit $$1)";; esac; }; \
 	echo; echo "== summary =="; \
@@ -129,9 +142,16 @@ test: install $(JS_STAMP)
 	echo "mypy:                $$(verdict $$types)"; \
 	echo "client types (tsc):  $$(verdict $$tsc)"; \
 	echo "client unit tests:   $$(verdict $$jsunit)"; \
+	echo "unit tests:          $$(verdict $$unit)"; \
 	echo "tests on SQLite:     $$(verdict $$sqlite)"; \
 	echo "tests on PostgreSQL: $$(verdict $$pg)"; \
-	[ $$lint = 0 ] && [ $$types = 0 ] && [ $$tsc = 0 ] && [ $$jsunit = 0 ] && [ $$sqlite = 0 ] && [ $$pg = 0 ]
+	[ $$lint = 0 ] && [ $$types = 0 ] && [ $$tsc = 0 ] && [ $$jsunit = 0 ] && [ $$unit = 0 ] \
+		&& [ $$sqlite = 0 ] && [ $$pg = 0 ]
+
+# The tests that need nothing running: no Redis, no PostgreSQL, no server process.
+test-unit: install
+	env -u REDIS_URL -u DATABASE_URL DJANGO_SETTINGS_MODULE=tests.settings \
+		$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # bench.fanout starts its own redis-server on a free port; services.sh makes sure one is
 # installed, and REDIS_URL names the tests' Redis should the benchmark want an existing one.

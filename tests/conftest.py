@@ -48,11 +48,30 @@ def pytest_configure(config: pytest.Config) -> None:
             "tests.settings.",
             returncode=2,
         )
-    if not os.environ.get("REDIS_URL"):
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (its folder), and stop early if a tier that needs the
+    services is collected without them.
+
+    ``tests/unit`` needs nothing running; ``tests/integration`` runs in this process with
+    real PostgreSQL or SQLite and Redis; ``tests/e2e`` adds daphne processes and Chromium.
+    """
+    for item in items:
+        tier = Path(str(item.path)).relative_to(ROOT / "tests").parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+    if not os.environ.get("REDIS_URL") and any(
+        item.get_closest_marker("unit") is None for item in items
+    ):
         pytest.exit(
-            "REDIS_URL is not set. These tests need a real Redis and database, which "
-            "`make test` provides: run `make test` (add PYTEST_ARGS='-k name' to select "
-            "tests). To run pytest by hand: scripts/services.sh && set -a && "
+            "REDIS_URL is not set. The integration and end-to-end tests need a real Redis "
+            "and database, which `make test` provides: run `make test` (add "
+            "PYTEST_ARGS='-k name' to select tests), or `make test-unit` for the tests that "
+            "need nothing. To run pytest by hand: scripts/services.sh && set -a && "
             ". .run/services.env && set +a && .venv/bin/pytest ...",
             returncode=2,
         )

@@ -15,7 +15,7 @@ import realtime
 from realtime import bus
 from realtime.bus import messages
 from tests.servers import Server, WSClient
-from tests.test_websocket import WS_PATH, subscribe
+from tests.e2e.test_websocket import WS_PATH, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

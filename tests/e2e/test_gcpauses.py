@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from tests.servers import WSClient, server_env, settings_env
-from tests.test_websocket import WS_PATH
+from tests.e2e.test_websocket import WS_PATH
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,7 +16,7 @@ import pytest
 
 from realtime.protocol import CLIENT_TYPES, ERROR_CODES, SERVER_TYPES, schemas
 
-DTS = Path(__file__).resolve().parent.parent / "realtime" / "static" / "realtime" / "realtime.d.ts"
+DTS = Path(__file__).resolve().parents[2] / "realtime" / "static" / "realtime" / "realtime.d.ts"
 OPEN, CLOSE = "{<([", "}>)]"
 
 

@@ -30,7 +30,7 @@ from realtime.core.policy import RulesPolicy
 from realtime.live.access import allows
 from realtime.models import Event
 from tests.servers import WSClient, arun_manage, open_sse
-from tests.test_schemas import check as check_frame
+from tests.e2e.test_schemas import check as check_frame
 
 User = get_user_model()
 WS = "/realtime/ws/"

@@ -8,7 +8,7 @@ from pathlib import Path
 from realtime.protocol import ERROR_CODES, schemas
 from realtime.protocol.docs import MARKED, main, rewrite, table
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
 def test_the_field_tables_are_written_from_the_schemas():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "realtime"
+PACKAGE = Path(__file__).resolve().parents[2] / "realtime"
 
 LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     (
