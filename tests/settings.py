@@ -43,7 +43,7 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
 elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{TEST_SESSION}"}
 # A second database, for what happens when a live model is saved on one that does not hold
-# the events (tests/test_live_models.py); SQLite whatever the default is.
+# the events (tests/e2e/test_live_models.py); SQLite whatever the default is.
 _archive = BASE_DIR / ".run" / f"archive-{TEST_SESSION}.sqlite3"
 DATABASES = {
     **DATABASES,

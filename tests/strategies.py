@@ -3,7 +3,7 @@ payloads, and a validator that reads the schemas the way the server does.
 
 ``hypothesis-jsonschema`` would do the drawing, but its object strategy uses a Hypothesis
 internal (``many.more()``) that Hypothesis 6.1xx no longer has. The schemas use a small
-subset of JSON Schema; ``KEYWORDS`` names it, and ``tests/test_parsing.py`` fails if a schema
+subset of JSON Schema; ``KEYWORDS`` names it, and ``tests/unit/test_parsing.py`` fails if a schema
 uses a keyword outside it, so nothing here silently ignores a constraint.
 """
 

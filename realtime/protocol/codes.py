@@ -1,7 +1,7 @@
 """The protocol's names: version, close codes, error codes, frame types, SSE event names.
 
 Every error code here is in ``schemas/server/error.json``'s enum, and every client frame type
-has a schema in ``schemas/client/``; ``tests/test_schemas.py`` fails when they drift.
+has a schema in ``schemas/client/``; ``tests/e2e/test_schemas.py`` fails when they drift.
 """
 
 from __future__ import annotations

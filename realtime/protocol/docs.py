@@ -2,7 +2,7 @@
 
 Each table sits between ``<!-- fields: client/subscribe -->`` and ``<!-- /fields -->``; the
 prose around it is the docs' own. ``python -m realtime.protocol.docs`` rewrites the tables in
-place, ``--check`` only says whether they are current (``tests/test_protocol_docs.py`` fails
+place, ``--check`` only says whether they are current (``tests/unit/test_protocol_docs.py`` fails
 when they are not).
 """
 

@@ -2,7 +2,7 @@
 
 Every function returns the frame's JSON text (``subscribed_frame`` its dict: transports add
 their own bookkeeping before encoding it). ``schemas/server/*.json`` describe what these
-build, and ``tests/test_schemas.py`` calls each one and validates the result.
+build, and ``tests/e2e/test_schemas.py`` calls each one and validates the result.
 
 An event frame is encoded once, where it is published, and that same text travels through
 the channel layer and out to every WebSocket and SSE client: ``event_frame`` builds it

@@ -3,7 +3,7 @@
 It checks what ``schemas/client/*.json`` say about each field's JSON type and bounds, in a
 few microseconds; validating with ``jsonschema`` costs two to eight times as much per frame.
 Stream names, event types and idempotency keys (``pattern`` in the schemas) are checked by
-the consumer, with their own error codes. ``tests/test_parsing.py`` generates frames from
+the consumer, with their own error codes. ``tests/unit/test_parsing.py`` generates frames from
 the schemas and proves the two agree.
 """
 

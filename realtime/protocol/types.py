@@ -1,6 +1,6 @@
 """Every frame of protocol 1 as a ``TypedDict``: the static view of ``schemas/``.
 
-The schema files are the source; ``tests/test_schemas.py`` checks that each class here has
+The schema files are the source; ``tests/e2e/test_schemas.py`` checks that each class here has
 the fields of its schema, required and optional alike.
 """
 

@@ -30,7 +30,7 @@ from django.utils.safestring import SafeString, mark_safe
 register = template.Library()
 
 CLIENT_PATH = "realtime/realtime.js"
-# The modules realtime.js imports, directly or not (tests/test_client_static.py keeps this
+# The modules realtime.js imports, directly or not (tests/unit/test_client_static.py keeps this
 # list equal to the import graph), relative to it.
 CLIENT_MODULES = (
     "client/client.js",

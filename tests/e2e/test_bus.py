@@ -14,8 +14,8 @@ from channels_redis.core import RedisChannelLayer
 import realtime
 from realtime import bus
 from realtime.bus import messages
-from tests.servers import Server, WSClient
 from tests.e2e.test_websocket import WS_PATH, subscribe
+from tests.servers import Server, WSClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

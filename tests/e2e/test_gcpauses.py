@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from tests.servers import WSClient, server_env, settings_env
 from tests.e2e.test_websocket import WS_PATH
+from tests.servers import WSClient, server_env, settings_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ Every frame gets a documented answer (an ``error`` frame with a stable code, or 
 reply when the frame happens to be valid), the connection keeps working, another client keeps
 receiving, and no stored event changes. Resume cursors and stream names get a 4xx, never a 5xx.
 What the parser answers to each payload is fuzzed far more widely in process, against the
-schemas (``tests/test_parsing.py``); here fewer examples show the server around it holds.
+schemas (``tests/unit/test_parsing.py``); here fewer examples show the server around it holds.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from realtime.core import snapshots
 from realtime.core.policy import RulesPolicy
 from realtime.live.access import allows
 from realtime.models import Event
-from tests.servers import WSClient, arun_manage, open_sse
 from tests.e2e.test_schemas import check as check_frame
+from tests.servers import WSClient, arun_manage, open_sse
 
 User = get_user_model()
 WS = "/realtime/ws/"

@@ -141,4 +141,4 @@ def test_every_module_is_placed_or_known_to_be_above_the_layers() -> None:
         and module_name(path) not in above
         and not module_name(path).startswith(("realtime.live", "realtime.management"))
     ]
-    assert not loose, f"place these in a layer (tests/test_architecture.py): {loose}"
+    assert not loose, f"place these in a layer (tests/unit/test_architecture.py): {loose}"

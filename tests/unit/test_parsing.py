@@ -2,7 +2,7 @@
 
 Frames drawn from each schema are accepted; a frame with one field the schema refuses gets
 that field's documented error code; and any payload at all either fails with a documented
-code or is a frame its schema allows. ``tests/test_hostile.py`` throws the same payloads at
+code or is a frame its schema allows. ``tests/e2e/test_hostile.py`` throws the same payloads at
 a live server for what only a server can show (the connection and the others carry on).
 """
 
@@ -130,7 +130,7 @@ def test_a_missing_required_field_is_an_invalid_frame(kind, data):
 @example(payload='{"type": "ping", "id": 1e3}')
 @example(payload='{"type": "received", "count": 5, "id": true}')
 def test_any_payload_gets_a_documented_answer_that_agrees_with_the_schemas(payload):
-    """The fuzz of tests/test_hostile.py, in process: the checker and the schemas agree on
+    """The fuzz of tests/e2e/test_hostile.py, in process: the checker and the schemas agree on
     every frame, valid or not, and every refusal has a documented code."""
     text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
     try:

@@ -295,7 +295,7 @@ export declare function decodeCursor(cursor: string): Array<[string, string, num
 
 // --- Wire frames of protocol 1 ------------------------------------------------------------
 // One interface per frame type, as realtime/protocol/schemas/ describes it (docs/protocol.md
-// has the meaning of every field); tests/test_dts.py checks these against those schemas.
+// has the meaning of every field); tests/unit/test_dts.py checks these against those schemas.
 
 /** A client frame's id, echoed in its reply. */
 export type FrameId = string | number;

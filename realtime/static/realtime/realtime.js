@@ -22,7 +22,7 @@
 // (ManifestStaticFilesStorage with support_js_module_import_aggregation) are made by
 // regular expressions, and re-exporting straight from a module after the example above
 // would make them hash its URL twice. No comment before the imports may hold the keyword
-// of re-exporting followed by a space (tests/test_client_static.py checks the result).
+// of re-exporting followed by a space (tests/unit/test_client_static.py checks the result).
 import { RealtimeClient, connect } from "./client/client.js";
 import { PROTOCOL, RealtimeError } from "./client/codes.js";
 import { decodeCursor, encodeCursor } from "./client/encoding.js";
