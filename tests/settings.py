@@ -52,6 +52,11 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(_archive),
         "TEST": {"NAME": str(_archive)},
+        "OPTIONS": {  # as the demo's SQLite (realtime.W010 otherwise)
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
     },
 }
 
