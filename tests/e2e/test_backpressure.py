@@ -7,7 +7,7 @@ not take) and tells the application nothing, so without ``OUTBOX_WINDOW`` the fr
 client that stopped reading would pile up in the process for ever. The bound this test checks
 is documented in docs/protocol.md ("Memory bound", under "Flow control").
 
-The events are published by a separate process (``python -m tests.test_backpressure``, see
+The events are published by a separate process (``python -m tests.e2e.test_backpressure``, see
 ``publish_burst``), as an application's workers would.
 """
 
@@ -297,7 +297,7 @@ async def publish(env: dict[str, str], first: int, count: int) -> dict[str, Any]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.test_backpressure",
+        "tests.e2e.test_backpressure",
         "--first",
         str(first),
         "--count",

@@ -199,7 +199,7 @@ async def test_rules(settings, action, user, stream, allowed):
             "private:*": "private",
             "user:{user_id}": "owner",
             "user:{user_id}:*": "owner",
-            "chat:*": "tests.test_security.chat_rule",
+            "chat:*": "tests.e2e.test_security.chat_rule",
             "ops": "staff",
         }
     }
