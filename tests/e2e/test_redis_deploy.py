@@ -488,6 +488,16 @@ async def test_sentinel_fan_out_survives_a_failover(
             return await redis_set.master_port() == redis_set.replica.port
 
         await wait_for(promoted, 20, lambda: f"failover to the replica\n{redis_set.logs()}")
+
+        async def writable() -> bool:
+            # The Sentinel names the new master a moment before it takes writes; a publish
+            # in that moment is stored but its fan-out fails (the reconciler, slowed here,
+            # would deliver it), which is not what this test is about.
+            async with redis_set.replica.client() as client:
+                role = await client.execute_command("ROLE")
+                return role[0] in (b"master", "master")
+
+        await wait_for(writable, 20, lambda: f"the new master takes writes\n{redis_set.logs()}")
         await assert_fan_out(env, clients, "public:ha", 2, timeout=20)
         assert await group_keys(redis_set.replica, redis_prefix)
         assert all(ws.close_code is None for ws in clients)
