@@ -97,3 +97,27 @@ def conflation_key(event: str, frame: str) -> tuple[str, Any]:
     data = json.loads(frame).get("data")
     key = data.get("key") if isinstance(data, dict) else None
     return event, json.dumps(key, sort_keys=True) if key is not None else None
+
+
+class Held:
+    """What a slow connection holds back for one subscription until the client catches up:
+    the range of seqs it skipped (``skip``), or the latest frame per conflation key
+    (``conflate``). The connection owns these, one per subscription while it is slow."""
+
+    __slots__ = ("conflated", "skipped")
+
+    def __init__(self) -> None:
+        self.skipped: tuple[int, int] | None = None
+        self.conflated: dict[Any, tuple[int | None, str, str]] = {}
+
+    def skip(self, position: int) -> None:
+        first = position if self.skipped is None else self.skipped[0]
+        self.skipped = (first, position)
+
+    def conflate(self, seq: int | None, event: str, frame: str) -> None:
+        self.conflated[conflation_key(event, frame)] = (seq, event, frame)
+
+    def frames(self) -> list[tuple[str, str]]:
+        """The conflated ``(event, frame)`` pairs, in seq order (ephemeral ones first)."""
+        kept = sorted(self.conflated.values(), key=lambda item: item[0] or 0)
+        return [(event, frame) for _, event, frame in kept]

@@ -118,7 +118,6 @@ class Subscription:
 
     __slots__ = (
         "active",
-        "conflated",
         "conn",
         "epoch",
         "id",
@@ -131,7 +130,6 @@ class Subscription:
         "requested_epoch",
         "sees_presence",
         "since",
-        "skipped",
         "snapshot_at",
         "stream",
         "syncing",
@@ -165,10 +163,6 @@ class Subscription:
         # Per member key, the version the presence.state snapshot sent to this subscriber held.
         self.presence_seen: dict[str, int] | None = None
         self.snapshot_at: int | None = None  # a snapshot is due, taken at this head
-        # While the connection is slow (realtime.flow): the seqs skipped, or the latest
-        # frame per conflation key.
-        self.skipped: list[int] | None = None
-        self.conflated: dict[Any, tuple[int | None, str, str]] = {}
         # Whether the policy lets this subscriber see the stream's presence.
         self.sees_presence = True
 

@@ -93,6 +93,8 @@ class BaseConnection:
         self.window = flow.Window.from_settings()
         self._room: asyncio.Event | None = None  # set when a full window is relieved
         self.slow = False
+        # While slow, what each subscription's SLOW_CONSUMERS policy holds back (flow.Held).
+        self._held: dict[Subscription, flow.Held] = {}
         self._disconnecting = False
 
     @classmethod
@@ -264,12 +266,10 @@ class BaseConnection:
             )
         policy = flow.policy_for(sub.stream)
         if policy == "skip":
-            if sub.skipped is None:
-                sub.skipped = [sub.position, sub.position]
-            sub.skipped[1] = sub.position
+            self._held.setdefault(sub, flow.Held()).skip(sub.position)
         elif policy == "conflate":
             seq = sub.position if json.loads(frame).get("seq") is not None else None
-            sub.conflated[flow.conflation_key(event, frame)] = (seq, event, frame)
+            self._held.setdefault(sub, flow.Held()).conflate(seq, event, frame)
         elif not self._disconnecting:
             self._disconnecting = True
             self.hub.spawn(self.drop_slow())
@@ -308,16 +308,16 @@ class BaseConnection:
         if self.slow and not self._disconnecting and self.window.relieved():
             self.slow = False
             for sub in list(self.subscriptions.values()):
-                if sub.skipped is not None:
-                    first, last = sub.skipped
-                    sub.skipped = None
+                held = self._held.pop(sub, None)
+                if held is None:
+                    continue
+                if held.skipped is not None:
+                    first, last = held.skipped
                     self._queue(self.encode_gap(sub, gap_frame(sub.stream, first, last)))
-                for _seq, event, frame in sorted(
-                    sub.conflated.values(), key=lambda item: item[0] or 0
-                ):
+                for event, frame in held.frames():
                     stats.deliveries += 1
                     self._queue(self.encode_event(sub, event, frame))
-                sub.conflated.clear()
+            self._held.clear()  # of subscriptions that ended meanwhile
             self.hub.spawn(self.flush())
 
     def subscribed(self, sub: Subscription, frame: SubscribedFrame) -> None:
