@@ -15,7 +15,7 @@ _REDIS_READ_TIMEOUT = 5
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from realtime.conf import realtime_settings
+    from realtime.conf import SettingError, realtime_settings
     from realtime.core import policy
     from realtime.storage import retention
 
@@ -39,7 +39,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
         max_frame_size()  # a positive int: realtime.serve gives it to daphne as its limit
     except ImproperlyConfigured as exc:
-        errors.append(Error(str(exc), id="realtime.E001"))
+        where = f"{exc.key} in docs/settings.md" if isinstance(exc, SettingError) else None
+        hint = f"See {where or 'docs/settings.md'}."
+        errors.append(Error(str(exc), hint=hint, id="realtime.E001"))
     else:
         errors += _check_runserver_limits()
     errors += _check_sqlite()

@@ -244,6 +244,14 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
 STREAM_NAME_COLUMN = 200
 
 
+class SettingError(ImproperlyConfigured):
+    """A ``REALTIME`` key is missing its shape; ``key`` names it (for the check's hint)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class RealtimeSettings:
     """Attribute access to ``settings.REALTIME`` merged over ``DEFAULTS``, checked and typed.
 
@@ -318,15 +326,13 @@ class RealtimeSettings:
             validator = VALIDATORS.get(name)
             wanted = validator(value) if validator is not None else None
             if wanted is not None:
-                raise ImproperlyConfigured(
-                    f"REALTIME[{name!r}] must be {wanted}, not {value!r} (docs/settings.md)."
-                )
+                raise SettingError(name, f"REALTIME[{name!r}] must be {wanted}, not {value!r}.")
             if name in IMPORT_STRINGS and isinstance(value, str):
                 try:
                     value = import_string(value)
                 except ImportError as exc:
-                    raise ImproperlyConfigured(
-                        f"REALTIME[{name!r}] = {value!r} could not be imported: {exc}"
+                    raise SettingError(
+                        name, f"REALTIME[{name!r}] = {value!r} could not be imported: {exc}"
                     ) from exc
             self._cached[name] = value
         return self._cached[name]

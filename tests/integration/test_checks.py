@@ -391,3 +391,9 @@ def test_sizes_and_counts_must_be_whole_numbers(key: str) -> None:
         messages = realtime_messages()
     assert ids(messages) == ["realtime.E001"]
     assert "a positive whole number" in messages[0].msg
+
+
+def test_a_wrong_value_names_its_section_of_the_docs() -> None:
+    with override_settings(REALTIME={"SLOW_CONSUMERS": {"*": "conflat"}}):
+        (error,) = realtime_messages()
+    assert error.hint == "See SLOW_CONSUMERS in docs/settings.md."
