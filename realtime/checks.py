@@ -22,13 +22,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     errors: list[Any] = []
     alias = "default"
     try:
-        realtime_settings.reload()
+        realtime_settings.reload()  # and what is parsed from it (retention and policy rules)
         realtime_settings.validate()  # every key's type and shape; imports the dotted paths
         alias = realtime_settings.CHANNEL_LAYER
-        retention.rules.cache_clear()
         retention.rules()
         retention.presence_history()
-        policy.rules.cache_clear()
         if issubclass(realtime_settings.POLICY, policy.RulesPolicy):
             policy.rules()
         from realtime.api.authentication import api_tokens

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -244,6 +244,13 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
 STREAM_NAME_COLUMN = 200
 
 
+class _Cached(Protocol):
+    def cache_clear(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Cached)
+
+
 class SettingError(ImproperlyConfigured):
     """A ``REALTIME`` key is missing its shape; ``key`` names it (for the check's hint)."""
 
@@ -302,6 +309,13 @@ class RealtimeSettings:
     def __init__(self) -> None:
         self._cached: dict[str, Any] = {}
         self._user: dict[str, Any] | None = None
+        self._derived: list[Callable[[], None]] = []  # cache_clear of what is parsed from keys
+
+    def derived(self, cached: C) -> C:
+        """Register a cached function of the settings (``RULES`` parsed, say): cleared with
+        them on ``reload``, so one receiver serves every module that parses a key."""
+        self._derived.append(cached.cache_clear)
+        return cached
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -345,6 +359,8 @@ class RealtimeSettings:
     def reload(self) -> None:
         self._cached.clear()
         self._user = None
+        for clear in self._derived:
+            clear()
 
 
 realtime_settings = RealtimeSettings()
@@ -352,7 +368,7 @@ realtime_settings = RealtimeSettings()
 
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "REALTIME":
-        realtime_settings.reload()  # the modules that parse a key clear their own caches
+        realtime_settings.reload()
 
 
 setting_changed.connect(_reload, dispatch_uid="realtime.conf.reload")

@@ -27,7 +27,6 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from realtime.conf import realtime_settings
@@ -119,6 +118,7 @@ class _Rule:
         return bool(result)
 
 
+@realtime_settings.derived
 @lru_cache(maxsize=1)
 def rules() -> tuple[_Rule, ...]:
     config = realtime_settings.RULES
@@ -165,11 +165,3 @@ def get_policy() -> BasePolicy:
         _policy.clear()
         policy = _policy[cls] = cls()
     return policy
-
-
-def _settings_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == "REALTIME":
-        rules.cache_clear()
-
-
-setting_changed.connect(_settings_changed, dispatch_uid="realtime.policy.rules")

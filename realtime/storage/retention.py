@@ -24,7 +24,6 @@ from functools import lru_cache
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 
 from realtime.conf import realtime_settings
 from realtime.streams import matches
@@ -40,6 +39,7 @@ class Rule:
 KEEP_ALL = Rule("*")
 
 
+@realtime_settings.derived
 @lru_cache(maxsize=1)
 def rules() -> tuple[Rule, ...]:
     """The configured rules, validated, in match order."""
@@ -92,11 +92,3 @@ def rule_for(stream: str) -> Rule:
         if matches(stream, rule.pattern):
             return rule
     return KEEP_ALL
-
-
-def _settings_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == "REALTIME":
-        rules.cache_clear()
-
-
-setting_changed.connect(_settings_changed, dispatch_uid="realtime.retention.rules")
