@@ -25,8 +25,6 @@ from typing import Any
 from realtime.conf import realtime_settings
 from realtime.streams import matches
 
-POLICIES = ("disconnect", "skip", "conflate")
-
 
 class Window:
     """Frames and bytes sent but not yet acknowledged by the client."""

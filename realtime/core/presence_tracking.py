@@ -80,10 +80,6 @@ class PresenceTracker:
         self._joined: dict[str, dict[str, Any]] = {}  # connection id -> stream -> meta
 
     # --- membership ------------------------------------------------------------------
-    def streams_of(self, conn_id: str) -> dict[str, Any]:
-        """The streams whose presence ``conn_id`` joined, with its metadata (a copy)."""
-        return dict(self._joined.get(conn_id, {}))
-
     def is_member(self, conn_id: str, stream: str) -> bool:
         return stream in self._joined.get(conn_id, ())
 
