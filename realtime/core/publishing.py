@@ -115,9 +115,10 @@ def _store(
     or at all (a repeated idempotency key: the first publish was delivered).
     """
     try:
-        outer = transaction.get_connection(store.database()).in_atomic_block
+        alias = store.database()
+        outer = transaction.get_connection(alias).in_atomic_block
         if outer or store.needs_transaction(key):
-            with transaction.atomic(using=store.database()):
+            with transaction.atomic(using=alias):
                 stored = store.append(stream, event, data, key=key, data_json=data_json)
         else:
             stored = store.append(stream, event, data, data_json=data_json)
@@ -125,9 +126,7 @@ def _store(
             return stored, None
         message = _message(stored, data_json)
         if outer:
-            transaction.on_commit(
-                partial(_fan_out_sync, message), using=store.database(), robust=True
-            )
+            transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
     except (OperationalError, InterfaceError) as exc:
         # Rolled back (or never begun): nothing is stored, so nothing is sent.
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
@@ -304,8 +303,9 @@ def _store_many(
 ) -> tuple[list[Event], list[LayerMessage]]:
     """``_store`` for several events: one transaction, fan-out messages of ``FAN_OUT_CHUNK``."""
     try:
-        outer = transaction.get_connection(store.database()).in_atomic_block
-        with transaction.atomic(using=store.database()):
+        alias = store.database()
+        outer = transaction.get_connection(alias).in_atomic_block
+        with transaction.atomic(using=alias):
             rows = store.append_many(
                 stream,
                 [(event, data) for event, data, _ in prepared],
@@ -318,9 +318,7 @@ def _store_many(
             messages = _chunked(stream, singles)
             if outer:
                 for message in messages:
-                    transaction.on_commit(
-                        partial(_fan_out_sync, message), using=store.database(), robust=True
-                    )
+                    transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
     except (OperationalError, InterfaceError) as exc:
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
     stats.published += len(rows)
@@ -355,11 +353,12 @@ async def apublish_many(stream: str, events: Iterable[tuple[str, Any]]) -> list[
 
 
 def _reset(stream: str) -> tuple[store.StreamInfo, LayerMessage | None]:
-    outer = transaction.get_connection(store.database()).in_atomic_block
+    alias = store.database()
+    outer = transaction.get_connection(alias).in_atomic_block
     info = store.reset(stream)
     message = _reset_message(info)
     if outer:
-        transaction.on_commit(partial(_fan_out_sync, message), using=store.database(), robust=True)
+        transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
     return info, None if outer else message
 
 
