@@ -19,7 +19,14 @@ import json
 import os
 
 from project.settings import *  # noqa: F403
-from project.settings import BASE_DIR, CHANNEL_LAYERS, DATABASES, INSTALLED_APPS, REALTIME
+from project.settings import (
+    BASE_DIR,
+    CHANNEL_LAYERS,
+    DATABASES,
+    INSTALLED_APPS,
+    REALTIME,
+    SQLITE_OPTIONS,
+)
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.signal_log"]
 REALTIME = {**REALTIME, **json.loads(os.environ.get("REALTIME_TEST_OVERRIDES") or "{}")}
@@ -52,11 +59,7 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(_archive),
         "TEST": {"NAME": str(_archive)},
-        "OPTIONS": {  # as the demo's SQLite (realtime.W010 otherwise)
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        },
+        "OPTIONS": dict(SQLITE_OPTIONS),  # as the demo's SQLite (realtime.W010 otherwise)
     },
 }
 
