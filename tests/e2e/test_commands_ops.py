@@ -149,6 +149,7 @@ class Tail:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.args, self.env = args, env
         self.process: asyncio.subprocess.Process | None = None
+        self.printed = b""  # stdout read before finish()
 
     async def __aenter__(self) -> Tail:
         self.process = await asyncio.create_subprocess_exec(
@@ -162,16 +163,23 @@ class Tail:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        # It says so on stderr once it listens and has read the history.
+        # It says so on stderr once it listens and knows where the history starts (it prints
+        # the history after that: see read_lines).
         assert self.process.stderr is not None
         line = await asyncio.wait_for(self.process.stderr.readline(), 20)
         assert b"following" in line, line
         return self
 
+    async def read_lines(self, count: int, timeout: float = 20) -> None:
+        """Wait for ``count`` lines on stdout (kept for ``finish``)."""
+        assert self.process is not None and self.process.stdout is not None
+        for _ in range(count):
+            self.printed += await asyncio.wait_for(self.process.stdout.readline(), timeout)
+
     async def finish(self, timeout: float = 20) -> tuple[int, str, str]:
         assert self.process is not None
         out, err = await asyncio.wait_for(self.process.communicate(), timeout)
-        return self.process.returncode or 0, out.decode(), err.decode()
+        return self.process.returncode or 0, (self.printed + out).decode(), err.decode()
 
     async def __aexit__(self, *exc: object) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -184,6 +192,9 @@ async def test_tail_prints_history_then_live_events_including_ephemeral() -> Non
     for n in range(1, 4):
         await realtime.apublish("public:t", "t.old", {"n": n})
     async with Tail("public:t", "-n", "2", "--json", "--count", "5", "--timeout", "30") as tail:
+        # The history first: a live event published before it is read would be printed from
+        # the database with it, ahead of an ephemeral event sent after it.
+        await tail.read_lines(2)
         await realtime.apublish("public:t", "t.new", {"n": 4})
         await realtime.apublish("public:t", "cursor.moved", {"x": 1}, ephemeral=True)
         await realtime.apublish("public:t", "t.new", {"n": 5})
