@@ -80,8 +80,19 @@ def _integer(checker: Any, value: Any) -> bool:
 
 # The server reads an integer only when it is written without fraction or exponent: ``1.0``
 # is a float to Python's json, and refused, while JSON Schema's "integer" would take it.
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """``pattern`` as JSON Schema means it, an ECMA-262 regex, in which ``$`` ends the string.
+    Python's ``$`` also matches before a final newline: a stream name ending in one would
+    pass ``^[A-Za-z0-9]...$``, which the server (and a browser) refuses."""
+    if validator.is_type(instance, "string"):
+        ecma = re.sub(r"(?<!\\)\$$", r"\\Z", pattern)
+        if not re.search(ecma, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 ServerValidator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
+    validators={"pattern": _ecma_pattern},
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _integer),
 )
 

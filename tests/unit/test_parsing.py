@@ -129,6 +129,7 @@ def test_a_missing_required_field_is_an_invalid_frame(kind, data):
 @example(payload='{"type": "subscribe", "stream": "public:h", "since": 1.0}')
 @example(payload='{"type": "ping", "id": 1e3}')
 @example(payload='{"type": "received", "count": 5, "id": true}')
+@example(payload='{"type":"subscribe","stream":"p\\n"}')  # "$" of a schema pattern (ECMA)
 def test_any_payload_gets_a_documented_answer_that_agrees_with_the_schemas(payload):
     """The fuzz of tests/e2e/test_hostile.py, in process: the checker and the schemas agree on
     every frame, valid or not, and every refusal has a documented code."""
