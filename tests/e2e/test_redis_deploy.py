@@ -244,13 +244,16 @@ async def assert_fan_out(
 ) -> None:
     """A third process publishes a stored and an ephemeral event; every client gets both."""
     data = json.dumps({"n": n})
-    await arun_manage("realtime_publish", stream, "note.added", data, env=env)
+    stored = await arun_manage("realtime_publish", stream, "note.added", data, env=env)
     await arun_manage("realtime_publish", stream, "cursor.moved", data, "--ephemeral", env=env)
     for ws in clients:
         for event in ("note.added", "cursor.moved"):
-            frame = await ws.recv_until(
-                lambda f, e=event: f["type"] == "event" and f["event"] == e, timeout=timeout
-            )
+            try:
+                frame = await ws.recv_until(
+                    lambda f, e=event: f["type"] == "event" and f["event"] == e, timeout=timeout
+                )
+            except AssertionError as exc:  # what the publishing process said, to tell why
+                raise AssertionError(f"{exc}\npublisher's stderr: {stored.stderr}") from None
             assert frame["data"] == {"n": n}
 
 
