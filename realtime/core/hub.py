@@ -24,11 +24,11 @@ from typing import Any
 
 from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, fan_out, group_name, layer, slot
 from realtime.bus import messages as m
+from realtime.bus.pacing import WritePacer
 from realtime.conf import realtime_settings
 from realtime.core import gcpauses, maintenance
 from realtime.core.jobs import Jobs
 from realtime.core.liveness import Liveness
-from realtime.core.pacing import WritePacer
 from realtime.core.presence_tracking import PresenceTracker
 from realtime.core.reporting import Reporter
 from realtime.core.state import HubConnection, StreamState
@@ -363,7 +363,7 @@ class Hub:
 
         Events that arrive while a pass is due are queued behind it and leave in the same
         write (one ``batch`` frame, or one SSE chunk), so at high rates a process makes a
-        write per connection per pass instead of one per event (``realtime.pacing``).
+        write per connection per pass instead of one per event (``realtime.bus.pacing``).
         """
         if self._flush_handle is not None or not self._unflushed:
             return

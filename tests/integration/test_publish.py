@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -353,6 +355,30 @@ def test_the_sender_joins_queued_events_of_a_stream():
         ("c", "realtime.events", list(range(1, FAN_OUT_CHUNK + 1))),
         ("c", "realtime.events", [FAN_OUT_CHUNK + 1, FAN_OUT_CHUNK + 2]),
     ]
+
+
+def test_the_sender_spaces_its_sends_while_messages_keep_coming(monkeypatch):
+    """Sync publishers one after another: each send starts at least ``SEND_HOLD`` after the
+    one before (what arrived meanwhile leaves with it), so a busy process pays one send per
+    few events, not one per event. Each message here is sent alone before the next is queued
+    (``flush``), so without pacing the sends would follow each other at once."""
+    from realtime.bus import messages
+    from realtime.bus import sender as sender_module
+
+    started: list[float] = []
+    real = sender_module.group_send_many
+
+    async def recording(items):
+        started.append(time.monotonic())
+        await real(items)
+
+    monkeypatch.setattr(sender_module, "group_send_many", recording)
+    for n in range(10):
+        sender_module.send(messages.event("paced", "e0", n + 1, "tick", "{}"))
+        assert sender_module.flush(5)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
+    assert len(started) == 10
+    assert min(gaps) >= sender_module.SEND_HOLD * 0.99, gaps
 
 
 async def test_concurrent_apublishes_are_group_committed(listener):

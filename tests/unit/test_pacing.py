@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.core.pacing import BUSY_SHARE, MAX_HOLD_FACTOR, WritePacer
+from realtime.bus.pacing import BUSY_SHARE, MAX_HOLD_FACTOR, WritePacer
 
 
 def test_an_idle_process_writes_at_once():

@@ -1,4 +1,7 @@
-"""When a process writes queued live events to its connections: at once, or held by load.
+"""When to start the next pass of queued work: at once, or held by load.
+
+The hub paces its write passes with it (``FLUSH_INTERVAL``), the sync sender its layer sends
+(``sender.SEND_HOLD``).
 
 Each write pass costs the process about the same whatever it carries (a ``batch`` frame or an
 SSE chunk per connection), so the rule is about passes, not events:
