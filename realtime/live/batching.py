@@ -12,6 +12,7 @@ that send no signals: ``bulk_create``, ``QuerySet.update`` and ``bulk_update``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,6 +26,7 @@ from django.db.models import Model, QuerySet
 
 from realtime.conf import realtime_settings
 from realtime.core.publishing import publish
+from realtime.live import marks
 from realtime.protocol import dumps
 from realtime.storage import store
 
@@ -35,10 +37,6 @@ if TYPE_CHECKING:
 _ENVELOPE = 32
 
 
-def _noop() -> None:
-    pass
-
-
 @dataclass
 class _Change:
     live: LiveModel
@@ -46,10 +44,6 @@ class _Change:
     streams: list[str]
     data: Any
     using: str
-    # A no-op registered with ``on_commit`` when the change was recorded. Django drops the
-    # callbacks of a savepoint that rolls back (``BaseDatabaseWrapper.savepoint_rollback``
-    # filters ``run_on_commit``), so a change whose marker is gone was rolled back.
-    marker: Any = None
 
 
 @dataclass
@@ -57,23 +51,33 @@ class Batch:
     """The changes recorded by the innermost open ``batch()`` block of this context."""
 
     changes: list[_Change] = field(default_factory=list)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    marked: set[str] = field(default_factory=set)  # databases holding marks of this batch
+    settled: set[int] = field(default_factory=set)  # changes made in autocommit mode
 
-    def add(self, change: _Change) -> None:
-        change.marker = lambda: _noop()
-        transaction.on_commit(change.marker, using=change.using)
-        self.changes.append(change)
+    def add(self, *changes: _Change) -> None:
+        """Record ``changes``; those made in a transaction are marked in it (``live.marks``).
+
+        A change made in autocommit mode (on a database the batch's ``atomic`` does not
+        cover) is committed already: nothing can undo it, so it needs no mark.
+        """
+        numbers: dict[str, list[int]] = {}
+        for change in changes:
+            if transaction.get_connection(change.using).in_atomic_block:
+                numbers.setdefault(change.using, []).append(len(self.changes))
+            else:
+                self.settled.add(len(self.changes))
+            self.changes.append(change)
+        for using, marked in numbers.items():
+            marks.mark(using, self.id, marked)
+        self.marked.update(numbers)
 
     def committed(self) -> list[_Change]:
         """The changes not undone by a rolled-back savepoint."""
-        alive: dict[str, set[int]] = {}
-        kept = []
-        for change in self.changes:
-            if change.using not in alive:
-                connection = transaction.get_connection(change.using)
-                alive[change.using] = {id(func) for _, func, _ in connection.run_on_commit}
-            if id(change.marker) in alive[change.using]:
-                kept.append(change)
-        return kept
+        alive = set(self.settled)
+        for using in self.marked:
+            alive |= marks.survivors(using, self.id)
+        return [change for n, change in enumerate(self.changes) if n in alive]
 
     def flush(self) -> None:
         """Publish one batch event per (stream, model), split to fit ``MAX_EVENT_SIZE``."""
@@ -159,25 +163,28 @@ def _publish(stream: str, event: str, data: Any, using: str) -> None:
 def _bulk(kind: str, objects: Iterable[Model]) -> int:
     from realtime.live.receivers import live_for
 
-    count = 0
-    with batch():
-        for obj in objects:
-            live = live_for(type(obj))
-            if live is None:
-                raise TypeError(
-                    f"{type(obj).__name__} is not a live model: register it with "
-                    f"realtime.live.register first."
-                )
-            if obj.pk is None:
-                raise ValueError(
-                    f"A {type(obj).__name__} without a primary key cannot be published: "
-                    f"bulk_create sets pks only on databases that return them (PostgreSQL, "
-                    f"SQLite, MariaDB); re-read the rows first."
-                )
-            using = obj._state.db or "default"
-            data = live.key_payload(obj) if kind == "deleted" else live.payload(obj)
-            emit(live, kind, live.streams_for(obj), data, using)
-            count += 1
+    changes, count = [], 0
+    for obj in objects:
+        count += 1
+        live = live_for(type(obj))
+        if live is None:
+            raise TypeError(
+                f"{type(obj).__name__} is not a live model: register it with "
+                f"realtime.live.register first."
+            )
+        if obj.pk is None:
+            raise ValueError(
+                f"A {type(obj).__name__} without a primary key cannot be published: "
+                f"bulk_create sets pks only on databases that return them (PostgreSQL, "
+                f"SQLite, MariaDB); re-read the rows first."
+            )
+        using = obj._state.db or "default"
+        data = live.key_payload(obj) if kind == "deleted" else live.payload(obj)
+        streams = live.streams_for(obj)
+        if streams and kind in live.events:
+            changes.append(_Change(live, kind, streams, data, using))
+    with batch() as current:
+        current.add(*changes)
     return count
 
 

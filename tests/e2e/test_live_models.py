@@ -7,6 +7,7 @@ processes; in-process tests also make ``auth.Group`` live for a while, to try op
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -297,6 +298,30 @@ def test_a_batch_keeps_order_skips_rollbacks_and_splits_big_ones(db: None, setti
     assert all(len(json.dumps(d, separators=(",", ":"))) <= 1000 for _, _, d in batches)
     titles = [c["data"]["title"] for _, _, d in batches for c in d["changes"]]
     assert titles == [f"{n:03}" * 10 for n in range(20)]  # in order, none lost
+
+
+def test_a_batch_whose_first_change_rolled_back_keeps_the_rest(db: None) -> None:
+    """The first change makes the batch's table of marks (``live.marks``) inside a savepoint
+    that rolls back, which takes the table too; later changes make it again. Nothing of the
+    batch is left in it afterwards."""
+    from django.db import connection
+
+    from realtime.live import marks
+
+    with live.batch():
+        with contextlib.suppress(ZeroDivisionError), transaction.atomic():
+            Task.objects.create(title="rolled back")
+            1 / 0  # noqa: B018
+        Task.objects.create(title="kept")
+        with contextlib.suppress(ZeroDivisionError), transaction.atomic():
+            live.bulk_created(Task.objects.bulk_create([Task(title="bulk, rolled back")]))
+            1 / 0  # noqa: B018
+    ((_, event, data),) = stored("tasks")
+    assert event == "task.batch"
+    assert [(c["event"], c["data"]["title"]) for c in data["changes"]] == [("task.created", "kept")]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {marks.TABLE}")
+        assert cursor.fetchone()[0] == 0
 
 
 def test_bulk_helpers_refuse_what_they_cannot_publish(db: None) -> None:
