@@ -11,6 +11,10 @@ myproject.asgi:application``, every daphne option included) and changes two thin
   of aborting TCP, which clients see as 1006: its ``failByDrop`` option, on by default and
   left on by daphne, is turned off. The same goes for the other failures autobahn detects
   itself: a protocol error (1002) and text that is not UTF-8 (1007).
+* Autobahn's ``_connectionMade`` pretty-prints the connection's whole configuration for a
+  debug log line on every connection, whether debug logging is on or not: about a tenth of
+  a handshake's CPU (py-spy, docs/performance.md). Connections here format it only if that
+  line is logged.
 
 In autobahn 26.11, ``WebSocketProtocol.onMessageFrameBegin`` checks the limits and calls
 ``_max_message_size_exceeded``, then ``_fail_connection``, which drops or closes as
@@ -22,6 +26,7 @@ In autobahn 26.11, ``WebSocketProtocol.onMessageFrameBegin`` checks the limits a
 from __future__ import annotations
 
 import logging
+import pprint
 import re
 import sys
 from typing import Any
@@ -30,6 +35,9 @@ from typing import Any
 # Twisted's, so daphne.cli (which imports it) goes first.
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface  # type: ignore[import-untyped]
 from daphne.server import Server as DaphneServer  # type: ignore[import-untyped]
+from daphne.ws_protocol import (  # type: ignore[import-untyped]
+    WebSocketProtocol as DaphneWebSocketProtocol,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from realtime.conf import realtime_settings
@@ -60,6 +68,40 @@ def max_frame_size() -> int:
             f"REALTIME['MAX_FRAME_SIZE'] must be a positive number of bytes, not {value!r}."
         )
     return value
+
+
+class _Formatted:
+    """``pprint.pformat(value)`` computed when a log line is formatted, not before."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(pprint.pformat(self.value), spec)
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+
+class WebSocketProtocol(DaphneWebSocketProtocol):  # type: ignore[misc]
+    """daphne's protocol, without autobahn's eager ``pformat`` of its configuration.
+
+    autobahn 26.11 ``WebSocketProtocol._connectionMade`` calls
+    ``self.log.debug("\n{attrs}", attrs=pformat(configAttrLog))``: the arguments are built
+    before txaio sees the level. For the length of that call the module's ``pformat`` defers
+    the work; the reactor runs one callback at a time, so nothing else sees the swap.
+    """
+
+    def _connectionMade(self) -> None:
+        from autobahn.websocket import protocol
+
+        setattr(protocol, "pformat", _Formatted)  # noqa: B010 - not part of its typed API
+        try:
+            super()._connectionMade()
+        finally:
+            setattr(protocol, "pformat", pprint.pformat)  # noqa: B010
 
 
 class Server(DaphneServer):  # type: ignore[misc]
@@ -96,7 +138,8 @@ class Server(DaphneServer):  # type: ignore[misc]
                 limit,
             )
 
-    # daphne builds its WebSocket factory inside run() and has no option for ``failByDrop``;
+    # daphne builds its WebSocket factory inside run() and has no option for ``failByDrop``
+    # or the protocol class;
     # the assignment is the one moment between building the factory and serving with it
     # (each connection copies the factory's options when it is made).
     @property
@@ -106,6 +149,7 @@ class Server(DaphneServer):  # type: ignore[misc]
     @ws_factory.setter
     def ws_factory(self, factory: Any) -> None:
         factory.setProtocolOptions(failByDrop=False)
+        factory.protocol = WebSocketProtocol
         self._ws_factory = factory
 
 
