@@ -10,9 +10,9 @@ failed; with the slots, bursts queue for a moment instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
@@ -45,6 +45,10 @@ class Layer(Protocol):
 
     async def group_send(self, group: str, message: Any) -> None: ...
 
+    def require_valid_group_name(self, name: str) -> bool: ...
+
+    def require_valid_channel_name(self, name: str, receive: bool = False) -> bool: ...
+
 
 def layer() -> Layer:
     """The channel layer named by ``REALTIME["CHANNEL_LAYER"]``."""
@@ -57,14 +61,23 @@ def layer() -> Layer:
     return cast(Layer, found)
 
 
+T = TypeVar("T")
+
+
+def loop_local(store: dict[asyncio.AbstractEventLoop, T], make: Callable[[], T]) -> T:
+    """The running loop's entry of ``store``, made on first use; closed loops' are dropped
+    (a test suite runs many loops, and asyncio objects belong to one)."""
+    loop = asyncio.get_running_loop()
+    found = store.get(loop)
+    if found is None:
+        for old in [old for old in store if old.is_closed()]:
+            del store[old]
+        found = store[loop] = make()
+    return found
+
+
 @asynccontextmanager
 async def slot() -> AsyncIterator[None]:
     """Hold one of the running loop's ``LAYER_CONCURRENCY`` slots for a layer call."""
-    loop = asyncio.get_running_loop()
-    found = _slots.get(loop)
-    if found is None:
-        for old in [old for old in _slots if old.is_closed()]:
-            del _slots[old]
-        found = _slots[loop] = asyncio.Semaphore(LAYER_CONCURRENCY)
-    async with found:
+    async with loop_local(_slots, lambda: asyncio.Semaphore(LAYER_CONCURRENCY)):
         yield

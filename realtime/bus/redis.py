@@ -1,4 +1,5 @@
-"""channels-redis' ``RedisChannelLayer``: many groups' messages in two scripts per host.
+"""channels-redis' ``RedisChannelLayer``: many groups' messages in two scripts per host, and
+many joins in one.
 
 On that layer ``group_send_many`` is two scripts per Redis host, however many groups: one
 reads the groups' members, dropping expired members as ``group_send`` does; one delivers,
@@ -9,10 +10,14 @@ per message it pops (``BZPOPMIN`` with its backup queue), so a group commit over
 cost 64 group sends and up to 64 receives per process; now it costs two scripts and one
 receive.
 
-This reads channels-redis' group and channel keys the way its ``group_send`` does
-(``channels_redis/core.py``, 4.x: ``_group_key``, ``non_local_name``, ``consistent_hash``,
-``get_capacity``, ``serialize``), and is taken only when the layer's class does not
-override ``group_send`` (``batchable``).
+``add_many`` is ``group_add`` (a ZADD and an EXPIRE, two round trips) for many groups in one
+script per host: a storm of handshakes on streams of their own joins as many groups.
+
+This reads channels-redis' group and channel keys the way its ``group_send`` and
+``group_add`` do (``channels_redis/core.py``, 4.x: ``_group_key``, ``non_local_name``,
+``consistent_hash``, ``get_capacity``, ``serialize``, ``group_expiry``), and is taken only
+when the layer's class does not override ``group_send`` or ``group_add`` (``batchable``,
+``joinable``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,17 @@ def batchable(found: object) -> bool:
     return (
         isinstance(found, RedisChannelLayer)
         and type(found).group_send is RedisChannelLayer.group_send
+    )
+
+
+def joinable(found: object) -> bool:
+    try:
+        from channels_redis.core import RedisChannelLayer
+    except ImportError:  # pragma: no cover - channels-redis is a dependency
+        return False
+    return (
+        isinstance(found, RedisChannelLayer)
+        and type(found).group_add is RedisChannelLayer.group_add
     )
 
 
@@ -69,6 +85,34 @@ for i = 1, n do
 end
 return dropped
 """
+
+
+# KEYS: group keys. ARGV[1]: the membership score (now), ARGV[2]: the groups' expiry, then
+# one channel per key: ``group_add``'s ZADD and EXPIRE for each.
+JOIN = """
+for i = 1, #KEYS do
+    redis.call('ZADD', KEYS[i], ARGV[1], ARGV[i + 2])
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return #KEYS
+"""
+
+
+async def add_many(found: Any, pairs: Sequence[tuple[str, str]]) -> None:
+    """``group_add(group, channel)`` for each pair, in one script per Redis host (the names
+    checked by the caller, as ``group_add`` checks them)."""
+    by_host: dict[int, list[tuple[str, str]]] = {}
+    for group, channel in pairs:
+        by_host.setdefault(found.consistent_hash(group), []).append((group, channel))
+    for index, joins in by_host.items():
+        await found.connection(index).eval(
+            JOIN,
+            len(joins),
+            *(found._group_key(group) for group, _ in joins),
+            time.time(),
+            found.group_expiry,
+            *(channel for _, channel in joins),
+        )
 
 
 async def send_many(found: Any, items: Sequence[tuple[str, Message]]) -> None:

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, fan_out, group_name, layer, slot
+from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, fan_out, group_name, joins, layer, slot
 from realtime.bus import messages as m
 from realtime.bus.pacing import WritePacer
 from realtime.conf import realtime_settings
@@ -252,8 +252,7 @@ class Hub:
             if state.joined:
                 return
             try:
-                async with slot():
-                    await self.layer.group_add(group_name(stream), self._channel())
+                await joins.group_add(group_name(stream), self._channel())
             except Exception:
                 # Served from the database by the reconciler until the layer is back.
                 logger.warning("Joining the group of %s failed; will retry.", stream, exc_info=True)

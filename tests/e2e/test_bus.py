@@ -174,3 +174,66 @@ async def test_servers_unpack_a_batch_over_many_streams(daphne_server: Any) -> N
 @pytest.fixture(autouse=True)
 def _quiet_layer_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="realtime.publish")
+
+
+async def test_concurrent_joins_share_a_script_and_join_as_group_add_does(monkeypatch) -> None:
+    """A hundred joins at once (a storm of handshakes on streams of their own) take a few
+    ``add_many`` scripts, not two round trips each; each group then holds the channel with
+    the membership score and expiry that ``group_add`` gives. A bad name fails its caller
+    alone."""
+    layer = get_channel_layer()
+    assert bus.redis.joinable(layer)
+    batches: list[int] = []
+    real = bus.redis.add_many
+
+    async def counting(found: Any, pairs: Any) -> None:
+        batches.append(len(pairs))
+        await real(found, pairs)
+
+    monkeypatch.setattr(bus.redis, "add_many", counting)
+    channel = await layer.new_channel("realtime.hub")
+    groups = [f"join-{n}" for n in range(100)]
+    before = time.time()
+    results = await asyncio.gather(
+        *(bus.joins.group_add(group, channel) for group in groups),
+        bus.joins.group_add("not a valid group name", channel),
+        return_exceptions=True,
+    )
+    assert results[:100] == [None] * 100
+    assert isinstance(results[100], TypeError)
+    assert sum(batches) == 100 and len(batches) <= 3, batches
+    connection = layer.connection(layer.consistent_hash(groups[0]))
+    for group in (groups[0], groups[-1]):
+        key = layer._group_key(group)
+        ((member, score),) = await connection.zrange(key, 0, -1, withscores=True)
+        assert member.decode() == channel and before <= score <= time.time()
+        assert 0 < await connection.ttl(key) <= layer.group_expiry
+    await bus.group_send_many([(groups[-1], message("j", 1))])
+    assert (await receive(layer, channel))["seq"] == 1
+
+
+class OwnGroupAdd(RedisChannelLayer):  # type: ignore[misc]
+    """A project's layer that changes ``group_add``: the joins must keep calling it."""
+
+    added: list[str] = []
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.added.append(group)
+        await super().group_add(group, channel)
+
+
+async def test_a_layer_with_its_own_group_add_gets_it_per_join(
+    settings: Any, redis_url: str
+) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": f"{__name__}.OwnGroupAdd",
+            "CONFIG": {"hosts": [redis_url], "prefix": f"test-bus-{time.time_ns()}:"},
+        }
+    }
+    layer = get_channel_layer()
+    assert not bus.redis.joinable(layer)
+    await asyncio.gather(*(bus.joins.group_add(f"own-{n}", "test-bus.own") for n in range(5)))
+    assert sorted(OwnGroupAdd.added) == [f"own-{n}" for n in range(5)]
+    await bus.group_send_many([("own-3", message("o", 1))])
+    assert (await receive(layer, "test-bus.own"))["seq"] == 1
