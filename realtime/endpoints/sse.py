@@ -43,6 +43,7 @@ from realtime.protocol import (
     loads,
     sse_comment,
     sse_message,
+    sse_retry,
 )
 from realtime.storage.presence import check_meta
 
@@ -82,6 +83,12 @@ class SSEConnection(BaseConnection):
 
     async def drop_slow(self) -> None:
         # The EventSource reconnects by itself, with the cursor of the last event it got.
+        self._ended.set()
+
+    async def drain(self, delay: float) -> None:
+        # The ``retry:`` field sets when the EventSource comes back (with its cursor).
+        self.queue(sse_retry(round(delay * 1000)), counted=False)
+        await self.flush()
         self._ended.set()
 
     def encode_snapshot(self, sub: Subscription, frame: str) -> str:
