@@ -142,6 +142,10 @@ class WebSocketConnection(BaseConnection):
             stats.auth_failures[refusal[1]] += 1
             await self.send({"type": "websocket.close", "code": CLOSE_FORBIDDEN})
             return
+        if self.closed:
+            # Drained between its admission and here: the 1012 went out as the refusal.
+            await self.detach()
+            return
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if SUBPROTOCOL in offered_subprotocols(self.scope):
             accept["subprotocol"] = SUBPROTOCOL  # never echo the ticket
