@@ -136,6 +136,12 @@ SERVER_COMMANDS: dict[str, list[str]] = {
         "--ws", "websockets-sansio", "--ws-max-size", "65536",
         "--timeout-graceful-shutdown", "2", "--no-access-log", "--lifespan", "off", "{app}",
     ],
+    # uvicorn with the app's lifespan handler: its shutdown drains the hub.
+    "uvicorn-lifespan": [
+        "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
+        "--ws", "websockets-sansio", "--ws-max-size", "65536",
+        "--timeout-graceful-shutdown", "2", "--no-access-log", "--lifespan", "on", "{app}",
+    ],
     "hypercorn": [
         "-m", "hypercorn", "--bind", "127.0.0.1:{port}", "--graceful-timeout", "2", "{app}",
     ],

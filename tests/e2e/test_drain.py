@@ -133,3 +133,27 @@ async def test_a_draining_server_refuses_new_connections(daphne_server: Any) -> 
     with pytest.raises(OSError):
         await late.connect(timeout=2)
     await asyncio.to_thread(drained.process.wait, TIMEOUT + 3)
+
+
+async def test_uvicorn_drains_the_hub_on_its_lifespan_shutdown(daphne_server: Any) -> None:
+    """uvicorn closes its WebSockets itself (1012, no delay), then runs the lifespan
+    shutdown: the lease and presence go at once there too."""
+    drained = start(daphne_server, "uvicorn-lifespan")
+    other = start(daphne_server, "daphne")
+    observer = await joined(other, "observer")
+    clients = [await joined(drained, f"ws-{n}") for n in range(2)]
+    await wait_for(lambda: left_behind(drained.pid)[2] == 2, 5, "two members joined")
+    drained._signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    for ws in clients:
+        assert await ws.wait_closed(timeout=TIMEOUT) == CLOSE_SERVICE_RESTART
+    took = await wait_for(lambda: left_behind(drained.pid) == (0, 0, 0), 5, "rows removed")
+    assert took < 1.0, f"rows removed {took:.2f} s after SIGTERM"
+    leaves = {
+        (await observer.recv_until(lambda f: f["type"] == "presence.leave", timeout=1))["key"]
+        for _ in clients
+    }
+    assert leaves == {"anon:ws-0", "anon:ws-1"}
+    await asyncio.to_thread(drained.process.wait, TIMEOUT + 3)
+    assert time.monotonic() - signalled < TIMEOUT + 3
+    await observer.close()
