@@ -33,7 +33,7 @@ SSE_RETRY = 9999  # the usual retry hint, told apart from the drain's
 
 def start(daphne_server: Any, server: str) -> Process:
     overrides = {"DRAIN_SPREAD": SPREAD, "DRAIN_TIMEOUT": TIMEOUT, "SSE_RETRY": SSE_RETRY}
-    return daphne_server(settings_env(overrides), server=server)  # type: ignore[no-any-return]
+    return daphne_server(settings_env(overrides), server=server)
 
 
 async def joined(server: Process, client_id: str) -> WSClient:
