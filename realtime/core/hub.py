@@ -154,8 +154,16 @@ class Hub:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + bound
         self.draining = True
-        if self._started is None or not self._started.done():
-            return  # never started (or still starting): no lease, no connections
+        started = self._started
+        if started is None:
+            return  # never started: no lease, no connections
+        if not started.done():
+            # Starting for a first connection: its lease is being written; wait, then remove it.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                    await asyncio.shield(started)
+        if self._started is not started or not started.done():
+            return  # the start failed (no lease), or outlasted the bound (the lease expires)
         # No renewal may follow the lease's removal: it would register the process again.
         for task in self._tasks:
             task.cancel()
@@ -165,6 +173,11 @@ class Hub:
         told = [loop.create_task(conn.drain(random.uniform(0, spread))) for conn in conns]
         if told:
             await asyncio.wait(told, timeout=max(deadline - loop.time(), 0.001))
+            for task in told:
+                if not task.done():
+                    task.cancel()  # a write that hangs: the connection is cut below
+                elif not task.cancelled() and task.exception() is not None:
+                    logger.warning("Telling a connection to go failed.", exc_info=task.exception())
         await self._unregister(deadline - loop.time())
         if self.connections:
             self._emptied = asyncio.Event()

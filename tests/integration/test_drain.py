@@ -93,3 +93,12 @@ async def test_drain_is_bounded_when_a_connection_never_leaves(hub) -> None:
 async def test_drain_of_a_hub_that_never_started_does_nothing(hub) -> None:
     await hub.drain(within=0.5)
     assert hub.draining
+
+
+async def test_a_drain_while_the_hub_starts_removes_the_lease_the_start_wrote(hub) -> None:
+    starting = asyncio.ensure_future(hub.start())
+    await asyncio.sleep(0)
+    assert hub._started is not None and not hub._started.done()
+    await hub.drain(within=2)
+    await starting
+    assert await rows(hub.id) == (0, 0)
