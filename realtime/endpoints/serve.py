@@ -106,7 +106,9 @@ class WebSocketProtocol(DaphneWebSocketProtocol):  # type: ignore[misc]
             code = message.get("code") or 1000
             reason = message.get("reason") or ""
             if reason or not (code == 1000 or 3000 <= code <= 4999):
-                self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123])
+                # A close frame's reason holds 123 bytes; cut on a character boundary.
+                cut = reason.encode()[:123].decode("utf-8", "ignore").encode()
+                self.sendCloseFrame(code=code, reasonUtf8=cut)
                 return
         super().handle_reply(message)
 
