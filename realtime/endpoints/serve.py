@@ -1,7 +1,8 @@
-"""``python -m realtime.serve``: daphne, refusing client messages over ``MAX_FRAME_SIZE``.
+"""``python -m realtime.serve``: daphne, refusing client messages over ``MAX_FRAME_SIZE``
+and draining on SIGTERM.
 
 It takes daphne's command line as it is (``python -m realtime.serve -b 127.0.0.1 -p 8000
-myproject.asgi:application``, every daphne option included) and changes two things:
+myproject.asgi:application``, every daphne option included) and changes these things:
 
 * ``--websocket-max-message-size`` and ``--websocket-max-frame-size`` default to the app's
   ``MAX_FRAME_SIZE`` (64 KiB) rather than daphne's 1 MiB. Autobahn, daphne's WebSocket layer,
@@ -15,6 +16,10 @@ myproject.asgi:application``, every daphne option included) and changes two thin
   debug log line on every connection, whether debug logging is on or not: about a tenth of
   a handshake's CPU (py-spy, docs/performance.md). Connections here format it only if that
   line is logged.
+* On SIGTERM (or SIGINT) the process drains before daphne cancels its connections: it stops
+  listening and runs ``Hub.drain`` (clients told to reconnect elsewhere with close code 1012
+  and a delay each, the lease and presence removed at once), within ``DRAIN_TIMEOUT``
+  (docs/operations.md).
 
 In autobahn 26.11, ``WebSocketProtocol.onMessageFrameBegin`` checks the limits and calls
 ``_max_message_size_exceeded``, then ``_fail_connection``, which drops or closes as
