@@ -15,7 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from realtime.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+from realtime.routing import http_urlpatterns, lifespan, websocket_urlpatterns  # noqa: E402
 
 # The realtime routes carry their own authentication (session cookie, "Authorization:
 # Token|Bearer|Ticket", WebSocket tickets) and Origin check.
@@ -29,5 +29,7 @@ application = ProtocolTypeRouter(
             ]
         ),
         "websocket": URLRouter(websocket_urlpatterns),
+        # uvicorn and hypercorn drain the hub on shutdown (realtime.serve does on SIGTERM).
+        "lifespan": lifespan,
     }
 )

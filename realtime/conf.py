@@ -32,6 +32,13 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_TIMEOUT": 30,
     # Milliseconds an EventSource waits before reconnecting (the SSE ``retry:`` hint).
     "SSE_RETRY": 2000,
+    # --- Shutdown (SIGTERM to ``python -m realtime.serve``; docs/operations.md) --------------
+    # Longest a draining process waits for its clients to go and its lease to be removed
+    # before it exits anyway.
+    "DRAIN_TIMEOUT": 10,
+    # Seconds over which a draining process's clients are told to reconnect: each gets its
+    # own delay, drawn uniformly from [0, DRAIN_SPREAD], so they do not all come back at once.
+    "DRAIN_SPREAD": 5,
     # --- Flow control (realtime.flow) ---------------------------------------------------
     # Frames / bytes a connection may have unacknowledged before it counts as slow.
     "OUTBOX_WINDOW": {"messages": 10_000, "bytes": 16 * 1024 * 1024},
@@ -204,6 +211,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
             "PRESENCE_TIMEOUT",
             "TICKET_MAX_AGE",
             "REAUTH_INTERVAL",
+            "DRAIN_TIMEOUT",
         )
     },
     **{
@@ -221,6 +229,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     },
     "FLUSH_INTERVAL": lambda value: _number(value, zero=True),
     "PRESENCE_GRACE": lambda value: _number(value, zero=True),
+    "DRAIN_SPREAD": lambda value: _number(value, zero=True),
     **{
         name: lambda value: _number(value, optional=True, whole=True)
         for name in ("PRESENCE_MAX_MEMBERS", "MAX_CONNECTIONS_PER_USER", "MAX_CONNECTIONS_PER_IP")
@@ -269,6 +278,8 @@ class RealtimeSettings:
     HEARTBEAT_INTERVAL: float
     HEARTBEAT_TIMEOUT: float
     SSE_RETRY: int
+    DRAIN_TIMEOUT: float
+    DRAIN_SPREAD: float
     OUTBOX_WINDOW: dict[str, int]
     SLOW_CONSUMERS: dict[str, str]
     MAX_FRAME_SIZE: int

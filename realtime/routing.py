@@ -3,6 +3,7 @@
     application = ProtocolTypeRouter({
         "http": URLRouter([*realtime.routing.http_urlpatterns, re_path(r"", django_asgi_app)]),
         "websocket": URLRouter(realtime.routing.websocket_urlpatterns),
+        "lifespan": realtime.routing.lifespan,  # uvicorn, hypercorn: drain on shutdown
     })
 
 Each endpoint is wrapped in ``RealtimeAuthMiddlewareStack`` (session, token, ticket) and
@@ -16,6 +17,7 @@ from typing import Any
 from django.urls import path
 
 from realtime.endpoints.auth import RealtimeAuthMiddlewareStack
+from realtime.endpoints.lifespan import lifespan
 from realtime.endpoints.sse import SSEConnection
 from realtime.endpoints.websocket import WebSocketConnection
 
@@ -26,3 +28,5 @@ _sse: Any = RealtimeAuthMiddlewareStack(SSEConnection.as_asgi())
 
 websocket_urlpatterns = [path("realtime/ws/", _websocket)]
 http_urlpatterns = [path("realtime/sse/", _sse)]
+
+__all__ = ["http_urlpatterns", "lifespan", "websocket_urlpatterns"]

@@ -1,4 +1,5 @@
-"""``python -m realtime.serve``: daphne with the app's limits (``realtime.endpoints.serve``)."""
+"""``python -m realtime.serve``: daphne with the app's limits, draining on SIGTERM
+(``realtime.endpoints.serve``)."""
 
 from realtime.endpoints.serve import main
 

@@ -129,10 +129,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 # has the option, and a bounded graceful shutdown.
 SERVER_COMMANDS: dict[str, list[str]] = {
     "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "{app}"],
+    # The documented command: daphne with the app's limits, draining on SIGTERM.
+    "realtime": ["-m", "realtime.serve", "-b", "127.0.0.1", "-p", "{port}", "{app}"],
     "uvicorn": [
         "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
         "--ws", "websockets-sansio", "--ws-max-size", "65536",
         "--timeout-graceful-shutdown", "2", "--no-access-log", "--lifespan", "off", "{app}",
+    ],
+    # uvicorn with the app's lifespan handler: its shutdown drains the hub.
+    "uvicorn-lifespan": [
+        "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
+        "--ws", "websockets-sansio", "--ws-max-size", "65536",
+        "--timeout-graceful-shutdown", "2", "--no-access-log", "--lifespan", "on", "{app}",
     ],
     "hypercorn": [
         "-m", "hypercorn", "--bind", "127.0.0.1:{port}", "--graceful-timeout", "2", "{app}",
@@ -515,8 +523,10 @@ class SSEStream:
     Events are dicts ``{"id": ..., "event": ..., "data": ...}``: ``id`` as sent in this event
     (None if it had no ``id:`` line), ``event`` as sent or ``"message"`` (the browser's
     default), ``data`` parsed as JSON when it is JSON, else the raw text; plus ``"retry"``
-    (an int) when the event carried one. Comment lines (``: ping``) are kept in ``comments``,
-    and also delivered as ``{"comment": text}`` when opened with ``include_comments=True``.
+    (an int) when the event carried one (every ``retry:`` field, even one in a block without
+    data, which dispatches no event, is also kept in ``retries``). Comment lines (``: ping``)
+    are kept in ``comments``, and also delivered as ``{"comment": text}`` when opened with
+    ``include_comments=True``.
 
     A background task reads the body, so a wait that times out loses nothing and the stream
     stays usable (``pytest.raises(AssertionError)`` around ``next_event(timeout=1)`` checks
@@ -529,6 +539,7 @@ class SSEStream:
         self.comments: list[str] = []
         self.received: list[dict[str, Any]] = []
         self.last_event_id: str | None = None  # as EventSource tracks it across events
+        self.retries: list[int] = []  # every ``retry:`` field, in order, with an event or not
         self.ended = False
         self._queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
         self._data: list[str] = []
@@ -618,6 +629,7 @@ class SSEStream:
             self.last_event_id = value
         elif name == "retry" and value.isdigit():
             self._fields["retry"] = int(value)
+            self.retries.append(int(value))
         return None
 
     @staticmethod

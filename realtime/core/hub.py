@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 import weakref
@@ -40,6 +41,8 @@ logger = logging.getLogger("realtime.hub")
 
 # Longest a hub's close() waits for its tasks, then for removing its lease.
 CLOSE_TIMEOUT = 5.0
+# What ``attach`` returns while the hub drains: the connection is refused.
+DRAINING = "draining"
 
 
 class Hub:
@@ -61,6 +64,8 @@ class Hub:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._pacer = WritePacer(realtime_settings.FLUSH_INTERVAL)
         self._started: asyncio.Future[None] | None = None
+        self.draining = False
+        self._emptied: asyncio.Event | None = None  # set when the last connection detaches
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             m.BATCH: self._on_batch,
             m.EVENT: self._on_event,
@@ -98,8 +103,9 @@ class Hub:
             self.spawn(self.liveness.sweep())
         await asyncio.shield(self._started)
 
-    async def close(self) -> None:
-        """Stop the hub and remove this process's lease with everything under it."""
+    async def close(self, within: float = CLOSE_TIMEOUT) -> None:
+        """Stop the hub and remove this process's lease with everything under it; each of
+        the two waits (for its tasks, for the lease's removal) lasts at most ``within`` seconds."""
         for state in self.streams.values():
             for sub in state.subs:
                 sub.close()
@@ -113,15 +119,74 @@ class Hub:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            await asyncio.wait(tasks, timeout=max(within, 0.001))
         self._tasks = []
         self.streams.clear()
         self.connections.clear()
         if self._started is not None:
-            # Bounded: with the channel layer gone, the lease's expiry does the same later.
+            await self._unregister(within)
+
+    async def _unregister(self, within: float) -> None:
+        """Remove the lease and what hangs off it now, and send the presence leaves.
+
+        Bounded: with the database or the channel layer gone, the lease's expiry does the
+        same later (another process's sweep).
+        """
+        try:
+            async with asyncio.timeout(max(within, 0.001)):
+                await self.fan_out_all(await registry.aunregister_server(self.id))
+        except Exception:
+            logger.warning("Removing this process's lease failed; it will expire.", exc_info=True)
+
+    async def drain(self, within: float | None = None, spread: float | None = None) -> None:
+        """Shut down gracefully, in at most ``within`` seconds (``DRAIN_TIMEOUT``).
+
+        New connections are refused (``attach`` returns ``DRAINING``); every connection is
+        told to reconnect elsewhere after its own delay, drawn uniformly from
+        ``[0, spread]`` (``DRAIN_SPREAD``) so that they do not all come back at once; the
+        lease, connection records and presence go at once, their leaves sent to the other
+        processes; then the hub waits for its connections to end and closes. Call it once,
+        from the process's shutdown (``realtime.serve`` does on SIGTERM); the process should
+        exit after it.
+        """
+        bound = realtime_settings.DRAIN_TIMEOUT if within is None else within
+        spread = realtime_settings.DRAIN_SPREAD if spread is None else spread
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
+        self.draining = True
+        started = self._started
+        if started is None:
+            return  # never started: no lease, no connections
+        if not started.done():
+            # Starting for a first connection: its lease is being written; wait, then remove it.
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self.fan_out_all(await registry.aunregister_server(self.id))
+                async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                    await asyncio.shield(started)
+        if self._started is not started or not started.done():
+            return  # the start failed (no lease), or outlasted the bound (the lease expires)
+        # No renewal may follow the lease's removal: it would register the process again.
+        for task in self._tasks:
+            task.cancel()
+        self.liveness.close()
+        conns = list(self.connections.values())
+        logger.info("Draining %d connections (within %g s).", len(conns), bound)
+        told = [loop.create_task(conn.drain(random.uniform(0, spread))) for conn in conns]
+        if told:
+            await asyncio.wait(told, timeout=max(deadline - loop.time(), 0.001))
+            for task in told:
+                if not task.done():
+                    task.cancel()  # a write that hangs: the connection is cut below
+                elif not task.cancelled() and task.exception() is not None:
+                    logger.warning("Telling a connection to go failed.", exc_info=task.exception())
+        await self._unregister(deadline - loop.time())
+        if self.connections:
+            self._emptied = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                    await self._emptied.wait()
+        if self.connections:
+            logger.warning("%d connections were still open after draining.", len(self.connections))
+        await self.close(deadline - loop.time())
 
     def _channel(self) -> str:
         assert self.channel is not None, "the hub has not started"
@@ -158,7 +223,10 @@ class Hub:
     ) -> str | None:
         """Record a new connection (``Connection`` row; the user goes online), unless a
         connection cap refuses it: then the cap ("user" or "ip") is returned; or
-        ``registry.GONE`` if ``gone()`` was true when the database work was to begin."""
+        ``registry.GONE`` if ``gone()`` was true when the database work was to begin; or
+        ``DRAINING`` while the hub drains."""
+        if self.draining:
+            return DRAINING
         await self.start()
         cap = await registry.aadmit(
             registry.Admission(
@@ -171,6 +239,11 @@ class Hub:
                 gone,
             )
         )
+        if cap is None and self.draining:
+            # Admitted while the drain began: not told to go, so not kept either.
+            with contextlib.suppress(Exception):
+                await registry.aremove_connection(conn.id, conn.user_id)
+            return DRAINING
         if cap is None:
             self.connections[conn.id] = conn
             self.reporter.connection_opened(conn.id)
@@ -181,6 +254,11 @@ class Hub:
         if self.connections.pop(conn.id, None) is None:
             return
         self.reporter.connection_closed(conn.id)
+        if self.draining:
+            # The lease's removal takes the record and presence with it, without a grace.
+            if not self.connections and self._emptied is not None:
+                self._emptied.set()
+            return
         self.liveness.detached(conn)
 
     def changed(self, conn: HubConnection) -> None:
@@ -389,6 +467,11 @@ class Hub:
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def current_hub() -> Hub | None:
+    """The hub of the running event loop if it has one; never creates one."""
+    return _hubs.get(asyncio.get_running_loop())
 
 
 def get_hub() -> Hub:

@@ -45,6 +45,8 @@ class HubConnection(Connection, Protocol):
 
     async def revoke(self, reason: str, *, streams: str | None = None) -> None: ...
 
+    async def drain(self, delay: float) -> None: ...
+
 
 class StreamState:
     """A hub's local subscribers of one stream, its group membership and its presence."""

@@ -24,7 +24,7 @@ from asgiref.sync import markcoroutinefunction
 from realtime.bus.messages import RevokeMessage
 from realtime.conf import realtime_settings
 from realtime.core import flow
-from realtime.core.hub import Hub, get_hub
+from realtime.core.hub import DRAINING, Hub, get_hub
 from realtime.core.policy import Action, get_policy
 from realtime.core.stats import stats
 from realtime.core.subscription import Subscription
@@ -33,6 +33,7 @@ from realtime.protocol import (
     AUTHENTICATION_REQUIRED,
     INVALID_CREDENTIALS,
     NOT_SUBSCRIBED,
+    SERVER_DRAINING,
     TOO_MANY_CONNECTIONS,
     TOO_MANY_SUBSCRIPTIONS,
     SubscribedFrame,
@@ -197,6 +198,8 @@ class BaseConnection:
         cap = await self.hub.attach(self, gone)  # recorded here, unless over a cap
         if cap == GONE:
             return 499, CLIENT_GONE, "The client left before it was admitted."
+        if cap == DRAINING:
+            return 503, SERVER_DRAINING, "This server is shutting down: connect again."
         if cap is not None:
             return 429, TOO_MANY_CONNECTIONS, f"Too many open connections for this {cap}."
         self._attached = True
@@ -222,6 +225,11 @@ class BaseConnection:
 
     async def revoke(self, reason: str, *, streams: str | None = None) -> None:
         """End this connection (or only its subscriptions matching ``streams``)."""
+        raise NotImplementedError
+
+    async def drain(self, delay: float) -> None:
+        """The process is shutting down: tell the client to reconnect (to another process)
+        after ``delay`` seconds, and end the connection. Called by ``Hub.drain``."""
         raise NotImplementedError
 
     async def revoke_streams(self, pattern: str) -> list[str]:

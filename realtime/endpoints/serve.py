@@ -1,7 +1,8 @@
-"""``python -m realtime.serve``: daphne, refusing client messages over ``MAX_FRAME_SIZE``.
+"""``python -m realtime.serve``: daphne, refusing client messages over ``MAX_FRAME_SIZE``
+and draining on SIGTERM.
 
 It takes daphne's command line as it is (``python -m realtime.serve -b 127.0.0.1 -p 8000
-myproject.asgi:application``, every daphne option included) and changes two things:
+myproject.asgi:application``, every daphne option included) and changes these things:
 
 * ``--websocket-max-message-size`` and ``--websocket-max-frame-size`` default to the app's
   ``MAX_FRAME_SIZE`` (64 KiB) rather than daphne's 1 MiB. Autobahn, daphne's WebSocket layer,
@@ -15,6 +16,10 @@ myproject.asgi:application``, every daphne option included) and changes two thin
   debug log line on every connection, whether debug logging is on or not: about a tenth of
   a handshake's CPU (py-spy, docs/performance.md). Connections here format it only if that
   line is logged.
+* On SIGTERM (or SIGINT) the process drains before daphne cancels its connections: it stops
+  listening and runs ``Hub.drain`` (clients told to reconnect elsewhere with close code 1012
+  and a delay each, the lease and presence removed at once), within ``DRAIN_TIMEOUT``
+  (docs/operations.md).
 
 In autobahn 26.11, ``WebSocketProtocol.onMessageFrameBegin`` checks the limits and calls
 ``_max_message_size_exceeded``, then ``_fail_connection``, which drops or closes as
@@ -25,10 +30,13 @@ In autobahn 26.11, ``WebSocketProtocol.onMessageFrameBegin`` checks the limits a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import pprint
 import re
 import sys
+import time
 from typing import Any
 
 # daphne.server installs Twisted's asyncio reactor; it must come before anything else of
@@ -94,6 +102,21 @@ class WebSocketProtocol(DaphneWebSocketProtocol):  # type: ignore[misc]
     the work; the reactor runs one callback at a time, so nothing else sees the swap.
     """
 
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        # daphne 4.2.3 drops an ASGI ``websocket.close``'s ``reason``, and autobahn's
+        # ``sendClose`` refuses codes other than 1000 and 3000-4999, 1012 ("Service
+        # Restart", RFC 6455's registry) among them. The drain's close carries both: it is
+        # sent with ``sendCloseFrame``, what autobahn's own failures (1002, 1009) use.
+        if message.get("type") == "websocket.close" and self.state == self.STATE_OPEN:
+            code = message.get("code") or 1000
+            reason = message.get("reason") or ""
+            if reason or not (code == 1000 or 3000 <= code <= 4999):
+                # A close frame's reason holds 123 bytes; cut on a character boundary.
+                cut = reason.encode()[:123].decode("utf-8", "ignore").encode()
+                self.sendCloseFrame(code=code, reasonUtf8=cut)
+                return
+        super().handle_reply(message)
+
     def _connectionMade(self) -> None:
         from autobahn.websocket import protocol
 
@@ -137,6 +160,43 @@ class Server(DaphneServer):  # type: ignore[misc]
                 message,
                 limit,
             )
+
+    # --- draining on SIGTERM ----------------------------------------------------------
+    # Twisted turns SIGTERM (and SIGINT) into ``reactor.stop()``, which first runs the
+    # "before shutdown" triggers and waits for the Deferreds they return. daphne registers
+    # one, ``kill_all_applications``, which cancels every connection's application at once
+    # (clients saw 1006, and the hub never removed its lease). Triggers of one phase run side
+    # by side, so a trigger of our own could not go first: this override drains, then lets
+    # daphne cancel what is left.
+    def listen_success(self, port: Any) -> None:
+        self._ports = [*getattr(self, "_ports", []), port]
+        super().listen_success(port)
+
+    def kill_all_applications(self) -> Any:
+        from twisted.internet import defer
+
+        drained = defer.Deferred.fromFuture(asyncio.ensure_future(self.drain()))
+        drained.addErrback(lambda failure: logger.error("Draining failed: %s", failure.value))
+        drained.addBoth(lambda _: DaphneServer.kill_all_applications(self))
+        return drained
+
+    async def drain(self) -> None:
+        """Stop listening, then drain the hub (``Hub.drain``), within ``DRAIN_TIMEOUT``."""
+        # Imported here: the models under the hub need Django set up, which loading the ASGI
+        # application does after this module is imported.
+        from realtime.core.hub import current_hub
+
+        began = time.monotonic()
+        for port in getattr(self, "_ports", []):
+            port.stopListening()
+        hub = current_hub()
+        if hub is not None:
+            timeout = float(realtime_settings.DRAIN_TIMEOUT)
+            # The hub bounds each of its steps; this bounds the whole.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout + 0.5):
+                    await hub.drain(timeout)
+        logger.info("Drained in %.2f s; exiting.", time.monotonic() - began)
 
     # daphne builds its WebSocket factory inside run() and has no option for ``failByDrop``
     # or the protocol class;

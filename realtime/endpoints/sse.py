@@ -27,6 +27,7 @@ from realtime.protocol import (
     INVALID_PRESENCE,
     MAX_CURSOR_LENGTH,
     REVOKED,
+    SERVER_DRAINING,
     SSE_ERROR,
     SSE_GAP,
     SSE_SNAPSHOT,
@@ -43,6 +44,7 @@ from realtime.protocol import (
     loads,
     sse_comment,
     sse_message,
+    sse_retry,
 )
 from realtime.storage.presence import check_meta
 
@@ -62,6 +64,7 @@ class SSEConnection(BaseConnection):
         super().__init__(scope, receive, send)
         self.positions: dict[str, Position] = {}
         self._ended = asyncio.Event()
+        self._streaming = False  # the response has started
 
     # --- transport hooks ---------------------------------------------------------------
     def encode_event(self, sub: Subscription, event: str, frame: str) -> str:
@@ -83,6 +86,13 @@ class SSEConnection(BaseConnection):
     async def drop_slow(self) -> None:
         # The EventSource reconnects by itself, with the cursor of the last event it got.
         self._ended.set()
+
+    async def drain(self, delay: float) -> None:
+        self._ended.set()
+        if self._streaming:
+            # The ``retry:`` field sets when the EventSource comes back (with its cursor).
+            self.queue(sse_retry(round(delay * 1000)), counted=False)
+            await self.flush()
 
     def encode_snapshot(self, sub: Subscription, frame: str) -> str:
         assert sub.epoch is not None
@@ -186,6 +196,12 @@ class SSEConnection(BaseConnection):
             stats.auth_failures[refusal[1]] += 1
             await self.respond_error(*refusal)
             return
+        if self._ended.is_set():
+            # Drained between its admission and here: refused like a handshake that came late.
+            await self.detach()
+            await self.respond_error(503, SERVER_DRAINING, "This server is shutting down.")
+            return
+        self._streaming = True
         await self.send(
             {
                 "type": "http.response.start",

@@ -34,6 +34,7 @@ from realtime.protocol import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL_ERROR,
     CLOSE_RATE_LIMITED,
+    CLOSE_SERVICE_RESTART,
     CLOSE_SLOW_CONSUMER,
     CLOSE_UNAUTHORIZED,
     FORBIDDEN_ORIGIN,
@@ -52,6 +53,7 @@ from realtime.protocol import (
     pong_frame,
     presence_ack_frame,
     publish_ack_frame,
+    restart_reason,
     unsubscribed_frame,
 )
 
@@ -104,11 +106,17 @@ class WebSocketConnection(BaseConnection):
         stats.errors[code] += 1
         await self.reply(error_frame(code, message, frame_id))
 
-    async def close(self, code: int) -> None:
+    async def close(self, code: int, reason: str | None = None) -> None:
         if not self.closed:
             await self.flush()
             self.closed = True
-            await self.send({"type": "websocket.close", "code": code})
+            message: dict[str, Any] = {"type": "websocket.close", "code": code}
+            if reason is not None:
+                message["reason"] = reason  # ASGI 2.3; realtime.serve sends it with daphne
+            await self.send(message)
+
+    async def drain(self, delay: float) -> None:
+        await self.close(CLOSE_SERVICE_RESTART, restart_reason(round(delay * 1000)))
 
     async def revoke(self, reason: str, *, streams: str | None = None) -> None:
         if streams is not None:
@@ -133,6 +141,10 @@ class WebSocketConnection(BaseConnection):
             logger.info("Refused WebSocket %s: %s.", self.remote_addr, refusal[1])
             stats.auth_failures[refusal[1]] += 1
             await self.send({"type": "websocket.close", "code": CLOSE_FORBIDDEN})
+            return
+        if self.closed:
+            # Drained between its admission and here: the 1012 went out as the refusal.
+            await self.detach()
             return
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if SUBPROTOCOL in offered_subprotocols(self.scope):

@@ -13,6 +13,9 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # the server is shutting down; reconnect and resume
 CLOSE_MESSAGE_TOO_BIG = 1009  # sent by the server (realtime.serve): a message over MAX_FRAME_SIZE
 CLOSE_INTERNAL_ERROR = 1011  # unexpected server error; reconnect and resume
+# The server is draining for a restart (SIGTERM): reconnect after the delay in the reason
+# (``restart_reason``: ``{"retry":<milliseconds>}``) and resume. IANA "Service Restart".
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_UNAUTHORIZED = 4401  # access revoked: logout, password change, ``realtime.revoke``...
 CLOSE_FORBIDDEN = 4403  # handshake refused (closed before accept: the client sees HTTP 403)
 CLOSE_HEARTBEAT_TIMEOUT = 4408  # nothing received for HEARTBEAT_TIMEOUT seconds
@@ -68,6 +71,7 @@ INVALID_CREDENTIALS = "invalid_credentials"  # a token or ticket was sent and is
 AUTHENTICATION_REQUIRED = "authentication_required"  # AUTH_REQUIRED and nobody signed in
 FORBIDDEN_ORIGIN = "forbidden_origin"  # the Origin is not in ALLOWED_ORIGINS
 TOO_MANY_CONNECTIONS = "too_many_connections"  # MAX_CONNECTIONS_PER_USER / _PER_IP
+SERVER_DRAINING = "server_draining"  # the process is shutting down: connect to another
 # --- HTTP endpoints (``realtime.urls``) -----------------------------------------------------
 UNKNOWN_CONNECTION = "unknown_connection"  # heartbeat for a connection that is gone
 

@@ -131,3 +131,11 @@ def presence_count_frame(stream: str, members: int, connections: int) -> str:
 def batch_frame(frames: list[str]) -> str:
     """The ``batch`` frame holding already-encoded frames, in order (joined, not re-encoded)."""
     return '{"type":"batch","frames":[' + ",".join(frames) + "]}"
+
+
+def restart_reason(delay_ms: int) -> str:
+    """The reason of a close with ``CLOSE_SERVICE_RESTART``: when to reconnect, as JSON.
+
+    Milliseconds, like SSE's ``retry:`` field; a close reason holds at most 123 bytes.
+    """
+    return dumps({"retry": int(delay_ms)})

@@ -23,3 +23,8 @@ def sse_message(data: str, *, event: str | None = None, id: str | None = None) -
 
 def sse_comment(text: str) -> str:
     return f": {_sse_field(text)}\n\n"
+
+
+def sse_retry(delay_ms: int) -> str:
+    """A block holding only a ``retry:`` field: reconnect after ``delay_ms`` milliseconds."""
+    return f"retry: {int(delay_ms)}\n\n"

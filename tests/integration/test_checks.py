@@ -361,6 +361,8 @@ def test_sqlite_without_wal_and_immediate_transactions_warns(
         ("MAX_CONNECTIONS_PER_IP", -1, "a positive whole number or None"),
         ("AUTH_REQUIRED", "yes", "True or False"),
         ("PRESENCE_COUNTS_ONLY", "chat:*", "a list of stream patterns"),
+        ("DRAIN_TIMEOUT", 0, "a positive number"),
+        ("DRAIN_SPREAD", -1, "a positive number"),
     ],
     ids=repr,
 )
@@ -376,6 +378,11 @@ def test_a_wrong_value_is_an_error_saying_what_the_key_must_be(key, value, wante
 )
 def test_valid_slow_consumer_policies_pass(value: object) -> None:
     with override_settings(REALTIME={"SLOW_CONSUMERS": value, "PRESENCE_GRACE": 0}):
+        assert realtime_messages() == []
+
+
+def test_a_drain_may_send_clients_back_at_once() -> None:
+    with override_settings(REALTIME={"DRAIN_SPREAD": 0, "DRAIN_TIMEOUT": 0.5}):
         assert realtime_messages() == []
 
 

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { decodeCursor } from "../../realtime/static/realtime/client/encoding.js";
+import { EventStreamTransport } from "../../realtime/static/realtime/client/sse.js";
 import { advance, fakeFetch, fakeTime, flush, startClient } from "./fakes.js";
 
 const event = (stream, seq, data = seq) => ({ type: "event", stream, seq, event: "tick", data, ts: "t" });
@@ -113,6 +114,79 @@ test("going away (1001) spreads the retry wider; rate-limited (4429) backs off f
   rt.last().drop(4429);
   assert.deepEqual([lastState(rt).attempt, lastState(rt).delay], [4, 4000]);
   rt.client.close();
+});
+
+test("a draining server (1012) is left for the delay it gave, then the client resumes", async (t) => {
+  t.after(fakeTime());
+  const rt = await startClient();
+  const sub = rt.client.subscribe("s", { since: 0 });
+  const ws1 = rt.last();
+  ws1.welcome();
+  ws1.subscribed({ s: ["e1", 1] });
+  ws1.deliver(event("s", 1));
+  // Far past the backoff's first delay (250 ms here): the server's delay wins.
+  ws1.drop(1012, '{"retry":3210}');
+  assert.deepEqual(lastState(rt), {
+    state: "reconnecting", previous: "open", transport: null, attempt: 0, delay: 3210, code: 1012,
+    reason: '{"retry":3210}',
+  });
+  await advance(3209);
+  assert.equal(rt.transports.length, 1, "reconnected before the server's delay");
+  await advance(1);
+  assert.equal(rt.transports.length, 2);
+  const ws2 = rt.last();
+  ws2.welcome();
+  assert.deepEqual(ws2.sentOf("subscribe"), [{ type: "subscribe", id: 2, stream: "s", since: 1, epoch: "e1" }]);
+  ws2.subscribed({ s: ["e1", 1] });
+  assert.equal(sub.state, "active");
+  // A 1012 without a delay (another server) falls back to the backoff.
+  await advance(5000);
+  ws2.drop(1012, "");
+  assert.deepEqual([lastState(rt).delay, lastState(rt).code], [250, 1012]);
+  rt.client.close();
+});
+
+test("a draining server's SSE retry: field after the welcome sets the reconnect delay", async (t) => {
+  t.after(fakeTime());
+  const rt = await startClient({ transports: ["sse"] });
+  rt.client.subscribe("s");
+  await advance(0);
+  const sse = rt.last();
+  assert.equal(sse.kind, "sse");
+  sse.welcome();
+  sse.listener.closed(sse, { code: 1012, reason: "restart", retryAfter: 1500, opened: true });
+  assert.deepEqual([lastState(rt).delay, lastState(rt).code], [1500, 1012]);
+  await advance(1499);
+  assert.equal(rt.transports.length, 1);
+  await advance(1);
+  assert.equal(rt.transports.length, 2);
+  rt.client.close();
+});
+
+test("the SSE transport reports a retry: field after the welcome as a restart with its delay", async (t) => {
+  const realFetch = globalThis.fetch;
+  t.after(() => { globalThis.fetch = realFetch; });
+  const welcome = 'retry: 2000\nevent: realtime.welcome\ndata: {"type":"welcome","connection_id":"c","heartbeat":15}\n\n';
+  const ends = async (body) => {
+    globalThis.fetch = async () => new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+    const seen = [];
+    const listener = {
+      activity() {},
+      welcome: () => seen.push("welcome"),
+      frame() {},
+      closed: (_, info) => seen.push(info),
+    };
+    new EventStreamTransport("http://test/realtime/sse/", {}, listener);
+    for (let i = 0; i < 100 && seen.length < 2; i++) await flush();
+    return seen;
+  };
+  assert.deepEqual(await ends(welcome + "retry: 1234\n\n"), [
+    "welcome", { code: 1012, reason: "restart", retryAfter: 1234, opened: true },
+  ]);
+  // The welcome's own retry: is the usual hint, not a restart.
+  assert.deepEqual(await ends(welcome), [
+    "welcome", { code: 1006, reason: "the event stream ended", opened: true },
+  ]);
 });
 
 test("a fatal close code (4401, revoked) closes for good: no retry, publishes fail", async (t) => {

@@ -36,6 +36,25 @@ def test_the_error_code_table_has_every_code():
     assert sorted(codes) == sorted(ERROR_CODES)
 
 
+def test_the_close_code_table_has_every_named_close_code():
+    from realtime.protocol import codes
+
+    section = DOC.read_text().split("## Close codes", 1)[1].split("\n## ", 1)[0]
+    rows = {int(code) for code in re.findall(r"^\| (\d{4}) \|", section, flags=re.M)}
+    named = {value for name, value in vars(codes).items() if name.startswith("CLOSE_")}
+    assert named <= rows, f"close codes without a row in docs/protocol.md: {named - rows}"
+
+
+def test_the_browser_client_names_close_codes_as_the_protocol_does():
+    from realtime.protocol import codes
+
+    source = (DOC.parents[1] / "realtime/static/realtime/client/codes.js").read_text()
+    client = {m[1]: int(m[2]) for m in re.finditer(r"export const (CLOSE_\w+) = (\d+);", source)}
+    shared = {name: getattr(codes, name) for name in client if hasattr(codes, name)}
+    assert shared == {name: client[name] for name in shared}
+    assert client["CLOSE_SERVICE_RESTART"] == codes.CLOSE_SERVICE_RESTART
+
+
 def test_the_generator_checks_and_rewrites(tmp_path, capsys):
     path = tmp_path / "protocol.md"
     stale = "Intro.\n\n<!-- fields: client/ping -->\n| old |\n<!-- /fields -->\n\nOutro.\n"

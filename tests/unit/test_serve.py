@@ -34,3 +34,40 @@ def test_the_server_builds_connections_with_that_protocol():
     server = serve.Server.__new__(serve.Server)
     server.ws_factory = factory
     assert factory.protocol is serve.WebSocketProtocol
+
+
+def closing_protocol(monkeypatch):
+    """A realtime.serve protocol in the open state, recording how it closes."""
+    sent = []
+    monkeypatch.setattr(
+        DaphneWebSocketProtocol,
+        "handle_reply",
+        lambda self, message: sent.append(("daphne", message)),
+    )
+    proto = serve.WebSocketProtocol()
+    proto.state = proto.STATE_OPEN
+    proto.sendCloseFrame = lambda code, reasonUtf8: sent.append(("frame", code, reasonUtf8))
+    return proto, sent
+
+
+def test_a_restart_close_goes_out_with_its_code_and_reason(monkeypatch):
+    """autobahn's sendClose refuses 1012 and daphne drops the reason: the drain's close is
+    sent as a close frame of its own."""
+    proto, sent = closing_protocol(monkeypatch)
+    proto.handle_reply({"type": "websocket.close", "code": 1012, "reason": '{"retry":1234}'})
+    assert sent == [("frame", 1012, b'{"retry":1234}')]
+
+
+def test_other_closes_and_messages_go_through_daphne(monkeypatch):
+    proto, sent = closing_protocol(monkeypatch)
+    proto.handle_reply({"type": "websocket.close", "code": 4409})
+    proto.handle_reply({"type": "websocket.send", "text": "{}"})
+    assert [kind for kind, *_ in sent] == ["daphne", "daphne"]
+
+
+def test_a_close_reason_is_cut_to_what_a_close_frame_holds(monkeypatch):
+    proto, sent = closing_protocol(monkeypatch)
+    proto.handle_reply({"type": "websocket.close", "code": 4000, "reason": "x" * 200})
+    assert sent == [("frame", 4000, b"x" * 123)]
+    proto.handle_reply({"type": "websocket.close", "code": 4000, "reason": "x" + "é" * 100})
+    assert sent[-1] == ("frame", 4000, ("x" + "é" * 61).encode())  # 123 bytes, whole characters

@@ -70,7 +70,8 @@ export interface StateChange {
   transport: Transport | null;
   /** The backoff exponent of this retry (0 for the first), or the failures before opening. */
   attempt?: number;
-  /** Milliseconds until the retry (state "reconnecting"). */
+  /** Milliseconds until the retry (state "reconnecting"): the backoff's, or the delay a
+   *  draining server gave (close code 1012; on SSE code 1012 with reason "restart"). */
   delay?: number;
   /** The close code: WebSocket's, 4000 (silent: no frame for twice the heartbeat),
    *  4001 (no welcome in time), or an HTTP status of a refused event stream. */

@@ -9,6 +9,11 @@ export const TICKET_SUBPROTOCOL_PREFIX = "realtime.ticket.";
 export const CLOSE_NORMAL = 1000;
 /** A server going away (a deploy): every client at once, so retries spread wider. */
 export const CLOSE_GOING_AWAY = 1001;
+/**
+ * A server draining for a restart (SIGTERM): each client is told when to come back, in the
+ * close reason as `{"retry": <milliseconds>}` (on SSE, a `retry:` field), and waits that long.
+ */
+export const CLOSE_SERVICE_RESTART = 1012;
 /** What the client reports when a transport ends without a close code (network, SSE). */
 export const CLOSE_ABNORMAL = 1006;
 /** Credentials revoked: fatal, never retried (sign in again, then reconnect()). */
@@ -18,6 +23,23 @@ export const CLOSE_RATE_LIMITED = 4429;
 export const CLOSE_SILENT = 4000;
 /** The client's own: no welcome within connectTimeout. */
 export const CLOSE_CONNECT_TIMEOUT = 4001;
+
+/**
+ * The reconnect delay a close with CLOSE_SERVICE_RESTART carries in its reason, in
+ * milliseconds; undefined for any other close, or a reason that does not say.
+ * @param {number} code
+ * @param {string} reason
+ * @returns {number | undefined}
+ */
+export function restartDelay(code, reason) {
+  if (code !== CLOSE_SERVICE_RESTART) return undefined;
+  try {
+    const retry = JSON.parse(reason)?.retry;
+    return Number.isFinite(retry) && retry >= 0 ? retry : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** An error with a stable `code`: the protocol's error codes, plus the client's own. */
 export class RealtimeError extends Error {

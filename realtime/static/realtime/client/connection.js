@@ -12,6 +12,7 @@ import {
   RealtimeError,
   SUBPROTOCOL,
   TICKET_SUBPROTOCOL_PREFIX,
+  restartDelay,
 } from "./codes.js";
 import { Liveness } from "./liveness.js";
 import { Outbox } from "./outbox.js";
@@ -414,7 +415,9 @@ export class Connection {
       }
       if (verdict.forgive) this.policy.forgive();
     }
-    const retry = this.policy.retry(info.code, info.immediate);
+    // A draining server (1012) says when to come back: its delay replaces the backoff.
+    const after = info.retryAfter ?? restartDelay(info.code, info.reason);
+    const retry = this.policy.retry(info.code, info.immediate, after);
     if (!retry) {
       const error = new RealtimeError("max_attempts", "Gave up reconnecting.");
       this.#shutdown({ code: info.code, reason: "max_attempts" }, error, previous);

@@ -103,12 +103,20 @@ export class ReconnectPolicy {
    * backoff.maxAttempts retries failed in a row (give up). Counts the retry.
    * @param {number} code
    * @param {boolean} [immediate] skip the wait (the network is back, the tab is visible)
+   * @param {number} [after] the wait the server asked for (a draining server, 1012): it
+   *   replaces the backoff, whose exponent it does not raise
    * @returns {{attempt: number, delay: number} | null}
    */
-  retry(code, immediate = false) {
+  retry(code, immediate = false, after = undefined) {
     const { backoff, random } = this.options;
     if (code === CLOSE_RATE_LIMITED) this.attempt = Math.max(this.attempt, 4);
     if (this.attempt >= backoff.maxAttempts) return null;
+    if (after !== undefined) {
+      // The server spread its clients' delays itself: waiting longer only keeps them away.
+      const attempt = this.attempt;
+      this.attempt += 1;
+      return { attempt, delay: immediate ? 0 : after };
+    }
     // A server going away (a deploy) closes every client at once: spread them wider.
     if (code === CLOSE_GOING_AWAY) this.attempt = Math.max(this.attempt, 2);
     const attempt = this.attempt;

@@ -5,7 +5,7 @@
 // one), can send a ticket header, and reconnects with its own backoff instead of
 // EventSource's fixed, unjittered retry.
 
-import { CLOSE_ABNORMAL } from "./codes.js";
+import { CLOSE_ABNORMAL, CLOSE_SERVICE_RESTART } from "./codes.js";
 
 /** @import { CloseInfo, Frame, Transport, TransportListener } from "./transport.js" */
 
@@ -22,6 +22,8 @@ export class EventStreamTransport {
     this.listener = listener;
     this.welcomed = false;
     this.done = false;
+    /** @type {number | undefined} a `retry:` field after the welcome: a draining server's */
+    this.retryAfter = undefined;
     this.abort = new AbortController();
     /** @type {{data: string[], name: string}} */
     this._event = { data: [], name: "" };
@@ -72,6 +74,11 @@ export class EventStreamTransport {
       this._end({ code: CLOSE_ABNORMAL, reason: errorText(error) });
       return;
     }
+    if (this.retryAfter !== undefined) {
+      // A draining server ended the stream after saying when to come back.
+      this._end({ code: CLOSE_SERVICE_RESTART, reason: "restart", retryAfter: this.retryAfter });
+      return;
+    }
     this._end({ code: CLOSE_ABNORMAL, reason: "the event stream ended" });
   }
 
@@ -90,6 +97,8 @@ export class EventStreamTransport {
     const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
     if (field === "data") event.data.push(value);
     else if (field === "event") event.name = value;
+    // The welcome's retry: is the usual hint; one after it comes from a draining server.
+    else if (field === "retry" && this.welcomed && /^\d+$/.test(value)) this.retryAfter = Number(value);
   }
 
   /**

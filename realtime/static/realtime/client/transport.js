@@ -14,6 +14,8 @@
 /**
  * How a transport ended. `opened`: it had delivered a welcome. `status` and `error`: the
  * HTTP status and error body of a refused event stream. `immediate`: retry without waiting.
+ * `retryAfter`: milliseconds the server asked the client to wait before reconnecting (a
+ * draining server's `retry:` field on SSE; on WebSocket it is in the 1012 close's reason).
  * @typedef {object} CloseInfo
  * @property {number} code
  * @property {string} reason
@@ -21,6 +23,7 @@
  * @property {number} [status]
  * @property {{code?: string, message?: string} | null} [error]
  * @property {boolean} [immediate]
+ * @property {number} [retryAfter]
  */
 
 /**
