@@ -93,6 +93,8 @@ from realtime.protocol.parsing import (
     parse_client_frame,
 )
 from realtime.protocol.sse import (
+    SSEMessage,
+    SSEParser,
     sse_comment,
     sse_message,
 )
@@ -189,6 +191,8 @@ __all__ = [
     "PresenceUpdateFrame",
     "PublishFrame",
     "ReceivedFrame",
+    "SSEMessage",
+    "SSEParser",
     "SnapshotFrame",
     "SubscribeFrame",
     "SubscribedFrame",
