@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 from django.test import TestCase, TransactionTestCase
 from rest_framework.test import APIClient
@@ -184,6 +185,36 @@ class UnderTestCase(TestCase):
         with capture_published() as captured:
             Task.objects.create(title="write tests")
         assert captured.types() == ["task.created", "task.created"]
+        assert captured.sent == []
+
+    def test_a_live_batch_is_one_event_per_stream(self) -> None:
+        from project.demo.models import Task
+        from realtime import live
+
+        with (
+            capture_published() as captured,
+            self.captureOnCommitCallbacks(execute=True),
+            live.batch(),
+        ):
+            Task.objects.create(title="a")
+            Task.objects.create(title="b")
+        [batch] = captured.on("tasks")
+        assert batch.event == "task.batch"
+        assert [change["data"]["title"] for change in batch.data["changes"]] == ["a", "b"]
+        assert captured.sent == captured.events
+
+    def test_rest_api_publishes_in_the_test_transaction(self) -> None:
+        api = APIClient(HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        body = json.dumps({"event": "order.paid", "data": {"n": 1}})
+        with (
+            self.settings(REALTIME={**settings.REALTIME, "API_TOKENS": [TOKEN]}),
+            capture_published() as captured,
+        ):
+            response = api.post(
+                "/realtime/api/streams/orders:1/events/", body, content_type="application/json"
+            )
+        assert response.status_code == 201, response.content
+        assert captured.events == [("orders:1", "order.paid", {"n": 1}, 1)]
         assert captured.sent == []
 
 
