@@ -11,8 +11,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, NamedTuple
+
+from django.db import transaction
 
 from realtime.bus.messages import EventMessage, StreamMessage
 from realtime.core import publishing
@@ -35,6 +38,7 @@ class _Stored:
     messages: Sequence[StreamMessage]
     pending: Any  # the connection whose commit the send waits for, or None
     sent: bool = False
+    committed: bool = False  # its transaction committed after the block ended
 
 
 @dataclass
@@ -120,7 +124,7 @@ def _alive(entry: _Stored) -> bool:
     commit; a rollback (of the transaction or of the savepoint it was stored in) drops it,
     as Django's ``captureOnCommitCallbacks`` sees it.
     """
-    if entry.sent or entry.pending is None:
+    if entry.sent or entry.committed or entry.pending is None:
         return True
     messages = {id(message) for message in entry.messages}
     for _, callback, *_ in entry.pending.run_on_commit:
@@ -128,6 +132,10 @@ def _alive(entry: _Stored) -> bool:
         if arguments and id(arguments[0]) in messages:
             return True
     return False
+
+
+def _mark_committed(entry: _Stored) -> None:
+    entry.committed = True
 
 
 class capture_published:  # lower case: used like a function, as contextlib's are
@@ -160,6 +168,18 @@ class capture_published:  # lower case: used like a function, as contextlib's ar
         traceback: TracebackType | None,
     ) -> None:
         publishing.observers = [o for o in publishing.observers if o is not self._observer]
+        self._follow_pending()
+
+    def _follow_pending(self) -> None:
+        """Events whose transaction is still open at the end of the block stay listed if it
+        commits later: a marker joins them among this thread's ``on_commit`` callbacks, in
+        the same savepoint, so a rollback drops both."""
+        with self.captured._lock:
+            waiting = [e for e in self.captured._stored if e.pending is not None and not e.sent]
+        for entry in waiting:
+            alias = entry.pending.alias
+            if transaction.get_connection(alias) is entry.pending and _alive(entry):
+                transaction.on_commit(partial(_mark_committed, entry), using=alias)
 
     async def __aenter__(self) -> CapturedEvents:
         return self.__enter__()

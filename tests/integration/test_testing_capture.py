@@ -73,6 +73,18 @@ def test_a_rolled_back_savepoint_drops_its_events_only(transactional_db: None) -
     assert [(e.event, e.seq) for e in captured.sent] == [("kept", 1), ("many.a", 2), ("many.b", 3)]
 
 
+def test_a_commit_after_the_block_keeps_the_event(transactional_db: None) -> None:
+    with transaction.atomic(), capture_published() as committed:
+        realtime.publish("orders:1", "kept")
+    assert committed.events == [("orders:1", "kept", None, 1)]
+    assert committed.sent == []  # sent after the block
+    with pytest.raises(RuntimeError), transaction.atomic():
+        with capture_published() as rolled_back:
+            realtime.publish("orders:1", "undone")
+        raise RuntimeError
+    assert rolled_back.events == []
+
+
 def test_ephemeral_events_have_no_seq_and_are_sent_at_once(transactional_db: None) -> None:
     with capture_published() as captured, transaction.atomic():
         realtime.publish("cursors:1", "move", {"x": 1}, ephemeral=True)
