@@ -147,6 +147,8 @@ class WebSocketClient(_Client):
         self.skipped: list[Frame] = []
         self._unread: list[Frame] = []
         self._ids = 0
+        # stream -> [epoch, last seq received]: where ``resume`` picks up.
+        self.positions: dict[str, list[Any]] = {}
 
     async def connect(self) -> Frame:
         """Open the connection; the ``welcome`` frame. AssertionError if it is refused."""
@@ -183,6 +185,9 @@ class WebSocketClient(_Client):
                 self._unread.append(frame)
         frame = self._unread.pop(0)
         self.received.append(frame)
+        position = self.positions.get(frame.get("stream", ""))
+        if position is not None and frame.get("type") == "event" and frame.get("seq") is not None:
+            position[1] = frame["seq"]
         return frame
 
     async def _receive_message(self, timeout: float) -> Frame:
@@ -237,7 +242,13 @@ class WebSocketClient(_Client):
         ``subscribed`` frame. AssertionError with the server's ``error`` frame if refused."""
         frame_id = self._next_id()
         await self.send({"type": "subscribe", "id": frame_id, "stream": stream, **fields})
-        return await self._reply(frame_id, "subscribed")
+        subscribed = await self._reply(frame_id, "subscribed")
+        since = fields.get("since")
+        self.positions[stream] = [
+            subscribed["epoch"],
+            subscribed["seq"] if since is None else since,
+        ]
+        return subscribed
 
     async def unsubscribe(self, stream: str) -> Frame:
         frame_id = self._next_id()
@@ -294,6 +305,23 @@ class WebSocketClient(_Client):
         if self.communicator is None:
             raise AssertionError("the client is not connected: `await client.connect()` first")
         return self.communicator
+
+    async def drop(self) -> None:
+        """Lose the connection (close code 1006, as a network failure), keeping
+        ``positions`` for ``resume``; frames not read yet are lost with it."""
+        self._unread.clear()
+        await self.close(1006)
+
+    async def resume(self) -> list[Frame]:
+        """Connect again and re-subscribe every stream after the last event received,
+        as the browser client does: what was published meanwhile comes next. Returns the
+        ``subscribed`` frames (``recovered`` says whether the history was all there)."""
+        positions, self.positions = self.positions, {}
+        await self.connect()
+        return [
+            await self.subscribe(stream, since=seq, epoch=epoch)
+            for stream, (epoch, seq) in positions.items()
+        ]
 
     async def close(self, code: int = 1000) -> None:
         """Close from the client side and wait for the endpoint to finish."""

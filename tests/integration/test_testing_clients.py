@@ -46,6 +46,34 @@ async def test_websocket_history_and_batches() -> None:
         assert [(await ws.next_event())["data"] for _ in range(2)] == [1, 2]
 
 
+async def test_websocket_drop_and_resume_misses_nothing() -> None:
+    ws = WebSocketClient()
+    await ws.connect()
+    await ws.subscribe("public:news")
+    await ws.subscribe("public:other")
+    await realtime.apublish("public:news", "a")
+    assert (await ws.next_event())["seq"] == 1
+    await ws.drop()
+    await realtime.apublish_many("public:news", [("b", None), ("c", None)])
+    await realtime.apublish("public:other", "x")
+    resumed = await ws.resume()
+    assert [(f["stream"], f["recovered"]) for f in resumed] == [
+        ("public:news", True),
+        ("public:other", True),
+    ]
+    events = [await ws.next_event() for _ in range(3)]
+    assert sorted((f["stream"], f["event"], f["seq"]) for f in events) == [
+        ("public:news", "b", 2),
+        ("public:news", "c", 3),
+        ("public:other", "x", 1),
+    ]
+    assert ws.positions == {
+        "public:news": [resumed[0]["epoch"], 3],
+        "public:other": [resumed[1]["epoch"], 1],
+    }
+    await ws.close()
+
+
 async def test_websocket_refusals_raise_with_the_error() -> None:
     async with WebSocketClient() as ws:
         with pytest.raises(AssertionError, match=r"forbidden|authentication_required"):
