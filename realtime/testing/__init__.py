@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from realtime.testing.capture import CapturedEvents, Published, capture_published
-    from realtime.testing.clients import SSEClient, WebSocketClient
     from realtime.testing.servers import LiveServer
+    from realtime.testing.sse import SSEClient
+    from realtime.testing.websocket import WebSocketClient
 
 __all__ = [
     "CapturedEvents",
@@ -24,8 +25,8 @@ _HOMES = {
     "CapturedEvents": "capture",
     "Published": "capture",
     "capture_published": "capture",
-    "SSEClient": "clients",
-    "WebSocketClient": "clients",
+    "SSEClient": "sse",
+    "WebSocketClient": "websocket",
     "LiveServer": "servers",
 }
 
