@@ -19,14 +19,11 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
@@ -35,6 +32,12 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
+
+# The generic part lives in the package, for projects' tests; re-exported for ours.
+from realtime.testing.servers import Server as BaseServer
+from realtime.testing.servers import ServerError as ServerError
+from realtime.testing.servers import free_port as free_port
+from realtime.testing.servers import port_open as port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 ASGI_APP = "project.asgi:application"
@@ -104,21 +107,6 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 # --------------------------------------------------------------------------------------
 # daphne processes
 # --------------------------------------------------------------------------------------
@@ -148,70 +136,9 @@ SERVER_COMMANDS: dict[str, list[str]] = {
 }  # fmt: skip
 
 
-class ServerError(RuntimeError):
-    """A server process did not start (the message includes its output)."""
-
-
 @dataclass
-class Server:
+class Server(BaseServer):
     """One daphne process in its own process group; made by the ``daphne_server`` fixture."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    env: dict[str, str] = field(repr=False)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def log(self) -> str:
-        """Everything the process wrote to stdout and stderr so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group, as a crash would, and reap it."""
-        self._signal(signal.SIGKILL)
-        self._reap(timeout=10)
-
-    def stop(self, timeout: float = 10) -> None:
-        """SIGTERM (daphne shuts down gracefully), then SIGKILL after ``timeout`` seconds."""
-        if not self.running:
-            self._reap(timeout=1)
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        else:
-            # Anything the process started in its group goes too.
-            self._signal(signal.SIGKILL)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
-
-    def _reap(self, timeout: float) -> None:
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ServerError(f"daphne pid {self.pid} did not exit after SIGKILL") from exc
 
     @classmethod
     def start(
@@ -225,55 +152,22 @@ class Server:
     ) -> Server:
         """Start daphne (or another of ``SERVER_COMMANDS``) on a free port (or on ``port``,
         e.g. to restart a killed server on its old address) and return once the port accepts
-        connections."""
-        full_env = server_env(env)
-        wanted = port
-        for attempt in range(3):
-            port = wanted or free_port()
-            log_path = log_dir / f"{server}-{port}.log"
-            restarts = 1
-            while log_path.exists():  # a restart on the same port keeps the old log
-                restarts += 1
-                log_path = log_dir / f"{server}-{port}-{restarts}.log"
-            with log_path.open("wb") as log:
-                argv = [a.format(port=port, app=app) for a in SERVER_COMMANDS[server]]
-                process = subprocess.Popen(
-                    [sys.executable, *argv],
-                    cwd=ROOT,
-                    env=full_env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: kill() takes all of it
-                )
-            server = cls(process=process, port=port, log_path=log_path, env=full_env)
-            try:
-                server._wait_ready(ready_timeout)
-                return server
-            except ServerError:
-                server.kill()
-                # Another process took the port between free_port() and daphne's bind (or,
-                # for a given port, the killed process's socket is not released yet).
-                if "Address already in use" in server.log() and attempt < 2:
-                    time.sleep(0.5 if wanted else 0)
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        connections (``realtime.testing.servers.Server.launch``)."""
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise ServerError(
-                    f"daphne exited with code {self.process.returncode} before listening on "
-                    f"port {self.port}. Its output:\n{self.log()}"
-                )
-            if port_open(self.port):
-                return
-            time.sleep(0.05)
-        raise ServerError(
-            f"daphne did not listen on port {self.port} within {timeout:g} s. Its output:\n"
-            f"{self.log()}"
+        def command(port: int) -> list[str]:
+            return [
+                sys.executable,
+                *(a.format(port=port, app=app) for a in SERVER_COMMANDS[server]),
+            ]
+
+        return cls.launch(
+            command,
+            env=server_env(env),
+            log_dir=log_dir,
+            name=server,
+            port=port,
+            ready_timeout=ready_timeout,
+            cwd=ROOT,
         )
 
 

@@ -481,3 +481,11 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub()
     return hub
+
+
+async def close_hub() -> None:
+    """Close the running event loop's hub, if it has one, and forget it: the next connection
+    on this loop starts a new one (``realtime.testing``'s clients, between tests)."""
+    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    if hub is not None:
+        await hub.close()

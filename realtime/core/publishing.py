@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from asgiref.sync import AsyncToSync
 from django.db import InterfaceError, OperationalError, transaction
@@ -36,6 +36,37 @@ logger = logging.getLogger("realtime.publish")
 EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}")
 
 LayerMessage = StreamMessage
+
+
+class Observer(Protocol):
+    """Watches what publishing stores and sends (``realtime.testing.capture_published``).
+
+    Called in the publishing thread, maybe on the event loop: never block, never raise.
+    """
+
+    def stored(self, rows: Sequence[Event], messages: Sequence[LayerMessage], pending: Any) -> None:
+        """``rows`` were stored (or, ephemeral, made); ``messages`` will carry them.
+
+        ``pending`` is the database connection whose commit the send waits for (its
+        ``on_commit`` callbacks hold ``messages``), or ``None`` when nothing waits.
+        """
+
+    def sent(self, messages: Sequence[LayerMessage]) -> None:
+        """``messages`` were handed to the channel layer (after commit)."""
+
+
+# The observers; a plain list, so a publish pays one truth test when nobody watches.
+observers: list[Observer] = []
+
+
+def _stored(rows: Sequence[Event], messages: Sequence[LayerMessage], pending: Any) -> None:
+    for observer in observers:
+        observer.stored(rows, messages, pending)
+
+
+def _sent(messages: Sequence[LayerMessage]) -> None:
+    for observer in observers:
+        observer.sent(messages)
 
 
 def validate_event_type(event: object, *, allow_reserved: bool = False) -> str:
@@ -84,6 +115,8 @@ def _message(stored: Event, data_json: str) -> EventMessage:
 
 
 async def _fan_out_logged(*messages: LayerMessage) -> None:
+    if observers:
+        _sent(messages)
     try:
         await fan_out(*messages)
     except Exception:
@@ -127,6 +160,8 @@ def _store(
         message = _message(stored, data_json)
         if outer:
             transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
+        if observers:
+            _stored([stored], [message], transaction.get_connection(alias) if outer else None)
     except (OperationalError, InterfaceError) as exc:
         # Rolled back (or never begun): nothing is stored, so nothing is sent.
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
@@ -136,6 +171,8 @@ def _store(
 
 def _fan_out_sync(message: LayerMessage) -> None:
     """Fan out from sync code: handed to the process's long-lived sender (``realtime.sender``)."""
+    if observers:
+        _sent([message])
     sender.send(message)
 
 
@@ -160,6 +197,8 @@ def publish(
     key = validate_idempotency_key(idempotency_key)
     if ephemeral:
         stored, now = _ephemeral(stream, event, data, data_json)
+        if observers:
+            _stored([stored], [now], None)
         _fan_out_sync(now)
         return stored
     stored, message = _store(stream, event, data, data_json, key)
@@ -187,6 +226,9 @@ async def apublish(
     key = validate_idempotency_key(idempotency_key)
     if ephemeral:
         stored, message = _ephemeral(stream, event, data, data_json)
+        if observers:
+            _stored([stored], [message], None)
+            _sent([message])
         await fan_out(message)
         return stored
     if _under_sync_code():
@@ -252,6 +294,11 @@ def _commit_together(group: list[Pending]) -> list[Stored | BaseException]:
             stream, event, data, data_json, key = group[index]
             row = store.append(stream, event, data, key=key, data_json=data_json)
             stored[index] = (row, None if row.duplicate else _message(row, data_json))
+    if observers:
+        for index in range(len(group)):
+            row, message = stored[index]
+            if message is not None:
+                _stored([row], [message], None)
     stats.published += sum(1 for _, message in stored.values() if message is not None)
     return [stored[index] for index in range(len(group))]
 
@@ -319,6 +366,8 @@ def _store_many(
             if outer:
                 for message in messages:
                     transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
+            if observers:
+                _stored(rows, messages, transaction.get_connection(alias) if outer else None)
     except (OperationalError, InterfaceError) as exc:
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
     stats.published += len(rows)

@@ -96,6 +96,8 @@ from realtime.protocol.parsing import (
     parse_client_frame,
 )
 from realtime.protocol.sse import (
+    SSEMessage,
+    SSEParser,
     sse_comment,
     sse_message,
     sse_retry,
@@ -195,6 +197,8 @@ __all__ = [
     "PresenceUpdateFrame",
     "PublishFrame",
     "ReceivedFrame",
+    "SSEMessage",
+    "SSEParser",
     "SnapshotFrame",
     "SubscribeFrame",
     "SubscribedFrame",

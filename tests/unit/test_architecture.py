@@ -8,8 +8,8 @@
 A module imports from its own layer or the layers below it; bus and storage do not import
 each other (storage builds layer messages with ``realtime.bus.messages``, the one exception).
 The public paths kept for projects (``realtime.policy``, ``realtime.auth``...), the facade
-(``realtime``) and the add-ons (``live``, ``management``, ``checks``, ``apps``) sit above
-every layer: nothing in a layer imports them. Lazy imports and ``TYPE_CHECKING`` imports
+(``realtime``) and the add-ons (``live``, ``management``, ``testing``, ``checks``, ``apps``)
+sit above every layer: nothing in a layer imports them. Lazy imports and ``TYPE_CHECKING`` imports
 count. Pure: reads the source, imports nothing.
 """
 
@@ -139,6 +139,8 @@ def test_every_module_is_placed_or_known_to_be_above_the_layers() -> None:
         for path in SOURCES
         if layer_of(module_name(path)) is None
         and module_name(path) not in above
-        and not module_name(path).startswith(("realtime.live", "realtime.management"))
+        and not module_name(path).startswith(
+            ("realtime.live", "realtime.management", "realtime.testing")
+        )
     ]
     assert not loose, f"place these in a layer (tests/unit/test_architecture.py): {loose}"

@@ -1,0 +1,193 @@
+"""``capture_published()``: what the code under test published, and what it sent.
+
+Every publish goes through ``realtime.core.publishing``, which tells its observers what it
+stored and what it handed to the channel layer. The capture is one such observer while its
+block runs, in this process and on every thread (the REST API and client ``publish`` frames
+store on the database lanes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from django.db import transaction
+
+from realtime.bus.messages import EventMessage, StreamMessage
+from realtime.core import publishing
+from realtime.models import Event
+from realtime.protocol import loads
+
+
+class Published(NamedTuple):
+    """One event as a test compares it: ``seq`` is ``None`` for an ephemeral event."""
+
+    stream: str
+    event: str
+    data: Any
+    seq: int | None
+
+
+@dataclass
+class _Stored:
+    record: Published
+    messages: Sequence[StreamMessage]
+    pending: Any  # the connection whose commit the send waits for, or None
+    sent: bool = False
+    committed: bool = False  # its transaction committed after the block ended
+
+
+@dataclass
+class CapturedEvents:
+    """What was published while a ``capture_published()`` block ran.
+
+    ``events``: every event stored (or published ephemeral) in the block, in order, less
+    those whose transaction or savepoint rolled back. An event stored in an open
+    transaction is listed at once: it is in the database, its send waits for the commit.
+    ``sent``: what was handed to the channel layer for subscribers, in order: after the
+    commit, so under Django's ``TestCase`` only inside
+    ``self.captureOnCommitCallbacks(execute=True)``.
+    ``resets``: the streams whose ``realtime.reset`` was sent.
+    """
+
+    _stored: list[_Stored] = field(default_factory=list)
+    sent: list[Published] = field(default_factory=list)
+    resets: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def events(self) -> list[Published]:
+        with self._lock:
+            stored = list(self._stored)
+        return [entry.record for entry in stored if _alive(entry)]
+
+    def on(self, stream: str) -> list[Published]:
+        """``events`` of one stream."""
+        return [record for record in self.events if record.stream == stream]
+
+    def types(self) -> list[str]:
+        """The event types of ``events``, in order: ``["task.created", "task.updated"]``."""
+        return [record.event for record in self.events]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._stored.clear()
+            self.sent.clear()
+            self.resets.clear()
+
+
+class _Observer:
+    """Forwards publishing's calls to one ``CapturedEvents``."""
+
+    def __init__(self, captured: CapturedEvents) -> None:
+        self.captured = captured
+
+    def stored(
+        self, rows: Sequence[Event], messages: Sequence[StreamMessage], pending: Any
+    ) -> None:
+        captured = self.captured
+        with captured._lock:
+            for row in rows:
+                record = Published(row.stream.name, row.event, row.data, row.seq)
+                captured._stored.append(_Stored(record, messages, pending))
+
+    def sent(self, messages: Sequence[StreamMessage]) -> None:
+        captured = self.captured
+        with captured._lock:
+            ids = {id(message) for message in messages}
+            for entry in captured._stored:
+                if not entry.sent and any(id(m) in ids for m in entry.messages):
+                    entry.sent = True
+            for message in messages:
+                if message["type"] == "realtime.reset":
+                    captured.resets.append(message["stream"])
+                elif message["type"] == "realtime.events":
+                    captured.sent += [_record(single) for single in message["events"]]
+                elif message["type"] == "realtime.event":
+                    captured.sent.append(_record(message))
+
+
+def _record(message: EventMessage) -> Published:
+    """What subscribers get: the data as decoded from the frame they are sent."""
+    frame = loads(message["frame"])
+    return Published(message["stream"], message["event"], frame.get("data"), message["seq"])
+
+
+def _alive(entry: _Stored) -> bool:
+    """Whether a stored event still stands: sent, committed, or waiting for a commit.
+
+    A waiting event's send is among its connection's ``on_commit`` callbacks until the
+    commit; a rollback (of the transaction or of the savepoint it was stored in) drops it,
+    as Django's ``captureOnCommitCallbacks`` sees it.
+    """
+    if entry.sent or entry.committed or entry.pending is None:
+        return True
+    messages = {id(message) for message in entry.messages}
+    for _, callback, *_ in entry.pending.run_on_commit:
+        arguments = getattr(callback, "args", ())
+        if arguments and id(arguments[0]) in messages:
+            return True
+    return False
+
+
+def _mark_committed(entry: _Stored) -> None:
+    entry.committed = True
+
+
+class capture_published:  # lower case: used like a function, as contextlib's are
+    """Record what is published while the block runs; ``with`` or ``async with``.
+
+    ::
+
+        with capture_published() as captured:
+            realtime.publish("chat:1", "message", {"text": "hi"})
+        assert captured.events == [("chat:1", "message", {"text": "hi"}, 1)]
+
+    Yields a :class:`CapturedEvents`. Covers ``publish``/``apublish``, ``publish_many``,
+    ephemeral events, the REST API, client ``publish`` frames and live models, in this
+    process. Blocks nest; each records everything in it.
+    """
+
+    def __init__(self) -> None:
+        self.captured = CapturedEvents()
+        self._observer = _Observer(self.captured)
+
+    def __enter__(self) -> CapturedEvents:
+        # A new list, never one changed in place: another thread may be iterating the old.
+        publishing.observers = [*publishing.observers, self._observer]
+        return self.captured
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        publishing.observers = [o for o in publishing.observers if o is not self._observer]
+        self._follow_pending()
+
+    def _follow_pending(self) -> None:
+        """Events whose transaction is still open at the end of the block stay listed if it
+        commits later: a marker joins them among this thread's ``on_commit`` callbacks, in
+        the same savepoint, so a rollback drops both."""
+        with self.captured._lock:
+            waiting = [e for e in self.captured._stored if e.pending is not None and not e.sent]
+        for entry in waiting:
+            alias = entry.pending.alias
+            if transaction.get_connection(alias) is entry.pending and _alive(entry):
+                transaction.on_commit(partial(_mark_committed, entry), using=alias)
+
+    async def __aenter__(self) -> CapturedEvents:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(kind, exc, traceback)
