@@ -37,6 +37,7 @@ class _Stored:
     record: Published
     messages: Sequence[StreamMessage]
     pending: Any  # the connection whose commit the send waits for, or None
+    pk: int | None = None  # the event's row (None: ephemeral)
     sent: bool = False
     committed: bool = False  # its transaction committed after the block ended
 
@@ -63,7 +64,7 @@ class CapturedEvents:
     def events(self) -> list[Published]:
         with self._lock:
             stored = list(self._stored)
-        return [entry.record for entry in stored if _alive(entry)]
+        return [entry.record for entry in _standing(stored)]
 
     def on(self, stream: str) -> list[Published]:
         """``events`` of one stream."""
@@ -93,7 +94,7 @@ class _Observer:
         with captured._lock:
             for row in rows:
                 record = Published(row.stream.name, row.event, row.data, row.seq)
-                captured._stored.append(_Stored(record, messages, pending))
+                captured._stored.append(_Stored(record, messages, pending, row.pk))
 
     def sent(self, messages: Sequence[StreamMessage]) -> None:
         captured = self.captured
@@ -117,21 +118,39 @@ def _record(message: EventMessage) -> Published:
     return Published(message["stream"], message["event"], frame.get("data"), message["seq"])
 
 
-def _alive(entry: _Stored) -> bool:
-    """Whether a stored event still stands: sent, committed, or waiting for a commit.
+def _standing(entries: Sequence[_Stored]) -> list[_Stored]:
+    """The entries whose event still stands: sent, committed, or waiting for a commit.
 
-    A waiting event's send is among its connection's ``on_commit`` callbacks until the
-    commit; a rollback (of the transaction or of the savepoint it was stored in) drops it,
-    as Django's ``captureOnCommitCallbacks`` sees it.
+    A waiting event is a row in its connection's open transaction: a rollback (of the
+    transaction or of the savepoint it was stored in) takes the row with it, so the rows
+    still there are read back, on that connection. Only this thread can use it; an event
+    waiting on another thread's transaction is kept (nothing can be checked from here).
     """
-    if entry.sent or entry.committed or entry.pending is None:
-        return True
-    messages = {id(message) for message in entry.messages}
-    for _, callback, *_ in entry.pending.run_on_commit:
-        arguments = getattr(callback, "args", ())
-        if arguments and id(arguments[0]) in messages:
-            return True
-    return False
+    kept: list[_Stored] = []
+    waiting: dict[str, list[_Stored]] = {}
+    # SQLite hands a rolled-back row's id to the next insert: a row stands for the last
+    # event stored with its id, never for an earlier one.
+    last = {entry.pk: entry for entry in entries if entry.pk is not None}
+    for entry in entries:
+        connection = entry.pending
+        if entry.sent or entry.committed or connection is None or entry.pk is None:
+            kept.append(entry)
+        elif (
+            transaction.get_connection(connection.alias) is not connection
+            or connection.needs_rollback
+        ):
+            kept.append(entry)  # another thread's, or in a block that is failing: unknown
+        else:
+            waiting.setdefault(connection.alias, []).append(entry)
+    for alias, found in waiting.items():
+        rows = set(
+            Event.objects.using(alias)
+            .filter(pk__in=[entry.pk for entry in found])
+            .values_list("pk", flat=True)
+        )
+        kept += [entry for entry in found if entry.pk in rows and last[entry.pk] is entry]
+    order = {id(entry): n for n, entry in enumerate(entries)}
+    return sorted(kept, key=lambda entry: order[id(entry)])
 
 
 def _mark_committed(entry: _Stored) -> None:
@@ -175,11 +194,18 @@ class capture_published:  # lower case: used like a function, as contextlib's ar
         commits later: a marker joins them among this thread's ``on_commit`` callbacks, in
         the same savepoint, so a rollback drops both."""
         with self.captured._lock:
-            waiting = [e for e in self.captured._stored if e.pending is not None and not e.sent]
-        for entry in waiting:
-            alias = entry.pending.alias
-            if transaction.get_connection(alias) is entry.pending and _alive(entry):
-                transaction.on_commit(partial(_mark_committed, entry), using=alias)
+            stored = list(self.captured._stored)
+        standing = {id(entry) for entry in _standing(stored)}
+        for entry in stored:
+            connection = entry.pending
+            if (
+                connection is not None
+                and not entry.sent
+                and id(entry) in standing
+                and transaction.get_connection(connection.alias) is connection
+                and connection.in_atomic_block  # else its transaction is over already
+            ):
+                transaction.on_commit(partial(_mark_committed, entry), using=connection.alias)
 
     async def __aenter__(self) -> CapturedEvents:
         return self.__enter__()
