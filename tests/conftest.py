@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from pytest_django import DjangoDbBlocker
 
+from realtime.testing.pytest import remember
 from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,9 +158,6 @@ def redis_prefix() -> str:
     return str(settings.REDIS_PREFIX)
 
 
-_SERVERS = pytest.StashKey[list[Server]]()
-
-
 @pytest.fixture
 def daphne_server(
     transactional_db: None, request: pytest.FixtureRequest, tmp_path: Path
@@ -178,7 +176,6 @@ def daphne_server(
     fails.
     """
     servers: list[Server] = []
-    request.node.stash[_SERVERS] = servers
 
     def start(
         env: Mapping[str, str] | None = None,
@@ -190,24 +187,12 @@ def daphne_server(
         kwargs = {"app": app} if app else {}
         started = Server.start(log_dir=tmp_path, env=env, port=port, server=server, **kwargs)
         servers.append(started)
+        remember(request.node, started)  # its output in a failed test's report
         return started
 
     yield start
     for server in servers:
         server.stop()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach each daphne's output to the report of a failed test."""
-    report = yield
-    if report.failed:
-        for server in item.stash.get(_SERVERS, []):
-            title = f"Captured daphne :{server.port} (pid {server.pid}) output"
-            report.sections.append((title, server.log()))
-    return report
 
 
 @pytest.fixture(autouse=True)

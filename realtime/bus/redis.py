@@ -36,24 +36,23 @@ Message = dict[str, Any]
 
 
 def batchable(found: object) -> bool:
-    try:
-        from channels_redis.core import RedisChannelLayer
-    except ImportError:  # pragma: no cover - channels-redis is a dependency
-        return False
-    return (
-        isinstance(found, RedisChannelLayer)
-        and type(found).group_send is RedisChannelLayer.group_send
-    )
+    """Whether ``send_many`` may stand in for ``found``'s ``group_send``."""
+    return _keeps(found, "group_send")
 
 
 def joinable(found: object) -> bool:
+    """Whether ``add_many`` may stand in for ``found``'s ``group_add``."""
+    return _keeps(found, "group_add")
+
+
+def _keeps(found: object, method: str) -> bool:
+    """``found`` is a ``RedisChannelLayer`` whose class keeps channels-redis' ``method``."""
     try:
         from channels_redis.core import RedisChannelLayer
     except ImportError:  # pragma: no cover - channels-redis is a dependency
         return False
-    return (
-        isinstance(found, RedisChannelLayer)
-        and type(found).group_add is RedisChannelLayer.group_add
+    return isinstance(found, RedisChannelLayer) and getattr(type(found), method) is getattr(
+        RedisChannelLayer, method
     )
 
 

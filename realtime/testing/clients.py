@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from asgiref.sync import sync_to_async
 from channels.testing import ApplicationCommunicator
@@ -97,3 +98,21 @@ class BaseClient:
         if not _open[loop]:
             del _open[loop]
             await close_hub()
+
+    async def connect(self) -> Any:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

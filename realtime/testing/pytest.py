@@ -18,12 +18,18 @@ from typing import TYPE_CHECKING
 import pytest
 
 # Nothing that needs Django here at import: pytest loads plugins before Django is set up.
-from realtime.testing.servers import LiveServer
+from realtime.testing.servers import LiveServer, Server
 
 if TYPE_CHECKING:
     from realtime.testing.capture import CapturedEvents
 
-_SERVERS = pytest.StashKey[list[LiveServer]]()
+_SERVERS = pytest.StashKey[list[Server]]()
+
+
+def remember(node: pytest.Item, server: Server) -> None:
+    """Attach ``server``'s output to ``node``'s report should the test fail (what
+    ``realtime_live_server`` does; for fixtures of a project's own that start servers)."""
+    node.stash.setdefault(_SERVERS, []).append(server)
 
 
 @pytest.fixture
@@ -33,7 +39,7 @@ def realtime_live_server(
     """A live server: ``.http_url``, ``.ws_url`` (``/realtime/ws/`` and ``/realtime/sse/``
     are under them), ``.log()``, ``.stop()``, ``.kill()``."""
     server = LiveServer.start(tmp_path)
-    request.node.stash.setdefault(_SERVERS, []).append(server)
+    remember(request.node, server)
     yield server
     server.stop()
 
@@ -61,10 +67,10 @@ def realtime_channel_layers() -> Iterator[None]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach each live server's output to the report of a failed test."""
+    """Attach each server's output to the report of a failed test."""
     report = yield
     if report.failed:
         for server in item.stash.get(_SERVERS, []):
-            title = f"Captured realtime.serve :{server.port} (pid {server.pid}) output"
+            title = f"Captured server :{server.port} (pid {server.pid}) output"
             report.sections.append((title, server.log()))
     return report

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlencode
 
 from channels.testing import WebsocketCommunicator
@@ -234,15 +233,3 @@ class WebSocketClient(BaseClient):
             communicator, self.communicator = self.communicator, None
             await communicator.disconnect(code, self.timeout)
         await self._closed()
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
