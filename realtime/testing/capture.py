@@ -126,7 +126,6 @@ def _standing(entries: Sequence[_Stored]) -> list[_Stored]:
     still there are read back, on that connection. Only this thread can use it; an event
     waiting on another thread's transaction is kept (nothing can be checked from here).
     """
-    kept: list[_Stored] = []
     waiting: dict[str, list[_Stored]] = {}
     # SQLite hands a rolled-back row's id to the next insert: a row stands for the last
     # event stored with its id, never for an earlier one.
@@ -134,23 +133,21 @@ def _standing(entries: Sequence[_Stored]) -> list[_Stored]:
     for entry in entries:
         connection = entry.pending
         if entry.sent or entry.committed or connection is None or entry.pk is None:
-            kept.append(entry)
-        elif (
-            transaction.get_connection(connection.alias) is not connection
-            or connection.needs_rollback
+            continue
+        if (
+            transaction.get_connection(connection.alias) is connection
+            and not connection.needs_rollback  # else another thread's, or failing: unknown
         ):
-            kept.append(entry)  # another thread's, or in a block that is failing: unknown
-        else:
             waiting.setdefault(connection.alias, []).append(entry)
+    fallen: set[int] = set()
     for alias, found in waiting.items():
         rows = set(
             Event.objects.using(alias)
             .filter(pk__in=[entry.pk for entry in found])
             .values_list("pk", flat=True)
         )
-        kept += [entry for entry in found if entry.pk in rows and last[entry.pk] is entry]
-    order = {id(entry): n for n, entry in enumerate(entries)}
-    return sorted(kept, key=lambda entry: order[id(entry)])
+        fallen |= {id(e) for e in found if e.pk not in rows or last[e.pk] is not e}
+    return [entry for entry in entries if id(entry) not in fallen]
 
 
 def _mark_committed(entry: _Stored) -> None:
