@@ -41,6 +41,8 @@ logger = logging.getLogger("realtime.hub")
 
 # Longest a hub's close() waits for its tasks, then for removing its lease.
 CLOSE_TIMEOUT = 5.0
+# How often close() cancels again the tasks that are still running (see cancel_and_wait).
+RECANCEL_EVERY = 0.05
 # What ``attach`` returns while the hub drains: the connection is refused.
 DRAINING = "draining"
 
@@ -115,11 +117,7 @@ class Hub:
             self._flush_handle.cancel()
             self._flush_handle = None
         self._unflushed.clear()
-        tasks = [*self._tasks, *self._background]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=max(within, 0.001))
+        await cancel_and_wait([*self._tasks, *self._background], within)
         self._tasks = []
         self.streams.clear()
         self.connections.clear()
@@ -359,6 +357,9 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None  # an error the cancellation caused
                 logger.warning("Channel layer receive failed; retrying.", exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -464,6 +465,27 @@ class Hub:
         while True:
             await asyncio.sleep(self.jobs.tick())
             await self.jobs.run_due()
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]], within: float) -> None:
+    """Cancel ``tasks`` and wait at most ``within`` seconds for them to end, cancelling again
+    those still running every ``RECANCEL_EVERY`` seconds.
+
+    Once is not enough on Python 3.11: ``asyncio.wait_for`` (which redis-py awaits around
+    every write) swallows a cancellation that arrives as its inner future completes
+    (python/cpython#86296, fixed in 3.12), and the hub's reader then goes back to waiting on
+    Redis for good.
+    """
+    deadline = asyncio.get_running_loop().time() + max(within, 0.001)
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            logger.warning("%d hub task(s) did not end when cancelled.", len(pending))
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(left, RECANCEL_EVERY))
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
