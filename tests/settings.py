@@ -28,7 +28,12 @@ from project.settings import (
     SQLITE_OPTIONS,
 )
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.signal_log"]
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.signal_log", "tests.live_capture"]
+# tests.live_capture's live models (capture tests) decide who reads their streams.
+_CAPTURE_RULES = dict.fromkeys(
+    ["cards", "cards:*", "boards:*:cards", "notes:*", "quiet"], "realtime.live.rule"
+)
+REALTIME = {**REALTIME, "RULES": {**REALTIME["RULES"], **_CAPTURE_RULES}}
 REALTIME = {**REALTIME, **json.loads(os.environ.get("REALTIME_TEST_OVERRIDES") or "{}")}
 
 # Sessions side by side (two checkouts, or two people in one) must not meet: each has its own

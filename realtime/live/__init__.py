@@ -28,6 +28,7 @@ from django.db import models
 from django.db.models import signals
 
 from realtime.core import snapshots
+from realtime.live import capture as _capture
 from realtime.live import checks, receivers  # noqa: F401  (checks register themselves)
 from realtime.live.access import rule, snapshot
 from realtime.live.batching import (
@@ -74,6 +75,7 @@ def register(
     snapshot: bool | Callable[[str, Any], Any] = False,
     snapshot_limit: int = 1000,
     can_subscribe: CanSubscribe | None = None,
+    capture: bool = True,
 ) -> Any:
     """Make ``model`` live. As a decorator (``@live.register(streams=...)``) or a call.
 
@@ -88,6 +90,9 @@ def register(
       ``(stream, user) -> rows``) to subscribers that cannot be recovered.
     * ``can_subscribe(user, stream, obj)``: who may read the streams, for streams routed to
       ``realtime.live.rule`` in ``RULES`` (default: signed-in users).
+    * ``capture``: ``False`` leaves ``update()``, ``bulk_create()``, ``bulk_update()`` and
+      ``on_delete=SET_NULL``/``SET_DEFAULT`` unpublished, as Django's signals do (cheaper
+      bulk writes; announce them with the ``bulk_*`` helpers).
     """
     options = {
         "streams": streams,
@@ -99,6 +104,7 @@ def register(
         "snapshot": snapshot,
         "snapshot_limit": snapshot_limit,
         "can_subscribe": can_subscribe,
+        "capture": capture,
     }
 
     def decorate(cls: M) -> M:
@@ -121,6 +127,7 @@ def _register(model: type[models.Model], live: LiveModel) -> None:
         raise ImproperlyConfigured(f"{model._meta.label} is already live.")
     receivers.registry[model] = live
     receivers.wrap_save_base(model)
+    _capture.install()
     # Connected per model (never for all senders): Django's fast delete stays on for every
     # model that has no delete receivers.
     signals.pre_save.connect(receivers.pre_save, sender=model, dispatch_uid=_uid(model, "pre"))

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Model, QuerySet
 
 from realtime.conf import realtime_settings
-from realtime.core.publishing import publish
+from realtime.core.publishing import publish, publish_group
 from realtime.live import marks
 from realtime.protocol import dumps
 from realtime.storage import store
@@ -38,7 +38,7 @@ _ENVELOPE = 32
 
 
 @dataclass
-class _Change:
+class Change:
     live: LiveModel
     kind: str
     streams: list[str]
@@ -50,12 +50,12 @@ class _Change:
 class Batch:
     """The changes recorded by the innermost open ``batch()`` block of this context."""
 
-    changes: list[_Change] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     marked: set[str] = field(default_factory=set)  # databases holding marks of this batch
     settled: set[int] = field(default_factory=set)  # changes made in autocommit mode
 
-    def add(self, *changes: _Change) -> None:
+    def add(self, *changes: Change) -> None:
         """Record ``changes``; those made in a transaction are marked in it (``live.marks``).
 
         A change made in autocommit mode (on a database the batch's ``atomic`` does not
@@ -72,7 +72,7 @@ class Batch:
             marks.mark(using, self.id, marked)
         self.marked.update(numbers)
 
-    def committed(self) -> list[_Change]:
+    def committed(self) -> list[Change]:
         """The changes not undone by a rolled-back savepoint."""
         alive = set(self.settled)
         for using in self.marked:
@@ -141,10 +141,32 @@ def emit(live: LiveModel, kind: str, streams: list[str], data: Any, using: str) 
         return
     current = _current.get()
     if current is not None:
-        current.add(_Change(live, kind, streams, data, using))
+        current.add(Change(live, kind, streams, data, using))
         return
     for stream in streams:
         _publish(stream, live.events[kind], data, using)
+
+
+def emit_many(changes: list[Change]) -> None:
+    """Publish many changes, each stream's in order (``publish_group``: streams bumped
+    together), or add them to the open batch: what the captured bulk paths make."""
+    changes = [c for c in changes if c.streams and c.kind in c.live.events]
+    if not changes:
+        return
+    current = _current.get()
+    if current is not None:
+        current.add(*changes)
+        return
+    by_database: dict[str, list[tuple[str, str, Any]]] = {}
+    for change in changes:
+        event = change.live.events[change.kind]
+        items = by_database.setdefault(change.using, [])
+        items.extend((stream, event, change.data) for stream in change.streams)
+    for using, items in by_database.items():
+        if using == store.database():
+            publish_group(items)
+        else:
+            transaction.on_commit(partial(publish_group, items), using=using, robust=True)
 
 
 def _publish(stream: str, event: str, data: Any, using: str) -> None:
@@ -182,7 +204,7 @@ def _bulk(kind: str, objects: Iterable[Model]) -> int:
         data = live.key_payload(obj) if kind == "deleted" else live.payload(obj)
         streams = live.streams_for(obj)
         if streams and kind in live.events:
-            changes.append(_Change(live, kind, streams, data, using))
+            changes.append(Change(live, kind, streams, data, using))
     with batch() as current:
         current.add(*changes)
     return count

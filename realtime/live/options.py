@@ -116,6 +116,8 @@ class LiveModel:
     snapshot: bool | Callable[[str, Any], Any]
     snapshot_limit: int
     can_subscribe: CanSubscribe | None
+    # Whether the ORM paths without signals publish too (realtime.live.capture).
+    capture: bool = True
     # Attnames whose old values a save must read first, to tell which streams it left.
     tracked: tuple[str, ...] = field(default=())
 
@@ -133,6 +135,7 @@ class LiveModel:
         snapshot: bool | Callable[[str, Any], Any] = False,
         snapshot_limit: int = 1000,
         can_subscribe: CanSubscribe | None = None,
+        capture: bool = True,
     ) -> LiveModel:
         name = f"{model._meta.label}"
         if isinstance(streams, str) or not streams:
@@ -220,6 +223,7 @@ class LiveModel:
             snapshot=snapshot,
             snapshot_limit=snapshot_limit,
             can_subscribe=can_subscribe,
+            capture=capture,
             tracked=tuple(dict.fromkeys(tracked)),
         )
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import router, transaction
 
-from realtime.live import batching
+from realtime.live import batching, guard
 from realtime.live.options import LiveModel
 
 # model -> its registration; filled by ``realtime.live.register``.
@@ -81,8 +81,12 @@ def wrap_save_base(model: type[Any]) -> None:
     @functools.wraps(original)
     def save_base(self: Any, *args: Any, **kwargs: Any) -> Any:
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        live = registry.get(type(self))
         with transaction.atomic(using=using, savepoint=False):
-            return original(self, *args, **kwargs)
+            if live is None or not live.capture:
+                return original(self, *args, **kwargs)
+            with guard.orm_write(using):  # the capture triggers leave it to post_save
+                return original(self, *args, **kwargs)
 
     save_base._realtime_original = model.__dict__.get("save_base")  # type: ignore[attr-defined]
     model.save_base = save_base

@@ -204,8 +204,11 @@ def append_group(
     streams = _bump(counts)
     missing = {name: count for name, count in counts.items() if name not in streams}
     if missing:
-        for name in sorted(missing):
-            _create(name)
+        # One statement for all the new streams (a captured bulk write may open thousands).
+        Stream.objects.bulk_create(
+            [Stream(name=name, epoch=epochs.creation_epoch(name)) for name in sorted(missing)],
+            ignore_conflicts=True,
+        )
         streams.update(_bump(missing))
     next_seq = {name: stream.last_seq - counts[name] + 1 for name, stream in streams.items()}
     now = timezone.now()
