@@ -27,7 +27,7 @@ from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, fan_out, group_name,
 from realtime.bus import messages as m
 from realtime.bus.pacing import WritePacer
 from realtime.conf import realtime_settings
-from realtime.core import gcpauses, maintenance
+from realtime.core import gcpauses, maintenance, wakeups
 from realtime.core.jobs import Jobs
 from realtime.core.liveness import Liveness
 from realtime.core.presence_tracking import PresenceTracker
@@ -96,6 +96,7 @@ class Hub:
             self._tasks = [
                 loop.create_task(self._read_layer(), name="realtime-hub-reader"),
                 loop.create_task(self._maintain(), name="realtime-hub-maintenance"),
+                loop.create_task(wakeups.run(self), name="realtime-hub-wakeups"),
             ]
             self._started.set_result(None)
             if realtime_settings.GC_FREEZE:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 
 SETTING = "realtime.orm_write"
 _DEPTH = "_realtime_orm_write_depth"
@@ -38,17 +38,20 @@ def orm_write(using: str) -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield
         return
-    depth = getattr(connection, _DEPTH, 0)
-    if depth == 0:
-        _set(connection, "on")
-    setattr(connection, _DEPTH, depth + 1)
-    failed = False
-    try:
-        yield
-    except BaseException:
-        failed = True  # the transaction is aborted: its rollback reverts the setting
-        raise
-    finally:
-        setattr(connection, _DEPTH, depth)
-        if depth == 0 and not failed:
-            _set(connection, "")
+    # A transaction-local setting outside a transaction would last one statement: make sure
+    # there is one (free inside the caller's atomic block: no savepoint).
+    with transaction.atomic(using=using, savepoint=False):
+        depth = getattr(connection, _DEPTH, 0)
+        if depth == 0:
+            _set(connection, "on")
+        setattr(connection, _DEPTH, depth + 1)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True  # the transaction is aborted: its rollback reverts the setting
+            raise
+        finally:
+            setattr(connection, _DEPTH, depth)
+            if depth == 0 and not failed:
+                _set(connection, "")

@@ -208,3 +208,23 @@ def test_the_generated_sql_and_what_it_refuses() -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'")
             assert cursor.fetchone()[0] == 0
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_orm_writes_in_autocommit_mode_are_published_once() -> None:
+    """Outside any transaction the ORM's setting must still cover its statements (each
+    write opens its own atomic block for it), or the trigger would publish them again."""
+    card = Card.objects.create(title="a")
+    a = card.pk
+    Card.objects.update(rank=1)
+    (b,) = [made.pk for made in Card.objects.bulk_create([Card(title="b")])]
+    Card.objects.filter(title="b").delete()
+    card.delete()
+    assert [(kind, data["id"]) for _, kind, data in stored("cards")] == [
+        ("card.created", a),
+        ("card.updated", a),
+        ("card.created", b),
+        ("card.deleted", b),
+        ("card.deleted", a),
+    ]
