@@ -142,6 +142,11 @@ DEFAULTS: dict[str, Any] = {
     # Server API tokens: a backend sending "Authorization: Bearer <token>" with one of these
     # may use the whole REST API, publishing included. A list, so a token can be rotated.
     "API_TOKENS": [],
+    # --- live models (docs/live-models.md) ----------------------------------------------
+    # Live models ("app_label.ModelName") whose bulk ORM writes (update(), bulk_create(),
+    # bulk_update(), on_delete=SET_NULL/SET_DEFAULT) are not captured, whatever register()
+    # says: for a large import, say. Saves and deletes still publish.
+    "LIVE_CAPTURE_OFF": [],
 }
 
 IMPORT_STRINGS = {"POLICY", "TOKEN_AUTHENTICATOR"}
@@ -247,6 +252,11 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "RATE_LIMIT": lambda value: _shape(value, ("rate", "burst"), 1),
     "SLOW_CONSUMERS": _slow_consumers,
     "PRESENCE_COUNTS_ONLY": _patterns,
+    "LIVE_CAPTURE_OFF": lambda value: (
+        None
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        else 'a list of model labels ("app_label.ModelName")'
+    ),
 }
 
 # The column holding stream names is this wide; the setting may only lower it.
@@ -316,6 +326,7 @@ class RealtimeSettings:
     RATE_LIMIT: dict[str, float]
     MAX_JSON_DEPTH: int
     API_TOKENS: list[str]
+    LIVE_CAPTURE_OFF: list[str]
 
     def __init__(self) -> None:
         self._cached: dict[str, Any] = {}

@@ -45,11 +45,10 @@ CHUNK = 900
 _installed = False
 
 
-def _capturing(model: Any) -> LiveModel | None:
+def _live(model: Any) -> LiveModel | None:
     from realtime.live.receivers import registry
 
-    live = registry.get(model)
-    return live if live is not None and live.capture else None
+    return registry.get(model)
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -136,23 +135,33 @@ def install() -> None:
 
     @functools.wraps(update)
     def live_update(self: QuerySet[Any], **kwargs: Any) -> int:
-        live = _capturing(self.model)
+        live = _live(self.model)
         if live is None:
             return update(self, **kwargs)
+        if not live.captured:  # capture off: neither Python nor the trigger publishes it
+            with guard.orm_write(self.db):
+                return update(self, **kwargs)
         return captured_update(update, self, live, **kwargs)
 
     @functools.wraps(bulk_create)
     def live_bulk_create(self: QuerySet[Any], objs: Any, *args: Any, **kwargs: Any) -> Any:
-        live = _capturing(self.model)
+        live = _live(self.model)
         if live is None:
             return bulk_create(self, objs, *args, **kwargs)
+        if not live.captured:
+            with guard.orm_write(self.db):
+                return bulk_create(self, objs, *args, **kwargs)
         return captured_bulk_create(bulk_create, self, live, objs, *args, **kwargs)
 
     @functools.wraps(update_batch)
     def live_update_batch(self: UpdateQuery, pk_list: Any, values: Any, using: str) -> None:
-        live = _capturing(self.model)
+        live = _live(self.model)
         if live is None:
             update_batch(self, pk_list, values, using)
+            return
+        if not live.captured:
+            with guard.orm_write(using):
+                update_batch(self, pk_list, values, using)
             return
         # on_delete=SET_DEFAULT (and SET_NULL on loaded rows): the same path as update().
         base = live.model._base_manager.using(using)
@@ -161,8 +170,8 @@ def install() -> None:
 
     @functools.wraps(delete)
     def live_delete(self: Collector) -> Any:
-        if any(_capturing(model) for model in self.data):
-            with guard.orm_write(self.using):
+        if any(_live(model) for model in self.data):
+            with guard.orm_write(self.using):  # post_delete publishes them
                 return delete(self)
         return delete(self)
 

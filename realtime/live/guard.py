@@ -9,8 +9,9 @@ statements (``set_config(..., true)``), and the triggers skip rows written while
 It is reset right after, so raw SQL later in the same transaction is captured again. A
 rolled-back savepoint reverts the setting with everything else.
 
-The cost is two short statements per ORM write of a live model on PostgreSQL; nothing on
-other databases, and nothing for models registered with ``capture=False``.
+The cost is two short statements per ORM write of a live model on PostgreSQL (nothing on
+other databases). Models whose capture is off (``capture=False``, ``LIVE_CAPTURE_OFF``) are
+guarded too: their bulk writes are then published by neither path, as the setting says.
 """
 
 from __future__ import annotations

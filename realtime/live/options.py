@@ -16,6 +16,7 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
+from realtime.conf import realtime_settings
 from realtime.core.publishing import validate_event_type
 from realtime.exceptions import RealtimeError
 from realtime.protocol import normalize
@@ -230,6 +231,15 @@ class LiveModel:
     @property
     def label(self) -> str:
         return str(self.model._meta.label_lower)
+
+    @property
+    def captured(self) -> bool:
+        """Whether bulk ORM writes publish (``capture``, unless ``LIVE_CAPTURE_OFF`` names
+        the model)."""
+        if not self.capture:
+            return False
+        off = realtime_settings.LIVE_CAPTURE_OFF
+        return not off or self.label not in {label.lower() for label in off}
 
     def streams_for(self, instance: Any) -> list[str]:
         """Every stream ``instance`` belongs to, in declaration order, without repeats."""

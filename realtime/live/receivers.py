@@ -81,9 +81,8 @@ def wrap_save_base(model: type[Any]) -> None:
     @functools.wraps(original)
     def save_base(self: Any, *args: Any, **kwargs: Any) -> Any:
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        live = registry.get(type(self))
         with transaction.atomic(using=using, savepoint=False):
-            if live is None or not live.capture:
+            if type(self) not in registry:
                 return original(self, *args, **kwargs)
             with guard.orm_write(using):  # the capture triggers leave it to post_save
                 return original(self, *args, **kwargs)

@@ -200,3 +200,17 @@ def test_many_rows_use_few_statements(django_assert_max_num_queries: Any) -> Non
     with django_assert_max_num_queries(60 + per_stream):
         assert Card.objects.update(rank=5) == 2500
     assert stored("cards")[-1][:2] == (5000, "card.updated")
+
+
+def test_the_setting_turns_capture_off_per_model(settings: Any) -> None:
+    """``LIVE_CAPTURE_OFF``: bulk writes publish nothing, from Python or (PostgreSQL) the
+    trigger; saves still do."""
+    settings.REALTIME = {**settings.REALTIME, "LIVE_CAPTURE_OFF": ["live_capture.Card"]}
+    Card.objects.bulk_create([Card(title="a")])
+    Card.objects.update(rank=1)
+    assert events("cards") == []
+    Card.objects.create(title="saved")
+    assert events("cards") == ["card.created"]
+    settings.REALTIME = {**settings.REALTIME, "LIVE_CAPTURE_OFF": []}
+    Card.objects.update(rank=2)
+    assert events("cards") == ["card.created", "card.updated", "card.updated"]
