@@ -1,4 +1,5 @@
-"""System checks for live models: streams nobody can read, and hooks nobody asks.
+"""System checks for live models: streams nobody can read, hooks nobody asks, and capture
+triggers that no longer match their registration.
 
 Ids ``realtime.W101`` and up (the live-model range), so they never collide with the core's.
 """
@@ -56,4 +57,45 @@ def check_live_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                         id="realtime.W102",
                     )
                 )
+    return warnings
+
+
+@register(Tags.database)
+def check_capture_triggers(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Any]:
+    """``realtime.W103``: a PostgreSQL capture trigger that no longer matches its model's
+    registration (regenerate its migration). Runs where database checks run (``migrate``,
+    ``check --database``)."""
+    from django.db import connections, router
+
+    from realtime.live import triggers
+    from realtime.live.receivers import registry
+
+    warnings: list[Any] = []
+    for model, live in registry.items():
+        using = router.db_for_write(model)
+        if not databases or using not in databases or connections[using].vendor != "postgresql":
+            continue
+        try:
+            install, _ = triggers.sql(live)
+        except ImproperlyConfigured:
+            continue  # no trigger can be made for it: nothing to compare
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                "SELECT prosrc FROM pg_proc WHERE proname = %s", [triggers.function_name(model)]
+            )
+            found = cursor.fetchone()
+        if found is not None and found[0] != triggers.body(install):
+            warnings.append(
+                Warning(
+                    f"The capture trigger of live model {model._meta.label} in database "
+                    f"{using!r} does not match its live.register() options: writes outside "
+                    f"the ORM publish what the old options said.",
+                    hint=f"Run manage.py realtime_capture_triggers {model._meta.app_label} "
+                    f"--model {model.__name__}, then migrate.",
+                    obj=model,
+                    id="realtime.W103",
+                )
+            )
     return warnings

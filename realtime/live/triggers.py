@@ -113,6 +113,11 @@ def _streams(live: LiveModel, row: str) -> str:
     return f"ARRAY[{', '.join(items)}]::text[]"
 
 
+def body(install: str) -> str:
+    """The function body of ``install`` (what ``pg_proc.prosrc`` holds once installed)."""
+    return install.split("$realtime$", 2)[1]
+
+
 def check(live: LiveModel) -> None:
     """Raise ``ImproperlyConfigured`` if SQL cannot publish what ``live`` publishes."""
     label = live.model._meta.label

@@ -244,3 +244,19 @@ async def test_raw_sql_from_another_process_reaches_subscribers_at_once(
         await Card.objects.acreate(title="orm")
         (event,) = await events(ws, 1)
         assert event[:3] == ("cards", 4, "card.created")
+
+
+def test_the_cost_tool_runs() -> None:
+    """``bench.capture`` in miniature (SQLite), so the tool behind docs/live-models.md's
+    figures cannot rot."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.capture", "--rows", "50", "--runs", "1", "--saves", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| SQLite")]
+    assert len(rows) == 4 and "50-row `bulk_create` | on" in rows[0], out.stdout

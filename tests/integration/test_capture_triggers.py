@@ -228,3 +228,22 @@ def test_orm_writes_in_autocommit_mode_are_published_once() -> None:
         ("card.deleted", b),
         ("card.deleted", a),
     ]
+
+
+@on_postgresql
+@pytest.mark.django_db
+def test_a_trigger_that_no_longer_matches_its_registration_is_reported() -> None:
+    from realtime.live.checks import check_capture_triggers
+
+    assert check_capture_triggers(databases=["default"]) == []
+    options = live.get(Card)
+    assert options is not None
+    fields = options.fields
+    options.fields = fields[:-1]  # as if "rank" were removed from fields=[...]
+    try:
+        (warning,) = check_capture_triggers(databases=["default"])
+    finally:
+        options.fields = fields
+    assert (warning.id, warning.obj) == ("realtime.W103", Card)
+    assert "realtime_capture_triggers live_capture --model Card" in warning.hint
+    assert check_capture_triggers(databases=None) == []  # not asked for databases
