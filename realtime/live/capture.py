@@ -29,7 +29,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import QuerySet
 from django.db.models.deletion import Collector
 from django.db.models.sql import UpdateQuery
@@ -64,12 +64,22 @@ def _rows(live: LiveModel, using: str, pks: Sequence[Any]) -> list[Any]:
     return found
 
 
+def _locked_pks(queryset: QuerySet[Any]) -> list[Any]:
+    """The pks of ``queryset``'s rows, locked until the transaction ends. ``FOR UPDATE OF``
+    the model's own table where the database has it: a filter across a nullable relation
+    joins it with an outer join, whose nullable side PostgreSQL refuses to lock."""
+    rows = queryset.order_by()
+    rows.query.distinct = False  # FOR UPDATE refuses DISTINCT; the pks are distinct anyway
+    features = connections[queryset.db].features
+    of = ("self",) if features.has_select_for_update_of else ()
+    return list(rows.select_for_update(of=of).values_list("pk", flat=True))
+
+
 def captured_update(original: Any, queryset: QuerySet[Any], live: LiveModel, **kwargs: Any) -> int:
     """``queryset.update(**kwargs)`` with the events a ``save()`` of each row would publish."""
     using = queryset.db
     with transaction.atomic(using=using, savepoint=False):
-        locked = queryset.order_by().select_for_update().values_list("pk", flat=True)
-        pks = sorted(locked)
+        pks = sorted(_locked_pks(queryset))
         if not pks:
             return 0
         before = {obj.pk: obj for obj in _rows(live, using, pks)} if live.tracked else {}

@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, connections, transaction
 from django.test import Client
 
-from tests.live_capture.models import Board, Card, Note
+from tests.live_capture.models import Board, Card
 from tests.servers import WSClient, open_sse
 
 User = get_user_model()
@@ -240,10 +240,22 @@ async def test_raw_sql_from_another_process_reaches_subscribers_at_once(
             ("cards", 3, "card.deleted"),
         ]
         # The ORM still publishes once, next in line.
-        await run(lambda: Note.objects.count())
         await Card.objects.acreate(title="orm")
         (event,) = await events(ws, 1)
         assert event[:3] == ("cards", 4, "card.created")
+        await sync_to_async(raw_writer, thread_sensitive=False)(
+            "INSERT INTO live_capture_card (title, price, uid, meta, done, rank)"
+            " VALUES ('raw again', 0, gen_random_uuid(), '{}', false, 0)",
+        )
+        (event,) = await events(ws, 1)
+        assert event[:3] == ("cards", 5, "card.created")
+    # A client that cannot be recovered gets the rows, whoever wrote them.
+    async with WSClient(server.ws_url + WS, headers=cookie) as late:
+        await late.recv_until(lambda f: f["type"] == "welcome")
+        subscribed = await subscribe(late, "cards", since=1, epoch="stale")
+        assert (subscribed["recovered"], subscribed["seq"]) == (False, 5)
+        snapshot = await late.recv_until(lambda f: f["type"] == "snapshot")
+        assert [c["title"] for c in snapshot["data"]["objects"]] == ["orm", "raw again"]
 
 
 def test_the_cost_tool_runs() -> None:

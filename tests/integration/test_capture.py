@@ -214,3 +214,12 @@ def test_the_setting_turns_capture_off_per_model(settings: Any) -> None:
     settings.REALTIME = {**settings.REALTIME, "LIVE_CAPTURE_OFF": []}
     Card.objects.update(rank=2)
     assert events("cards") == ["card.created", "card.updated", "card.updated"]
+
+
+def test_update_through_an_outer_join_and_distinct() -> None:
+    """The rows are locked ``FOR UPDATE OF`` their own table: PostgreSQL refuses to lock the
+    nullable side of the outer join that ``board__name__isnull`` makes, and DISTINCT."""
+    board = Board.objects.create(name="b")
+    made = cards(None, 2) + cards(board, 1)
+    assert Card.objects.filter(board__name__isnull=True).distinct().update(rank=4) == 2
+    assert [data["id"] for _, _, data in stored("cards")] == [made[0].pk, made[1].pk]
