@@ -4,9 +4,9 @@ Django sends no signal for ``QuerySet.update()`` (and so ``bulk_update()``, and 
 ``on_delete=SET_NULL``/``SET(...)`` updates of a deletion), ``bulk_create()``, or
 ``on_delete=SET_DEFAULT`` (``UpdateQuery.update_batch``), and offers no hook to add one
 (a queryset class of the user's managers would miss ``_base_manager`` and related managers,
-which the deletion collector uses). So ``install()`` wraps those three methods once, for
-every model: for a model that is not live, or registered with ``capture=False``, the cost is
-one dict lookup; for a live one the wrapper
+which the deletion collector uses). So ``install()`` wraps those three methods, and
+``Collector.delete``, once for the process: for a model that is not live the cost is one
+dict lookup; for a live one whose capture is on (``LiveModel.captured``) the wrapper
 
 * ``update()``: reads the pks of the matching rows (``SELECT ... FOR UPDATE``: nobody changes
   them until the transaction ends) and, when the streams depend on fields other than the pk,
@@ -15,11 +15,12 @@ one dict lookup; for a live one the wrapper
 * ``bulk_create()``: publishes ``created`` for each object that got its pk back;
 
 all in one transaction with the change (``atomic(savepoint=False)``), so a rollback publishes
-nothing. Inside ``live.batch()`` the changes join the batch; outside, each stream gets its
-events in order through ``publish_many`` (one round trip per thousand events, not one each).
-Every ORM write of a live model also runs under ``guard.orm_write`` (so do saves and
-deletions: ``Collector.delete`` is wrapped for that), so the PostgreSQL capture triggers
-(``realtime.live.triggers``) leave those changes to the Python path.
+nothing. Inside ``live.batch()`` the changes join the batch; outside, they are stored together
+(``publish_group``: the streams bumped at once, the events inserted a thousand a statement).
+Every ORM write of a live model also runs under ``guard.orm_write`` (saves through
+``receivers.wrap_save_base``, deletions through ``Collector.delete``), so the PostgreSQL
+capture triggers (``realtime.live.triggers``) leave those changes to the Python path; with
+capture off, the bulk writes run under it too and nobody publishes them.
 """
 
 from __future__ import annotations

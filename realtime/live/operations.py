@@ -1,12 +1,12 @@
 """``CaptureTriggers``: the migration operation that installs a live model's capture trigger.
 
-``manage.py live_triggers <app_label>`` writes a migration holding one per live model of the
-app, with the SQL built from the registration at that moment (``realtime.live.triggers``):
+``manage.py realtime_capture_triggers <app_label>`` writes a migration holding one per live
+model of the app, with the SQL built from the registration then (``realtime.live.triggers``):
 frozen like any migration, readable with ``sqlmigrate``, reversible (migrating back drops
 the trigger and its function), and run only on PostgreSQL (a no-op elsewhere, so one
 migration serves projects that test on SQLite). Regenerate it after changing the model's
-``fields``, ``streams`` or ``events``: ``manage.py check`` warns while the installed trigger
-differs from the registration (``realtime.W103``).
+``fields``, ``streams`` or ``events``: ``migrate`` and ``manage.py check --database default``
+warn while the installed trigger differs from the registration (``realtime.W103``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ row bumped under its lock, the event inserted, both rolled back with the change)
 reconciler delivers them within ``RECONCILE_INTERVAL`` at worst; NOTIFY is never the only
 copy). Writes made by the ORM are published from Python and skipped here (``live.guard``).
 
-``sql(live)`` builds the trigger from a registration, frozen into a migration by
-``manage.py live_triggers`` (``realtime.live.operations.CaptureTriggers``). Only what SQL can
+``sql(live)`` builds the trigger from a registration, frozen into a migration by ``manage.py
+realtime_capture_triggers`` (``realtime.live.operations.CaptureTriggers``). Only what SQL can
 compute: ``fields`` (not a serializer) of concrete columns, templates (not callables) whose
 placeholders are columns. The payload encodes as the Python path does: datetimes in UTC with
 milliseconds (``2026-12-06T21:00:00.123Z``, no fraction when it is zero), dates

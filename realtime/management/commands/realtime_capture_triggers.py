@@ -23,8 +23,8 @@ Write a migration that installs PostgreSQL capture triggers for an app's live mo
 that changes made outside Django's ORM (raw SQL, psql, other programs) are published like
 save() and delete() (docs/live-models.md#writes-outside-the-orm). The trigger's SQL is built
 from each model's live.register(...) options now and frozen in the migration; run this again
-after changing them (manage.py check warns while they differ, realtime.W103). The migration
-does nothing on other databases; migrating back removes the triggers."""
+after changing them (migrate and check --database warn while they differ: realtime.W103). The
+migration does nothing on other databases; migrating back removes the triggers."""
     examples = """\
   manage.py realtime_capture_triggers tasks             every live model of the app
   manage.py realtime_capture_triggers tasks --model Task
