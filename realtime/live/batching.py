@@ -6,8 +6,9 @@ event per stream and model, holding the changes in order::
 
     {"changes": [{"event": "task.created", "data": {...}}, {"event": "task.deleted", ...}]}
 
-Outside a batch each change is published at once. The bulk helpers are for the ORM paths
-that send no signals: ``bulk_create``, ``QuerySet.update`` and ``bulk_update``.
+Outside a batch each change is published at once. The ``bulk_*`` helpers announce what
+nothing else publishes: bulk writes of a model whose capture is off (``realtime.live.capture``
+publishes them otherwise), raw SQL on a database without capture triggers.
 """
 
 from __future__ import annotations
@@ -211,7 +212,8 @@ def _bulk(kind: str, objects: Iterable[Model]) -> int:
 
 
 def bulk_created(objects: Iterable[Model]) -> int:
-    """Announce rows made without signals (``bulk_create``): one batch event per stream.
+    """Announce rows made without being published (``bulk_create`` with capture off, raw
+    SQL): one batch event per stream. Not after a captured ``bulk_create``: twice.
 
     Returns how many objects were announced. Call it in the transaction that made them
     (or inside ``batch()``), so a rollback takes the events too.
@@ -220,7 +222,8 @@ def bulk_created(objects: Iterable[Model]) -> int:
 
 
 def bulk_updated(objects: Iterable[Model] | QuerySet[Any]) -> int:
-    """Announce rows changed without signals (``QuerySet.update``, ``bulk_update``).
+    """Announce rows changed without being published (``update``/``bulk_update`` with
+    capture off, raw SQL). Not after a captured write: it would be published twice.
 
     Pass the updated rows (re-read: ``Task.objects.filter(pk__in=ids)``), so the events
     carry their new state. Streams the rows moved out of are not told (no old values).
