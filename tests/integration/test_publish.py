@@ -252,6 +252,37 @@ async def test_publish_many_waits_for_commit_and_rolls_back_whole(listener):
     assert await sync_to_async(stored)("many") == [1, 2]
 
 
+async def test_publish_group_stores_many_streams_together_after_commit(listener):
+    """``publish_group`` (what live-model capture uses): each stream's events in order with
+    consecutive seqs, new streams made in one go, sent when the transaction commits."""
+    from realtime.core.publishing import publish_group
+
+    await listener.join("g:1")
+    await listener.join("g:2")
+
+    def work(fail: bool) -> list[tuple[str, int]]:
+        with transaction.atomic():
+            rows = publish_group([("g:1", "a", 1), ("g:2", "b", 2), ("g:1", "c", 3)])
+            if fail:
+                raise RuntimeError("boom")
+        return [(row.stream.name, row.seq) for row in rows]
+
+    with pytest.raises(RuntimeError):
+        await sync_to_async(work)(True)
+    await listener.assert_silent()
+    assert await sync_to_async(work)(False) == [("g:1", 1), ("g:2", 1), ("g:1", 2)]
+    got = [await listener.event() for _ in range(3)]
+    assert sorted((e["stream"], e["seq"], e["event"]) for e in got) == [
+        ("g:1", 1, "a"),
+        ("g:1", 2, "c"),
+        ("g:2", 1, "b"),
+    ]
+    assert await sync_to_async(stored)("g:1") == [1, 2]
+    with pytest.raises(InvalidEvent):
+        await sync_to_async(publish_group)([("g:1", "ok", 1), ("g:1", "realtime.x", 2)])
+    assert await sync_to_async(stored)("g:1") == [1, 2]
+
+
 async def test_publish_many_validates_every_event_before_storing_any(listener):
     with pytest.raises(InvalidEvent):
         await realtime.apublish_many("many", [("ok", 1), ("realtime.reserved", 2)])
