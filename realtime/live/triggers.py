@@ -125,6 +125,13 @@ def check(live: LiveModel) -> None:
         raise ImproperlyConfigured(
             f"Capture triggers for {label}: a serializer runs in Python only; use fields=[...]."
         )
+    meta = live.model._meta
+    if meta.proxy or meta.parents:
+        raise ImproperlyConfigured(
+            f"Capture triggers for {label}: a proxy or multi-table child shares or splits its "
+            f"table with another model; capture writes outside the ORM on a concrete model "
+            f"with a table of its own."
+        )
     if live.callables:
         raise ImproperlyConfigured(
             f"Capture triggers for {label}: stream callables run in Python only; use "

@@ -204,6 +204,29 @@ def test_the_generated_sql_and_what_it_refuses() -> None:
             triggers.sql(live.get(Group))  # type: ignore[arg-type]
     finally:
         live.unregister(Group)
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+    from django.test.utils import isolate_apps
+
+    with isolate_apps("tests.live_capture"):  # a proxy model of this test's own, nowhere else
+
+        class ProxyType(ContentType):
+            class Meta:
+                proxy = True
+                app_label = "live_capture"
+
+        live.register(ProxyType, streams=["types"], fields=["id"])
+        try:
+            with pytest.raises(ImproperlyConfigured, match="proxy"):
+                triggers.sql(live.get(ProxyType))  # type: ignore[arg-type]
+        finally:
+            live.unregister(ProxyType)
+    assert Permission  # a concrete model of its own table is fine:
+    live.register(Permission, streams=["perms"], fields=["id", "codename"])
+    try:
+        assert "auth_permission" in triggers.sql(live.get(Permission))[0]  # type: ignore[arg-type]
+    finally:
+        live.unregister(Permission)
     if connection.vendor != "postgresql":  # the migration did nothing here
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'")
