@@ -1,0 +1,315 @@
+"""The NATS backplane (``REALTIME["BACKPLANE"] = "nats://..."``): the backend on a real
+nats-server of the test's own (stopped and started again for the outage tests), and real
+daphne processes fanning out over it: delivery across processes (a third joining
+mid-stream), presence, revocation, gathering figures, an outage that loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+
+import realtime
+from realtime.bus import BackplaneInterrupted, backplane, messages
+from realtime.bus.backends.nats import NatsBackplane
+from realtime.core.gather import agather
+from realtime.models import Event
+from tests.e2e.test_faults import PUBLISHER, collect
+from tests.servers import ROOT, WSClient, arun_manage, free_port, port_open, server_env
+
+WS = "/realtime/ws/"
+NATS_SERVER = shutil.which("nats-server") or next(
+    (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if Path(p).exists()), None
+)
+
+pytestmark = [
+    pytest.mark.skipif(
+        NATS_SERVER is None,
+        reason="nats-server is not installed (`make services` installs it: apt-get install "
+        "nats-server)",
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+class Nats:
+    """A private nats-server this test can stop and start again on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}?prefix=rt-test-{django_settings.TEST_SESSION}"
+
+    def start(self) -> None:
+        assert NATS_SERVER is not None
+        self.process = subprocess.Popen(
+            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            if port_open(self.port):
+                return
+            time.sleep(0.05)
+        raise AssertionError("nats-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def nats(settings: Any) -> Any:
+    """A nats-server of this test's own, and the pytest process's backplane on it."""
+    server = Nats()
+    server.start()
+    settings.REALTIME = {**settings.REALTIME, "BACKPLANE": server.url}
+    layer = settings.CHANNEL_LAYERS["default"]
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {"hosts": [NO_REDIS]}}}
+    yield server
+    server.stop()
+
+
+# No Redis answers here: whatever still went through the channel layer would fail.
+NO_REDIS = "redis://127.0.0.1:1/0"
+
+
+def env_for(nats: Nats, **extra: str) -> dict[str, str]:
+    return {
+        "REALTIME_BACKPLANE": nats.url,
+        "REALTIME_RECONCILE_INTERVAL": "0.5",
+        "REDIS_URL": NO_REDIS,
+        **extra,
+    }
+
+
+def message(stream: str, seq: int, size: int = 10) -> dict[str, Any]:
+    return {"type": "realtime.event", "stream": stream, "seq": seq, "frame": "x" * size}
+
+
+async def receive_all(bp: Any, channel: str, count: int, timeout: float = 5) -> list[Any]:
+    """``count`` messages of ``channel``, batches unpacked."""
+    got: list[Any] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            got += messages.unbatch(await bp.receive(channel))
+    return got
+
+
+async def assert_silent(bp: Any, channel: str) -> None:
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            pytest.fail(f"unexpected message: {await bp.receive(channel)}")
+
+
+# --- the backend ---------------------------------------------------------------------------
+
+
+async def test_each_member_gets_each_group_message_once_in_order(nats: Nats) -> None:
+    bp = backplane()
+    assert isinstance(bp, NatsBackplane)
+    one, two = await bp.new_channel("realtime.hub"), await bp.new_channel("realtime.hub")
+    await bp.group_add("realtime.s.a.1", one)
+    await bp.group_add("realtime.s.a.1", one)  # again: still one subscription
+    await bp.group_add("realtime.s.a.1", two)
+    await bp.group_add("realtime.s.b.2", one)
+    items = [("realtime.s.a.1", message("a", n)) for n in range(1, 151)]
+    items.insert(70, ("realtime.s.b.2", message("b", 1)))
+    await bp.group_send_many(items)
+    got = await receive_all(bp, one, 151)
+    assert [m["seq"] for m in got if m["stream"] == "a"] == list(range(1, 151))
+    assert [m["seq"] for m in got if m["stream"] == "b"] == [1]
+    assert [m["seq"] for m in await receive_all(bp, two, 150)] == list(range(1, 151))
+    await assert_silent(bp, one)
+    await assert_silent(bp, two)
+
+    await bp.group_discard("realtime.s.a.1", two)
+    await bp.send(two, message("direct", 1))  # a channel of its own still receives
+    await bp.group_send("realtime.s.a.1", message("a", 151))
+    assert (await bp.receive(one))["seq"] == 151
+    assert (await bp.receive(two))["stream"] == "direct"
+    await assert_silent(bp, two)
+
+    await bp.close_channel(one)  # left its groups: the group has no member now
+    await bp.group_send("realtime.s.a.1", message("a", 152))
+    await bp.group_add("realtime.s.a.1", two)
+    await bp.group_send("realtime.s.a.1", message("a", 153))
+    assert (await bp.receive(two))["seq"] == 153
+
+
+async def test_bad_names_fail_their_caller_and_big_batches_are_split(nats: Nats) -> None:
+    bp = backplane()
+    channel = await bp.new_channel("realtime.hub")
+    with pytest.raises(TypeError, match="not valid"):
+        await bp.group_add("spaces are not allowed", channel)
+    with pytest.raises(TypeError, match="not valid"):
+        await bp.group_send("g>", message("a", 1))
+    await bp.group_add("big", channel)
+    # 100 events of 30 kB: 3 MB, over the server's max_payload (1 MB) as one batch.
+    await bp.group_send_many([("big", message("big", n, 30_000)) for n in range(1, 101)])
+    events = [m["seq"] for m in await receive_all(bp, channel, 100)]
+    assert events == list(range(1, 101))
+    many = messages.events("big", [message("big", n, 30_000) for n in range(101, 201)], None)
+    await bp.group_send("big", many)
+    got = [e["seq"] for m in await receive_all(bp, channel, 2) for e in m["events"]]
+    while len(got) < 100:  # split in halves until each part fits
+        got += [e["seq"] for m in await receive_all(bp, channel, 1) for e in m["events"]]
+    assert got == list(range(101, 201))
+
+
+async def test_a_reconnect_interrupts_receive_once_then_delivery_resumes(nats: Nats) -> None:
+    bp = backplane()
+    channel = await bp.new_channel("realtime.hub")
+    await bp.group_add("g", channel)
+    nats.stop()
+    await asyncio.sleep(1)
+    nats.start()
+    with pytest.raises(BackplaneInterrupted):
+        async with asyncio.timeout(10):
+            await bp.receive(channel)
+    # nats-py subscribed again: a message sent now arrives.
+    async with asyncio.timeout(10):
+        while True:
+            await bp.group_send("g", message("g", 1))
+            try:
+                async with asyncio.timeout(0.5):
+                    assert (await bp.receive(channel))["seq"] == 1
+                    break
+            except TimeoutError:
+                continue
+
+
+def test_the_setting_is_checked(settings: Any) -> None:
+    from realtime.conf import SettingError, realtime_settings
+
+    for wrong in ("redis://127.0.0.1", "nats://", 4222):
+        settings.REALTIME = {"BACKPLANE": wrong}
+        with pytest.raises(SettingError, match="BACKPLANE"):
+            realtime_settings.validate()
+    settings.REALTIME = {"BACKPLANE": "nats://a:4222,nats://b:4222?prefix=app-1"}
+    found = backplane()
+    assert isinstance(found, NatsBackplane)
+    assert (found.servers, found.prefix) == (["nats://a:4222", "nats://b:4222"], "app-1")
+    assert found.group_subject("realtime.s.x.1") == "realtime.app-1.g.realtime~s~x~1"
+
+
+# --- daphne processes over NATS ------------------------------------------------------------
+
+
+async def open_ws(server: Any, stream: str | None = None, **fields: Any) -> WSClient:
+    ws = await WSClient(server.ws_url + WS).connect()
+    await ws.recv_until(lambda f: f["type"] == "welcome")
+    if stream is not None:
+        await ws.send_json({"type": "subscribe", "stream": stream, **fields})
+        await ws.recv_until(lambda f: f["type"] == "subscribed")
+    return ws
+
+
+async def test_every_process_gets_every_event_once_and_a_third_joins_mid_stream(
+    daphne_server: Any, nats: Nats
+) -> None:
+    env = env_for(nats)
+    servers = [daphne_server(env), daphne_server(env)]
+    stream = "public:nats"
+    clients = [await open_ws(server, stream, since=0) for server in servers]
+    for n in range(1, 31):
+        await realtime.apublish(stream, "tick", {"n": n})
+    # The sync path (the sender thread, flushed at exit), from a process of its own.
+    await arun_manage("realtime_publish", stream, "tick", '{"n": 31}', env=server_env(env))
+    third = daphne_server(env)  # joins mid-stream: no change to the others
+    late = await open_ws(third, stream, since=0)
+    for n in range(32, 61):
+        await realtime.apublish(stream, "tick", {"n": n})
+    for ws in [*clients, late]:
+        assert await collect(ws, stream, 60, timeout=5) == list(range(1, 61))
+        await ws.close()
+    # Over NATS, not repaired by the reconciler: each hub received the events live (the
+    # third at least those published after it joined).
+    received = sorted((await received_by_server()).values())
+    assert len(received) == 3 and received[0] >= 29 and received[1] >= 60, received
+
+
+async def test_presence_and_revocation_cross_processes(daphne_server: Any, nats: Nats) -> None:
+    env = env_for(nats)
+    one, two = daphne_server(env), daphne_server(env)
+    stream = "public:chat:nats"
+    watcher = await open_ws(one)
+    await watcher.send_json({"type": "subscribe", "stream": stream, "presence": {}})
+    await watcher.recv_until(lambda f: f["type"] == "presence.state")
+    joiner = await WSClient(two.ws_url + WS + "?client_id=tab").connect()
+    welcome = await joiner.recv_until(lambda f: f["type"] == "welcome")
+    await joiner.send_json({"type": "subscribe", "stream": stream, "presence": {"v": 1}})
+    joined = await watcher.recv_until(lambda f: f["type"] == "presence.join", timeout=5)
+    assert joined["key"] == "anon:tab"
+    await realtime.arevoke(connection=welcome["connection_id"])
+    assert await joiner.wait_closed(timeout=5) == 4401
+    left = await watcher.recv_until(lambda f: f["type"] == "presence.leave", timeout=10)
+    assert left["key"] == "anon:tab"
+    await watcher.close()
+
+
+async def test_figures_are_gathered_from_every_process(daphne_server: Any, nats: Nats) -> None:
+    env = env_for(nats)
+    servers = [daphne_server(env), daphne_server(env)]
+    clients = [await open_ws(server) for server in servers]  # each hub starts (a lease)
+    gathered = await agather(3.0)
+    assert gathered.error is None
+    assert (gathered.expected, gathered.reporting) == (2, 2)
+    assert len({reply["server"] for reply in gathered.replies}) == 2
+    for ws in clients:
+        await ws.close()
+
+
+async def test_a_nats_outage_loses_nothing_and_delivery_resumes(
+    daphne_server: Any, nats: Nats
+) -> None:
+    env = env_for(nats, REALTIME_HEARTBEAT_TIMEOUT="60")
+    servers = [daphne_server(env), daphne_server(env)]
+    stream, count = "public:outage", 80
+    clients = [await open_ws(server, stream, since=0) for server in servers]
+    publisher = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISHER.format(count=count, stream=stream, pause=0.1),
+        cwd=ROOT, env=server_env(env),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.sleep(1.5)
+    nats.stop()  # five seconds without NATS, while events keep being published
+    await asyncio.sleep(5)
+    nats.start()
+    async with asyncio.timeout(60):
+        _, err = await publisher.communicate()
+    assert publisher.returncode == 0, err.decode()
+    for ws in clients:
+        assert await collect(ws, stream, count, timeout=20) == list(range(1, count + 1))
+    assert (
+        await asyncio.to_thread(lambda: Event.objects.filter(stream__name=stream).count()) == count
+    )
+    # Live again by itself: the next events come over NATS (each hub's "received" counts
+    # the backplane's events, never the reconciler's).
+    before = await received_by_server()
+    for n in range(1, 11):
+        await realtime.apublish(stream, "tick", {"after": n})
+    for ws in clients:
+        assert await collect(ws, stream, count + 10, timeout=5) == list(range(81, 91))
+        await ws.close()
+    after = await received_by_server()
+    assert set(after) == set(before) and len(after) == 2
+    assert all(after[server] - before[server] >= 10 for server in after), (before, after)
+
+
+async def received_by_server() -> dict[str, int]:
+    gathered = await agather(3.0)
+    assert gathered.complete, gathered
+    return {reply["server"]: reply["stats"]["received"] for reply in gathered.replies}
