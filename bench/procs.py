@@ -173,15 +173,19 @@ class Processes:
         self.tmp, self.env = tmp, env
         self.running: list[Proc] = []
         self.redis: Proc | None = None
+        self.nats: Proc | None = None
         self.redis_version = "-"
 
-    async def spawn(self, name: str, *argv: str, control: bool = False) -> Proc:
+    async def spawn(
+        self, name: str, *argv: str, control: bool = False, env: dict[str, str] | None = None
+    ) -> Proc:
+        """Start ``argv`` (with ``env`` over the bench's environment)."""
         logfile = self.tmp / f"{name}.log"
         with logfile.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=BASE_DIR,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=asyncio.subprocess.PIPE if control else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE if control else out,
                 stderr=out,
@@ -248,6 +252,17 @@ class Processes:
         out, _ = await asyncio.wait_for(version.communicate(), 10)
         words = out.decode().split()
         self.redis_version = next((w[2:] for w in words if w.startswith("v=")), "-")
+
+    async def start_nats(self) -> str:
+        """Our own nats-server (core NATS, no JetStream) on a free port; returns its URL."""
+        # Debian installs it in /usr/sbin, which is not on every PATH.
+        binary = shutil.which("nats-server", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+        if binary is None:
+            raise BenchError("no nats-server installed (scripts/services.sh nats installs it)")
+        port = free_port()
+        self.nats = await self.spawn("nats", binary, "-a", "127.0.0.1", "-p", str(port))
+        await self.wait_listening(self.nats, port)
+        return f"nats://127.0.0.1:{port}"
 
     async def migrate(self) -> None:
         log("migrating the benchmark database...")

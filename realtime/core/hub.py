@@ -362,7 +362,7 @@ class Hub:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError from None  # an error the cancellation caused
-                logger.warning("Channel layer receive failed; retrying.", exc_info=True)
+                logger.warning("Backplane receive failed; retrying.", exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 await self.rejoin_all()
