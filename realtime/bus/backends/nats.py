@@ -97,8 +97,9 @@ class NatsBackplane(Backplane):
 
     @classmethod
     def from_url(cls, url: str) -> NatsBackplane:
-        """``nats://a:4222,nats://b:4222?prefix=name`` (``tls://`` for TLS; credentials as
-        ``nats://user:password@host:4222`` or ``nats://token@host:4222``)."""
+        """``nats://a:4222,nats://b:4222?prefix=name`` (credentials as
+        ``nats://user:password@host:4222`` or ``nats://token@host:4222``). TLS is used when
+        the server requires it (``tls://`` says so), verified against the system's CAs."""
         parts = urlsplit(url)
         servers = [
             part if "://" in part else f"{parts.scheme}://{part}"
@@ -121,8 +122,9 @@ class NatsBackplane(Backplane):
         task = self._links.get(loop)
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             if task is None:
-                for old in [old for old in self._links if old.is_closed()]:
-                    del self._links[old]
+                # list(): another thread's loop (the sender's) may add its link meanwhile.
+                for old in [old for old in list(self._links) if old.is_closed()]:
+                    self._links.pop(old, None)
                 _close_with(loop, self._close_link)
             task = self._links[loop] = loop.create_task(self._connect())
         # Shielded: a caller cancelled while connecting must not cancel the others' connect.
