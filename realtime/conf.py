@@ -73,7 +73,8 @@ DEFAULTS: dict[str, Any] = {
     # Channel layer alias (in CHANNEL_LAYERS) used for fan-out between processes.
     "CHANNEL_LAYER": "default",
     # The backplane between server processes (docs/deployment.md): None for the channel
-    # layer above, or a NATS URL, "nats://host:4222[,nats://host2:4222][?prefix=...]".
+    # layer above, a NATS URL, "nats://host:4222[,nats://host2:4222][?prefix=...]", or Redis
+    # Cluster's sharded pub/sub, "redis-cluster://host:7000,host:7001[?prefix=...]".
     "BACKPLANE": None,
     # Seconds between each process's stats report: alert checks, and the admin dashboard's
     # live figures (sent to the staff-only ``realtime:admin:stats`` stream).
@@ -196,11 +197,14 @@ def _slow_consumers(value: Any) -> str | None:
 
 
 # URL schemes ``REALTIME["BACKPLANE"]`` takes (``realtime.bus.backends``).
-BACKPLANE_SCHEMES = ("nats", "tls")
+BACKPLANE_SCHEMES = ("nats", "tls", "redis-cluster")
 
 
 def _backplane(value: Any) -> str | None:
-    wanted = "None (the channel layer) or a URL nats://host:port[,...][?prefix=name]"
+    wanted = (
+        "None (the channel layer) or a URL nats://host:port[,...][?prefix=name] or "
+        "redis-cluster://host:port[,...][?prefix=name]"
+    )
     if value is None:
         return None
     if not isinstance(value, str) or value.split("://", 1)[0] not in BACKPLANE_SCHEMES:

@@ -10,7 +10,9 @@ failed; with the slots, bursts queue for a moment instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import logging
+import types
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar, cast
 
@@ -81,3 +83,25 @@ async def slot() -> AsyncIterator[None]:
     """Hold one of the running loop's ``LAYER_CONCURRENCY`` slots for a layer call."""
     async with loop_local(_slots, lambda: asyncio.Semaphore(LAYER_CONCURRENCY)):
         yield
+
+
+def close_with_loop(
+    loop: asyncio.AbstractEventLoop,
+    close: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, None]],
+) -> None:
+    """Run ``close(loop)`` when ``loop`` closes, as channels-redis closes its pools (its
+    ``_wrap_close``): a loop that ends (``async_to_sync``'s, a test's) takes a backplane's
+    connection with it."""
+    original = loop.close
+
+    def wrapper(self: asyncio.AbstractEventLoop) -> None:
+        self.close = original  # type: ignore[method-assign]
+        try:
+            loop.run_until_complete(close(loop))
+        except Exception:
+            logging.getLogger("realtime.bus").debug(
+                "Closing a backplane connection with its loop failed.", exc_info=True
+            )
+        original()
+
+    loop.close = types.MethodType(wrapper, loop)  # type: ignore[method-assign]

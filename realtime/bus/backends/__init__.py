@@ -1,7 +1,8 @@
 """Backplanes: how the hubs of several server processes reach each other.
 
 ``backplane()`` is the one ``REALTIME["BACKPLANE"]`` names: ``None`` (the default) for the
-Channels layer (``channels``), a ``nats://`` or ``tls://`` URL for NATS (``nats``). Each is a
+Channels layer (``channels``), a ``nats://`` or ``tls://`` URL for NATS (``nats``), a
+``redis-cluster://`` URL for Redis Cluster's sharded pub/sub (``rediscluster``). Each is a
 ``Backplane`` (``base``); docs/deployment.md says how to choose.
 """
 
@@ -36,6 +37,10 @@ def backplane() -> Backplane:
                 f"pip install 'django-realtime[nats]' ({exc})."
             ) from exc
         return NatsBackplane.from_url(url)
+    if urlsplit(url).scheme == "redis-cluster":
+        from realtime.bus.backends.rediscluster import RedisClusterBackplane
+
+        return RedisClusterBackplane.from_url(url)
     raise ImproperlyConfigured(f"REALTIME['BACKPLANE'] = {url!r} names no backplane.")
 
 

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import socket
-import types
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
 from realtime.bus.backends.base import Backplane, BackplaneInterrupted, Pair
+from realtime.bus.groups import subject_token
+from realtime.bus.layer import close_with_loop
 from realtime.bus.messages import BATCH, EVENTS, batches, events
 
 logger = logging.getLogger("realtime.bus")
@@ -56,20 +57,9 @@ MAX_OUTSTANDING_PINGS = 2
 # Seconds a send waits for the server to confirm what it wrote (a PING's PONG).
 FLUSH_TIMEOUT = 2
 
-# Channel-layer names (``channels.layers``: letters, digits, ``_.-`` and ``!``), which the
-# subjects keep readable; anything else is refused as channel layers refuse it.
-_NAME = re.compile(r"^[A-Za-z0-9_.!-]{1,99}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Put in a channel's queue by a reconnect: ``receive`` raises when it comes to it.
 _INTERRUPTED = b""
-
-
-def _token(name: str, kind: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise TypeError(
-            f"{kind} name {name!r} is not valid: 1-99 letters, digits, '_', '.', '-' or '!'."
-        )
-    return name.replace(".", "~")
 
 
 @dataclass
@@ -111,10 +101,10 @@ class NatsBackplane(Backplane):
 
     # --- subjects ------------------------------------------------------------------------
     def group_subject(self, group: str) -> str:
-        return f"{self.root}.g.{_token(group, 'Group')}"
+        return f"{self.root}.g.{subject_token(group, 'Group')}"
 
     def channel_subject(self, channel: str) -> str:
-        return f"{self.root}.c.{_token(channel, 'Channel')}"
+        return f"{self.root}.c.{subject_token(channel, 'Channel')}"
 
     # --- connections ---------------------------------------------------------------------
     async def _link(self) -> _Link:
@@ -125,7 +115,7 @@ class NatsBackplane(Backplane):
                 # list(): another thread's loop (the sender's) may add its link meanwhile.
                 for old in [old for old in list(self._links) if old.is_closed()]:
                     self._links.pop(old, None)
-                _close_with(loop, self._close_link)
+                close_with_loop(loop, self._close_link)
             task = self._links[loop] = loop.create_task(self._connect())
         # Shielded: a caller cancelled while connecting must not cancel the others' connect.
         return await asyncio.shield(task)
@@ -300,25 +290,6 @@ async def _flushed(client: Client) -> None:
     nats-py holds it in its buffer and sends it on reconnect."""
     if client.is_connected:
         await client.flush(FLUSH_TIMEOUT)
-
-
-def _close_with(
-    loop: asyncio.AbstractEventLoop,
-    close: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, None]],
-) -> None:
-    """Run ``close(loop)`` when ``loop`` closes, as channels-redis closes its pools (its
-    ``_wrap_close``): a loop that ends (``async_to_sync``, a test's) takes its connection."""
-    original = loop.close
-
-    def wrapper(self: asyncio.AbstractEventLoop) -> None:
-        self.close = original  # type: ignore[method-assign]
-        try:
-            loop.run_until_complete(close(loop))
-        except Exception:
-            logger.debug("Closing the NATS backplane's connection failed.", exc_info=True)
-        original()
-
-    loop.close = types.MethodType(wrapper, loop)  # type: ignore[method-assign]
 
 
 __all__ = ["NatsBackplane"]

@@ -1,7 +1,8 @@
-"""The NATS backplane (``REALTIME["BACKPLANE"] = "nats://..."``): the backend on a real
-nats-server of the test's own (stopped and started again for the outage tests), and real
-daphne processes fanning out over it: delivery across processes (a third joining
-mid-stream), presence, revocation, gathering figures, an outage that loses nothing."""
+"""Backplanes other than the channel layer (``REALTIME["BACKPLANE"]``): NATS and Redis
+Cluster, each on real servers of the test's own (stopped and started again for the outage
+tests). The backends themselves, and real daphne processes fanning out over each: delivery
+across processes (a third joining mid-stream), presence, revocation, gathering figures, an
+outage that loses nothing."""
 
 from __future__ import annotations
 
@@ -20,36 +21,44 @@ from django.conf import settings as django_settings
 import realtime
 from realtime.bus import BackplaneInterrupted, backplane, messages
 from realtime.bus.backends.nats import NatsBackplane
+from realtime.bus.backends.rediscluster import RedisClusterBackplane
+from realtime.bus.groups import group_name
 from realtime.core.gather import agather
 from realtime.models import Event
 from tests.e2e.test_faults import PUBLISHER, collect
 from tests.servers import ROOT, WSClient, arun_manage, free_port, port_open, server_env
 
 WS = "/realtime/ws/"
-NATS_SERVER = shutil.which("nats-server") or next(
-    (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if Path(p).exists()), None
-)
+# Debian installs nats-server in /usr/sbin, which is not on every PATH.
+NATS_SERVER = shutil.which("nats-server", path=f"{sys.exec_prefix}/bin:/usr/bin:/usr/sbin")
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
 
-pytestmark = [
-    pytest.mark.skipif(
-        NATS_SERVER is None,
-        reason="nats-server is not installed (`make services` installs it: apt-get install "
-        "nats-server)",
-    ),
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def prefix() -> str:
+    return f"rt-test-{django_settings.TEST_SESSION}"
+
+
+def wait_for(ready: Any, what: str, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while not ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not start within {within:g} s")
+        time.sleep(0.05)
 
 
 class Nats:
     """A private nats-server this test can stop and start again on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}?prefix=rt-test-{django_settings.TEST_SESSION}"
+        return f"nats://127.0.0.1:{self.port}?prefix={prefix()}"
 
     def start(self) -> None:
         assert NATS_SERVER is not None
@@ -58,22 +67,142 @@ class Nats:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(100):
-            if port_open(self.port):
-                return
-            time.sleep(0.05)
-        raise AssertionError("nats-server did not start")
+        wait_for(lambda: port_open(self.port), "nats-server")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
 
+    def stop_for(self, stream: str) -> None:
+        """Stop what carries ``stream``'s messages: the server."""
+        self.stop()
+
+    def restart(self) -> None:
+        self.start()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a port too, and free."""
+    while True:
+        port = free_port()
+        if port < 55000 and not port_open(port + 10000):
+            return port
+
+
+class RedisCluster:
+    """Three redis-server primaries in cluster mode (no replicas; a node's slots are down
+    while it is), each startable and stoppable on its port, its nodes.conf kept."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.ports = [cluster_port() for _ in range(3)]
+        self.workdir = workdir
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopped: list[int] = []
+
+    @property
+    def url(self) -> str:
+        nodes = ",".join(f"127.0.0.1:{port}" for port in self.ports[:2])
+        return f"redis-cluster://{nodes}?prefix={prefix()}"
+
+    def start_node(self, port: int) -> None:
+        assert REDIS_SERVER is not None
+        folder = self.workdir / f"node-{port}"
+        folder.mkdir(exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(folder), "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+             "--cluster-require-full-coverage", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(lambda: port_open(port), f"redis-server {port}")
+
+    def cli(self, port: int, *args: str) -> str:
+        assert REDIS_CLI is not None
+        return subprocess.run(
+            [REDIS_CLI, "-p", str(port), *args], capture_output=True, text=True, timeout=30,
+            check=True,
+        ).stdout  # fmt: skip
+
+    def start(self) -> None:
+        for port in self.ports:
+            self.start_node(port)
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        self.cli(self.ports[0], "--cluster", "create", *nodes, "--cluster-yes")
+        self.wait_ok()
+
+    def wait_ok(self) -> None:
+        wait_for(
+            lambda: all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.ports),
+            "the cluster",
+            within=30,
+        )
+
+    def stop_node(self, port: int) -> None:
+        process = self.processes.pop(port, None)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop(self) -> None:
+        for port in list(self.processes):
+            self.stop_node(port)
+
+    def stop_for(self, stream: str) -> None:
+        """Stop the node that owns the slot of ``stream``'s group."""
+        found = backplane()
+        subject = found.group_subject(group_name(stream))  # type: ignore[attr-defined]
+        slot = int(self.cli(self.ports[0], "cluster", "keyslot", subject))
+        for line in self.cli(self.ports[0], "cluster", "nodes").splitlines():
+            fields = line.split()
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for span in fields[8:]:
+                low, _, high = span.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    self.stopped.append(port)
+                    self.stop_node(port)
+                    return
+        raise AssertionError(f"no node owns slot {slot}")
+
+    def restart(self) -> None:
+        for port in self.stopped:
+            self.start_node(port)
+        self.stopped.clear()
+        self.wait_ok()
+
+
+SERVERS = {"nats": Nats, "redis-cluster": RedisCluster}
+MISSING = {
+    "nats": NATS_SERVER is None,
+    "redis-cluster": REDIS_SERVER is None or REDIS_CLI is None,
+}
+
+
+@pytest.fixture(params=list(SERVERS))
+def plane(request: pytest.FixtureRequest, settings: Any, tmp_path: Path) -> Any:
+    """A backplane's servers of this test's own, and the pytest process's backplane on them."""
+    if MISSING[request.param]:
+        pytest.skip(f"{request.param}: its server is not installed (`make test` installs it)")
+    server = SERVERS[request.param](tmp_path)
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    settings.REALTIME = {**settings.REALTIME, "BACKPLANE": server.url}
+    layer = settings.CHANNEL_LAYERS["default"]
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {"hosts": [NO_REDIS]}}}
+    yield server
+    server.stop()
+
 
 @pytest.fixture
-def nats(settings: Any) -> Any:
-    """A nats-server of this test's own, and the pytest process's backplane on it."""
-    server = Nats()
+def nats(settings: Any, tmp_path: Path) -> Any:
+    """The NATS backplane on a nats-server of this test's own."""
+    if NATS_SERVER is None:
+        pytest.skip("nats-server is not installed (`make test` installs it)")
+    server = Nats(tmp_path)
     server.start()
     settings.REALTIME = {**settings.REALTIME, "BACKPLANE": server.url}
     layer = settings.CHANNEL_LAYERS["default"]
@@ -86,9 +215,9 @@ def nats(settings: Any) -> Any:
 NO_REDIS = "redis://127.0.0.1:1/0"
 
 
-def env_for(nats: Nats, **extra: str) -> dict[str, str]:
+def env_for(plane: Any, **extra: str) -> dict[str, str]:
     return {
-        "REALTIME_BACKPLANE": nats.url,
+        "REALTIME_BACKPLANE": plane.url,
         "REALTIME_RECONCILE_INTERVAL": "0.5",
         "REDIS_URL": NO_REDIS,
         **extra,
@@ -117,9 +246,9 @@ async def assert_silent(bp: Any, channel: str) -> None:
 # --- the backend ---------------------------------------------------------------------------
 
 
-async def test_each_member_gets_each_group_message_once_in_order(nats: Nats) -> None:
+async def test_each_member_gets_each_group_message_once_in_order(plane: Any) -> None:
     bp = backplane()
-    assert isinstance(bp, NatsBackplane)
+    assert type(bp).__name__ in ("NatsBackplane", "RedisClusterBackplane")
     one, two = await bp.new_channel("realtime.hub"), await bp.new_channel("realtime.hub")
     await bp.group_add("realtime.s.a.1", one)
     await bp.group_add("realtime.s.a.1", one)  # again: still one subscription
@@ -203,6 +332,11 @@ def test_the_setting_is_checked(settings: Any) -> None:
     assert isinstance(found, NatsBackplane)
     assert (found.servers, found.prefix) == (["nats://a:4222", "nats://b:4222"], "app-1")
     assert found.group_subject("realtime.s.x.1") == "realtime.app-1.g.realtime~s~x~1"
+    settings.REALTIME = {"BACKPLANE": "redis-cluster://a:7000,b?prefix=app-2"}
+    cluster = backplane()
+    assert isinstance(cluster, RedisClusterBackplane)
+    assert (cluster.nodes, cluster.prefix) == ([("a", 7000), ("b", 6379)], "app-2")
+    assert cluster.channel_subject("realtime.hub.1!x") == "realtime.app-2.c.realtime~hub~1!x"
 
 
 # --- daphne processes over NATS ------------------------------------------------------------
@@ -218,9 +352,9 @@ async def open_ws(server: Any, stream: str | None = None, **fields: Any) -> WSCl
 
 
 async def test_every_process_gets_every_event_once_and_a_third_joins_mid_stream(
-    daphne_server: Any, nats: Nats
+    daphne_server: Any, plane: Any
 ) -> None:
-    env = env_for(nats)
+    env = env_for(plane)
     servers = [daphne_server(env), daphne_server(env)]
     stream = "public:nats"
     clients = [await open_ws(server, stream, since=0) for server in servers]
@@ -241,8 +375,8 @@ async def test_every_process_gets_every_event_once_and_a_third_joins_mid_stream(
     assert len(received) == 3 and received[0] >= 29 and received[1] >= 60, received
 
 
-async def test_presence_and_revocation_cross_processes(daphne_server: Any, nats: Nats) -> None:
-    env = env_for(nats)
+async def test_presence_and_revocation_cross_processes(daphne_server: Any, plane: Any) -> None:
+    env = env_for(plane)
     one, two = daphne_server(env), daphne_server(env)
     stream = "public:chat:nats"
     watcher = await open_ws(one)
@@ -260,8 +394,8 @@ async def test_presence_and_revocation_cross_processes(daphne_server: Any, nats:
     await watcher.close()
 
 
-async def test_figures_are_gathered_from_every_process(daphne_server: Any, nats: Nats) -> None:
-    env = env_for(nats)
+async def test_figures_are_gathered_from_every_process(daphne_server: Any, plane: Any) -> None:
+    env = env_for(plane)
     servers = [daphne_server(env), daphne_server(env)]
     clients = [await open_ws(server) for server in servers]  # each hub starts (a lease)
     gathered = await agather(3.0)
@@ -272,10 +406,9 @@ async def test_figures_are_gathered_from_every_process(daphne_server: Any, nats:
         await ws.close()
 
 
-async def test_a_nats_outage_loses_nothing_and_delivery_resumes(
-    daphne_server: Any, nats: Nats
-) -> None:
-    env = env_for(nats, REALTIME_HEARTBEAT_TIMEOUT="60")
+async def test_an_outage_loses_nothing_and_delivery_resumes(daphne_server: Any, plane: Any) -> None:
+    """NATS stopped, or the cluster node that carries the stream, for five seconds."""
+    env = env_for(plane, REALTIME_HEARTBEAT_TIMEOUT="60")
     servers = [daphne_server(env), daphne_server(env)]
     stream, count = "public:outage", 80
     clients = [await open_ws(server, stream, since=0) for server in servers]
@@ -285,9 +418,9 @@ async def test_a_nats_outage_loses_nothing_and_delivery_resumes(
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     await asyncio.sleep(1.5)
-    nats.stop()  # five seconds without NATS, while events keep being published
+    plane.stop_for(stream)  # five seconds without it, while events keep being published
     await asyncio.sleep(5)
-    nats.start()
+    await asyncio.to_thread(plane.restart)
     async with asyncio.timeout(60):
         _, err = await publisher.communicate()
     assert publisher.returncode == 0, err.decode()
