@@ -63,9 +63,11 @@ APPROACHES = {
     "naive": ("bench.naive_asgi:application", "/naive/ws/"),
     # The app with NATS as the backplane (REALTIME_BACKPLANE) instead of the channel layer.
     "realtime-nats": ("project.asgi:application", "/realtime/ws/?batch=1"),
+    # ... and with Redis Cluster's sharded pub/sub (three primaries of the bench's own).
+    "realtime-redis-cluster": ("project.asgi:application", "/realtime/ws/?batch=1"),
 }
 # The publisher's way of publishing for each approach (bench.publisher --approach).
-PUBLISHES_AS = {"realtime-nats": "realtime"}
+PUBLISHES_AS = {"realtime-nats": "realtime", "realtime-redis-cluster": "realtime"}
 REPLY_TIMEOUT = 30.0
 TARGET_RATIO = 5.0
 # Events/s per step. With 500 subscribers a step delivers 500x this. On two cores the naive
@@ -99,6 +101,10 @@ class ApproachRun:
             if self.bench.nats_url is None:
                 self.bench.nats_url = await self.procs.start_nats()
             env["REALTIME_BACKPLANE"] = self.bench.nats_url
+        if self.name == "realtime-redis-cluster":
+            if self.bench.cluster_url is None:
+                self.bench.cluster_url = await self.procs.start_redis_cluster()
+            env["REALTIME_BACKPLANE"] = self.bench.cluster_url
         proc = await self.procs.spawn(f"{self.name}-{name}", *argv, control=control, env=env)
         self.started.append(proc)
         return proc
@@ -126,6 +132,9 @@ class ApproachRun:
                 self.roles["redis"] = self.procs.redis
             if self.name == "realtime-nats" and self.procs.nats is not None:
                 self.roles["nats"] = self.procs.nats
+            if self.name == "realtime-redis-cluster":
+                for i, node in enumerate(self.procs.cluster):
+                    self.roles[f"cluster{i + 1}"] = node
             warm = await self.warm_up(publisher)
             steps = await self.climb(publisher)
             for client in self.clients:
@@ -279,6 +288,7 @@ class Bench:
             env["DATABASE_URL"] = self.pg.url
         self.procs = Processes(self.tmp, env)
         self.nats_url: str | None = None  # started for the first realtime-nats process
+        self.cluster_url: str | None = None  # for the first realtime-redis-cluster one
         self.quiet_budget: float = args.wait_quiet
 
     async def wait_quiet(self, name: str) -> float:
@@ -371,9 +381,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--approaches",
         type=lambda s: s.split(","),
-        default=["naive", "realtime-single", "realtime", "realtime-nats"],
-        help="which to run, in order (default naive,realtime-single,realtime,realtime-nats: "
-        "the last is the app over NATS instead of the Redis channel layer)",
+        default=["naive", "realtime-single", "realtime", "realtime-nats", "realtime-redis-cluster"],
+        help="which to run, in order (default naive,realtime-single,realtime,realtime-nats,"
+        "realtime-redis-cluster: the last two are the app over NATS and over Redis Cluster's "
+        "sharded pub/sub instead of the Redis channel layer)",
     )
     parser.add_argument(
         "--wait-quiet",
