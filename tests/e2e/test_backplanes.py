@@ -25,7 +25,7 @@ from realtime.bus.backends.rediscluster import RedisClusterBackplane
 from realtime.bus.groups import group_name
 from realtime.core.gather import agather
 from realtime.models import Event
-from tests.e2e.test_faults import PUBLISHER, collect
+from tests.e2e.test_faults import PUBLISHER, Redis, collect
 from tests.servers import ROOT, WSClient, arun_manage, free_port, port_open, server_env
 
 WS = "/realtime/ws/"
@@ -446,3 +446,62 @@ async def received_by_server() -> dict[str, int]:
     gathered = await agather(3.0)
     assert gathered.complete, gathered
     return {reply["server"]: reply["stats"]["received"] for reply in gathered.replies}
+
+
+# --- the channel layer, sharded over two Redis servers ------------------------------------
+
+
+async def test_the_channel_layer_sharded_over_two_redis_servers(
+    daphne_server: Any, settings: Any, tmp_path: Path
+) -> None:
+    """channels-redis with two ``hosts`` (each group and channel on one of them, by hash):
+    the Redis fast path sends and joins per host, and every process gets every event."""
+    shards = [Redis(tmp_path), Redis(tmp_path)]
+    for shard in shards:
+        shard.start()
+    try:
+        urls = [shard.url for shard in shards]
+        layer = settings.CHANNEL_LAYERS["default"]
+        hosts = [{"address": url, "socket_timeout": 15} for url in urls]
+        config = {**layer["CONFIG"], "hosts": hosts}
+        settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": config}}
+        env = {"REDIS_SHARDS": ",".join(urls), "REALTIME_RECONCILE_INTERVAL": "60"}
+        servers = [daphne_server(env), daphne_server(env)]
+        streams = [f"public:shard-{n}" for n in range(8)]
+        clients = []
+        for server in servers:
+            ws = await open_ws(server)
+            for stream in streams:
+                await ws.send_json({"type": "subscribe", "stream": stream, "since": 0})
+                await ws.recv_until(lambda f: f["type"] == "subscribed")
+            clients.append(ws)
+        for n in range(1, 6):
+            for stream in streams:
+                await realtime.apublish(stream, "tick", {"n": n})
+        await realtime.apublish_many(streams[0], [("tick", {"n": n}) for n in range(6, 11)])
+        for ws in clients:
+            got: dict[str, list[int]] = {stream: [] for stream in streams}
+            async with asyncio.timeout(10):  # the reconciler (60 s) cannot have delivered them
+                while sum(map(len, got.values())) < 8 * 5 + 5:
+                    frame = await ws.recv_json(timeout=10)
+                    if frame["type"] == "event":
+                        got[frame["stream"]].append(frame["seq"])
+            assert got[streams[0]] == list(range(1, 11))
+            assert all(got[stream] == [1, 2, 3, 4, 5] for stream in streams[1:])
+        # Both servers hold groups (the streams' and the control group): really sharded.
+        counts = [await asyncio.to_thread(keys_in, url) for url in urls]
+        assert all(count > 0 for count in counts), counts
+        for ws in clients:
+            await ws.close()
+        for server in servers:
+            server.stop()  # before their Redis servers
+    finally:
+        for shard in shards:
+            shard.stop()
+
+
+def keys_in(url: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        return int(client.dbsize())
