@@ -60,6 +60,7 @@ class _Link:
     queues: dict[str, asyncio.Queue[bytes]] = field(default_factory=dict)
     members: dict[str, set[str]] = field(default_factory=dict)  # subject -> channels
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # (un)subscribes in turn
+    joined: asyncio.Event = field(default_factory=asyncio.Event)  # set while subscribed
     reader: asyncio.Task[None] | None = None
 
 
@@ -125,7 +126,9 @@ class RedisClusterBackplane(Backplane):
         failing = False
         while True:
             if not link.members:
-                await asyncio.sleep(POLL)  # nothing subscribed: nothing to poll
+                # Nothing to poll (a loop that only publishes: the sync sender's).
+                link.joined.clear()
+                await link.joined.wait()
                 continue
             try:
                 message = await link.pubsub.get_sharded_message(
@@ -178,6 +181,7 @@ class RedisClusterBackplane(Backplane):
                 await link.pubsub.ssubscribe(subject)
                 members = link.members[subject] = set()
             members.add(channel)
+            link.joined.set()
 
     async def _leave(self, link: _Link, subject: str, channel: str) -> None:
         async with link.lock:
