@@ -406,6 +406,36 @@ async def test_figures_are_gathered_from_every_process(daphne_server: Any, plane
         await ws.close()
 
 
+async def test_the_admin_stream_shows_every_process(daphne_server: Any, plane: Any) -> None:
+    """Each process's figures (ephemeral ``server.stats`` events on the staff-only admin
+    stream) reach a staff client on one process from both."""
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    def staff_cookie() -> str:
+        user = get_user_model().objects.create_user("staff", password="x", is_staff=True)
+        client = Client()
+        client.force_login(user)
+        return f"sessionid={client.cookies['sessionid'].value}"
+
+    cookie = await sync_to_async(staff_cookie)()
+    env = env_for(plane, REALTIME_TEST_OVERRIDES='{"STATS_INTERVAL": 0.5}')
+    one, two = daphne_server(env), daphne_server(env)
+    other = await open_ws(two)  # its hub starts, and reports
+    ws = await WSClient(one.ws_url + WS, headers={"Cookie": cookie}).connect()
+    await ws.recv_until(lambda f: f["type"] == "welcome")
+    await ws.send_json({"type": "subscribe", "stream": "realtime:admin:stats"})
+    await ws.recv_until(lambda f: f["type"] == "subscribed")
+    seen: set[str] = set()
+    async with asyncio.timeout(15):
+        while len(seen) < 2:
+            frame = await ws.recv_until(lambda f: f["type"] == "event", timeout=15)
+            seen.add(frame["data"]["server"])
+    await ws.close()
+    await other.close()
+
+
 async def test_an_outage_loses_nothing_and_delivery_resumes(daphne_server: Any, plane: Any) -> None:
     """NATS stopped, or the cluster node that carries the stream, for five seconds."""
     env = env_for(plane, REALTIME_HEARTBEAT_TIMEOUT="60")
