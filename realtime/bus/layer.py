@@ -10,6 +10,7 @@ failed; with the slots, bursts queue for a moment instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import types
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -104,4 +105,7 @@ def close_with_loop(
             )
         original()
 
-    loop.close = types.MethodType(wrapper, loop)  # type: ignore[method-assign]
+    # A loop whose methods cannot be replaced (a C type without a __dict__) keeps the
+    # connection for the life of the process, as a server's own loop does anyway.
+    with contextlib.suppress(AttributeError, TypeError):
+        loop.close = types.MethodType(wrapper, loop)  # type: ignore[method-assign]

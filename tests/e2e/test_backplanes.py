@@ -375,6 +375,21 @@ async def test_every_process_gets_every_event_once_and_a_third_joins_mid_stream(
     assert len(received) == 3 and received[0] >= 29 and received[1] >= 60, received
 
 
+async def test_uvicorn_and_hypercorn_fan_out_over_nats(daphne_server: Any, nats: Nats) -> None:
+    """The other ASGI servers (uvicorn on uvloop where installed) over the NATS backplane."""
+    env = env_for(nats)
+    servers = [daphne_server(env, server=name) for name in ("uvicorn", "hypercorn", "daphne")]
+    stream = "public:servers"
+    clients = [await open_ws(server, stream, since=0) for server in servers]
+    for n in range(1, 6):
+        await realtime.apublish(stream, "tick", {"n": n})
+    for ws in clients:
+        assert await collect(ws, stream, 5, timeout=5) == [1, 2, 3, 4, 5]
+        await ws.close()
+    received = sorted((await received_by_server()).values())
+    assert received == [5, 5, 5], received
+
+
 async def test_presence_and_revocation_cross_processes(daphne_server: Any, plane: Any) -> None:
     env = env_for(plane)
     one, two = daphne_server(env), daphne_server(env)
