@@ -22,7 +22,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUFF := $(VENV)/bin/ruff
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := postgres,demo,test,bench
+EXTRAS := postgres,demo,nats,test,bench
 LINT_PATHS := realtime project bench tests
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed-stamp
@@ -47,7 +47,8 @@ help:
 	@echo "make js       the browser client: tsc (realtime.d.ts against the code), node --test"
 	@echo "make lint     ruff check and ruff format --check, mypy, and tsc"
 	@echo "make format   let ruff fix imports and formatting"
-	@echo "make bench    fan-out: this app against naive Channels (bench.fanout; BENCH_ARGS=--help)"
+	@echo "make bench    fan-out: this app against naive Channels, over Redis and over NATS"
+	@echo "              (bench.fanout; BENCH_ARGS=--help)"
 	@echo "make bench-publish  what one publish costs, per API, on SQLite and PostgreSQL"
 	@echo "make bench-chat  1,000 WebSocket clients in 100 rooms publishing to each other"
 	@echo "make bench-servers  daphne, uvicorn, hypercorn and granian serving the app"
@@ -153,10 +154,12 @@ test-unit: install
 	env -u REDIS_URL -u DATABASE_URL DJANGO_SETTINGS_MODULE=tests.settings \
 		$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# bench.fanout starts its own redis-server on a free port; services.sh makes sure one is
-# installed, and REDIS_URL names the tests' Redis should the benchmark want an existing one.
+# bench.fanout starts its own redis-server and nats-server on free ports; services.sh makes
+# sure they are installed, and REDIS_URL names the tests' Redis should the benchmark want an
+# existing one.
 bench: install
-	@svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
+	@scripts/services.sh nats || exit 1; \
+	svc="$$(scripts/services.sh redis)" || exit 1; set -a; eval "$$svc"; set +a; \
 	echo "== benchmark =="; \
 	$(PY) -m bench.fanout $(BENCH_ARGS)
 

@@ -61,7 +61,13 @@ APPROACHES = {
     # The same servers, fed one ``apublish`` per event even when behind (no apublish_many).
     "realtime-single": ("project.asgi:application", "/realtime/ws/?batch=1"),
     "naive": ("bench.naive_asgi:application", "/naive/ws/"),
+    # The app with NATS as the backplane (REALTIME_BACKPLANE) instead of the channel layer.
+    "realtime-nats": ("project.asgi:application", "/realtime/ws/?batch=1"),
+    # ... and with Redis Cluster's sharded pub/sub (three primaries of the bench's own).
+    "realtime-redis-cluster": ("project.asgi:application", "/realtime/ws/?batch=1"),
 }
+# The publisher's way of publishing for each approach (bench.publisher --approach).
+PUBLISHES_AS = {"realtime-nats": "realtime", "realtime-redis-cluster": "realtime"}
 REPLY_TIMEOUT = 30.0
 TARGET_RATIO = 5.0
 # Events/s per step. With 500 subscribers a step delivers 500x this. On two cores the naive
@@ -90,7 +96,16 @@ class ApproachRun:
         log(f"[{self.name}] {text}")
 
     async def spawn(self, name: str, *argv: str, control: bool = False) -> Proc:
-        proc = await self.procs.spawn(f"{self.name}-{name}", *argv, control=control)
+        env = {}
+        if self.name == "realtime-nats":
+            if self.bench.nats_url is None:
+                self.bench.nats_url = await self.procs.start_nats()
+            env["REALTIME_BACKPLANE"] = self.bench.nats_url
+        if self.name == "realtime-redis-cluster":
+            if self.bench.cluster_url is None:
+                self.bench.cluster_url = await self.procs.start_redis_cluster()
+            env["REALTIME_BACKPLANE"] = self.bench.cluster_url
+        proc = await self.procs.spawn(f"{self.name}-{name}", *argv, control=control, env=env)
         self.started.append(proc)
         return proc
 
@@ -100,7 +115,8 @@ class ApproachRun:
             await self.start_clients()
             publisher = await self.spawn(
                 "publisher",
-                *(sys.executable, "-m", "bench.publisher", "--approach", self.name),
+                *(sys.executable, "-m", "bench.publisher"),
+                *("--approach", PUBLISHES_AS.get(self.name, self.name)),
                 *("--stream", self.args.stream),
                 control=True,
             )
@@ -114,6 +130,11 @@ class ApproachRun:
             self.roles["bench"] = THIS_PROCESS
             if self.procs.redis is not None:
                 self.roles["redis"] = self.procs.redis
+            if self.name == "realtime-nats" and self.procs.nats is not None:
+                self.roles["nats"] = self.procs.nats
+            if self.name == "realtime-redis-cluster":
+                for i, node in enumerate(self.procs.cluster):
+                    self.roles[f"cluster{i + 1}"] = node
             warm = await self.warm_up(publisher)
             steps = await self.climb(publisher)
             for client in self.clients:
@@ -266,6 +287,8 @@ class Bench:
         if self.pg is not None:
             env["DATABASE_URL"] = self.pg.url
         self.procs = Processes(self.tmp, env)
+        self.nats_url: str | None = None  # started for the first realtime-nats process
+        self.cluster_url: str | None = None  # for the first realtime-redis-cluster one
         self.quiet_budget: float = args.wait_quiet
 
     async def wait_quiet(self, name: str) -> float:
@@ -358,8 +381,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--approaches",
         type=lambda s: s.split(","),
-        default=["naive", "realtime-single", "realtime"],
-        help="which to run, in order (default naive,realtime-single,realtime)",
+        default=["naive", "realtime-single", "realtime", "realtime-nats", "realtime-redis-cluster"],
+        help="which to run, in order (default naive,realtime-single,realtime,realtime-nats,"
+        "realtime-redis-cluster: the last two are the app over NATS and over Redis Cluster's "
+        "sharded pub/sub instead of the Redis channel layer)",
     )
     parser.add_argument(
         "--wait-quiet",

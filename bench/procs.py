@@ -173,15 +173,20 @@ class Processes:
         self.tmp, self.env = tmp, env
         self.running: list[Proc] = []
         self.redis: Proc | None = None
+        self.nats: Proc | None = None
+        self.cluster: list[Proc] = []
         self.redis_version = "-"
 
-    async def spawn(self, name: str, *argv: str, control: bool = False) -> Proc:
+    async def spawn(
+        self, name: str, *argv: str, control: bool = False, env: dict[str, str] | None = None
+    ) -> Proc:
+        """Start ``argv`` (with ``env`` over the bench's environment)."""
         logfile = self.tmp / f"{name}.log"
         with logfile.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=BASE_DIR,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=asyncio.subprocess.PIPE if control else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE if control else out,
                 stderr=out,
@@ -248,6 +253,54 @@ class Processes:
         out, _ = await asyncio.wait_for(version.communicate(), 10)
         words = out.decode().split()
         self.redis_version = next((w[2:] for w in words if w.startswith("v=")), "-")
+
+    async def start_nats(self) -> str:
+        """Our own nats-server (core NATS, no JetStream) on a free port; returns its URL."""
+        # Debian installs it in /usr/sbin, which is not on every PATH.
+        binary = shutil.which("nats-server", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+        if binary is None:
+            raise BenchError("no nats-server installed (scripts/services.sh nats installs it)")
+        port = free_port()
+        self.nats = await self.spawn("nats", binary, "-a", "127.0.0.1", "-p", str(port))
+        await self.wait_listening(self.nats, port)
+        return f"nats://127.0.0.1:{port}"
+
+    async def start_redis_cluster(self, nodes: int = 3) -> str:
+        """Our own Redis Cluster (``nodes`` primaries, no replicas, memory only) on free
+        ports; returns its ``redis-cluster://`` URL."""
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise BenchError("no redis-server or redis-cli on PATH for a Redis Cluster")
+        ports: list[int] = []
+        while len(ports) < nodes:  # the cluster bus listens on port + 10000
+            port = free_port()
+            if port < 55000 and port not in ports:
+                ports.append(port)
+        for port in ports:
+            folder = self.tmp / f"cluster-{port}"
+            folder.mkdir()
+            proc = await self.spawn(
+                f"cluster-{port}",
+                *(binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""),
+                *("--appendonly", "no", "--dir", str(folder), "--cluster-enabled", "yes"),
+            )
+            self.cluster.append(proc)
+            await self.wait_listening(proc, port)
+        create = await asyncio.create_subprocess_exec(
+            cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        if await asyncio.wait_for(create.wait(), 30) != 0:
+            raise BenchError("redis-cli --cluster create failed")
+        for _ in range(200):
+            info = await asyncio.create_subprocess_exec(
+                cli, "-p", str(ports[-1]), "cluster", "info", stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await asyncio.wait_for(info.communicate(), 10)
+            if b"cluster_state:ok" in out:
+                return "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+            await asyncio.sleep(0.1)
+        raise BenchError("the Redis Cluster did not become ready within 20 s")
 
     async def migrate(self) -> None:
         log("migrating the benchmark database...")

@@ -5,6 +5,8 @@ Embedded default: SQLite and the in-memory channel layer, one process. Set ``DAT
 (e.g. ``redis://127.0.0.1:6379/0``) for the Redis channel layer, which several daphne
 processes need to share events; ``rediss://`` with ``REDIS_TLS_*`` for TLS, and
 ``REDIS_SENTINELS`` for Redis Sentinel (see :func:`realtime.deploy.redis_hosts`).
+``REALTIME_BACKPLANE`` (e.g. ``nats://127.0.0.1:4222``) puts the processes' fan-out on NATS
+instead of the channel layer (``REALTIME["BACKPLANE"]``, docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ REALTIME = {
     "MAX_CONNECTIONS_PER_IP": int(_env_float("REALTIME_MAX_CONNECTIONS_PER_IP", 1000)),
     # Prometheus may read /realtime/metrics with "Authorization: Bearer <this>".
     "METRICS_TOKEN": os.environ.get("REALTIME_METRICS_TOKEN") or None,
+    # nats://host:4222[?prefix=name]: fan-out over NATS; unset: over the channel layer.
+    "BACKPLANE": os.environ.get("REALTIME_BACKPLANE") or None,
     # First match wins: the chat and cursors demos let anyone publish from the browser;
     # other public: streams are read-only for clients.
     "RULES": {

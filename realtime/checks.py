@@ -20,11 +20,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from realtime.storage import retention
 
     errors: list[Any] = []
-    alias = "default"
+    alias: str | None = "default"
     try:
         realtime_settings.reload()  # and what is parsed from it (retention and policy rules)
         realtime_settings.validate()  # every key's type and shape; imports the dotted paths
         alias = realtime_settings.CHANNEL_LAYER
+        if realtime_settings.BACKPLANE is not None:
+            from realtime.bus import backplane
+
+            backplane()  # its client library installed, its URL parsed
+            alias = None  # the channel layer is not used
         retention.rules()
         retention.presence_history()
         if issubclass(realtime_settings.POLICY, policy.RulesPolicy):
@@ -44,7 +49,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         errors += _check_runserver_limits()
     errors += _check_sqlite()
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
-    if alias not in layers:
+    if alias is not None and alias not in layers:
         errors.append(
             Error(
                 f"CHANNEL_LAYERS has no {alias!r} layer; realtime fans out through it.",
@@ -63,7 +68,8 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from realtime.core.policy import PublicPolicy, RulesPolicy
 
     try:
-        alias = realtime_settings.CHANNEL_LAYER
+        # With a backplane of its own the app does not use the channel layer.
+        alias = realtime_settings.CHANNEL_LAYER if realtime_settings.BACKPLANE is None else ""
         policy = realtime_settings.POLICY
         origins = realtime_settings.ALLOWED_ORIGINS
         rules = realtime_settings.RULES if issubclass(policy, RulesPolicy) else {}

@@ -72,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     "GC_FREEZE": True,
     # Channel layer alias (in CHANNEL_LAYERS) used for fan-out between processes.
     "CHANNEL_LAYER": "default",
+    # The backplane between server processes (docs/deployment.md): None for the channel
+    # layer above, a NATS URL, "nats://host:4222[,nats://host2:4222][?prefix=...]", or Redis
+    # Cluster's sharded pub/sub, "redis-cluster://host:7000,host:7001[?prefix=...]".
+    "BACKPLANE": None,
     # Seconds between each process's stats report: alert checks, and the admin dashboard's
     # live figures (sent to the staff-only ``realtime:admin:stats`` stream).
     "STATS_INTERVAL": 5.0,
@@ -197,6 +201,22 @@ def _slow_consumers(value: Any) -> str | None:
     return None
 
 
+# URL schemes ``REALTIME["BACKPLANE"]`` takes (``realtime.bus.backends``).
+BACKPLANE_SCHEMES = ("nats", "tls", "redis-cluster")
+
+
+def _backplane(value: Any) -> str | None:
+    wanted = (
+        "None (the channel layer) or a URL nats://host:port[,...][?prefix=name] or "
+        "redis-cluster://host:port[,...][?prefix=name]"
+    )
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.split("://", 1)[0] not in BACKPLANE_SCHEMES:
+        return wanted
+    return None if value.split("://", 1)[1].strip() else wanted
+
+
 def _patterns(value: Any) -> str | None:
     ok = isinstance(value, list | tuple) and all(isinstance(p, str) for p in value)
     return None if ok else "a list of stream patterns"
@@ -257,6 +277,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
         else 'a list of model labels ("app_label.ModelName")'
     ),
+    "BACKPLANE": _backplane,
 }
 
 # The column holding stream names is this wide; the setting may only lower it.
@@ -301,6 +322,7 @@ class RealtimeSettings:
     FLUSH_INTERVAL: float
     GC_FREEZE: bool
     CHANNEL_LAYER: str
+    BACKPLANE: str | None
     STATS_INTERVAL: float
     ALERTS: dict[str, float | None]
     METRICS_TOKEN: str | list[str] | None

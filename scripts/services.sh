@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Make sure the servers the test suite talks to are running, and say where they are.
 #
-#   scripts/services.sh            Redis, PostgreSQL, Chromium and openssl (what `make test` needs)
+#   scripts/services.sh            Redis, PostgreSQL, Chromium, openssl and nats-server (what
+#                                  `make test` needs)
 #   scripts/services.sh redis      only Redis (what `make bench` needs)
 #   scripts/services.sh postgres   only PostgreSQL
 #   scripts/services.sh browser    only Chromium (Debian's, for the browser tests)
 #   scripts/services.sh node       only Node.js and npm (for the browser client's checks)
+#   scripts/services.sh nats       only nats-server, installed (tests and bench start their own)
 #   scripts/services.sh stop       stop the private Redis this script started
 #
 # Redis: the tests use their OWN redis-server on 127.0.0.1:6399, so they never touch the
@@ -254,6 +256,20 @@ ensure_openssl() {
 }
 
 # ---------------------------------------------------------------------------------------
+# nats-server: the NATS backplane's tests (tests/e2e/test_nats.py) and `make bench` start
+# their own on a free port, so it only has to be installed (Debian's: /usr/sbin, not on
+# every PATH).
+# ---------------------------------------------------------------------------------------
+
+ensure_nats() {
+    if command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; then
+        return
+    fi
+    say "nats-server is not installed"
+    apt_install nats-server
+}
+
+# ---------------------------------------------------------------------------------------
 # Node.js and npm: the browser client's type check (tsc) and unit tests (node --test), in
 # tests/js/. Machines usually have them; else Debian's (bookworm: Node.js 18.20, enough).
 # ---------------------------------------------------------------------------------------
@@ -272,13 +288,14 @@ what="${1:-all}"
 REDIS_URL=""
 PG_DATABASE_URL=""
 case "$what" in
-    all) ensure_redis; ensure_postgres; ensure_chromium; ensure_openssl ;;
+    all) ensure_redis; ensure_postgres; ensure_chromium; ensure_openssl; ensure_nats ;;
     redis) ensure_redis ;;
+    nats) ensure_nats; exit 0 ;;
     postgres) ensure_postgres ;;
     browser) ensure_chromium ;;
     node) ensure_node; exit 0 ;;
     stop) stop_redis; exit 0 ;;
-    *) die "unknown argument '$what' (expected: all, redis, postgres, browser, node or stop)" ;;
+    *) die "unknown argument '$what' (expected: all, redis, postgres, browser, node, nats or stop)" ;;
 esac
 
 # Merge into the env file: keys not ensured by this run keep their values. Written to a

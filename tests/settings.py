@@ -12,6 +12,7 @@ the tests need is here:
 * a channels-redis prefix of the session's own, ``rt-test-<pid>``;
 * ``REALTIME`` overrides from ``REALTIME_TEST_OVERRIDES`` (JSON), so a daphne subprocess gets
   exactly the app settings a test needs, e.g. ``{"MAX_SUBSCRIPTIONS": 2}``;
+* ``REDIS_SHARDS``: the channel layer sharded over these Redis URLs instead of REDIS_URL;
 * ``tests.signal_log``, an app that logs realtime signals to ``REALTIME_TEST_SIGNAL_LOG``.
 """
 
@@ -71,3 +72,10 @@ DATABASES = {
 _layer = CHANNEL_LAYERS["default"]
 if "CONFIG" in _layer:  # the Redis layer, which make test always has (REDIS_URL)
     CHANNEL_LAYERS = {"default": {**_layer, "CONFIG": {**_layer["CONFIG"], "prefix": REDIS_PREFIX}}}
+# REDIS_SHARDS (comma-separated URLs): channels-redis sharded over several Redis servers
+# (tests/e2e/test_backplanes.py).
+if os.environ.get("REDIS_SHARDS") and "CONFIG" in _layer:
+    _urls = os.environ["REDIS_SHARDS"].split(",")
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {"address": url, "socket_timeout": 15} for url in _urls
+    ]

@@ -29,3 +29,19 @@ def group_name(stream: str) -> str:
     digest = hashlib.blake2b(stream.encode(), digest_size=12).hexdigest()
     readable = _GROUP_UNSAFE.sub("_", stream[:40])
     return f"realtime.s.{readable}.{digest}"
+
+
+# Channel-layer names (``channels.layers``: letters, digits, ``_.-`` and ``!``), which a
+# backplane's subjects keep readable; anything else is refused as channel layers refuse it.
+_NAME = re.compile(r"^[A-Za-z0-9_.!-]{1,99}$")
+
+
+def subject_token(name: str, kind: str) -> str:
+    """A group or channel name as one token of a NATS subject or Redis channel: its dots as
+    ``~`` (which names cannot hold, so two names never share a token). Raises ``TypeError``
+    for a name a channel layer would refuse; ``kind`` ("Group", "Channel") says which."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise TypeError(
+            f"{kind} name {name!r} is not valid: 1-99 letters, digits, '_', '.', '-' or '!'."
+        )
+    return name.replace(".", "~")

@@ -10,7 +10,10 @@ failed; with the slots, bursts queue for a moment instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import logging
+import types
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar, cast
 
@@ -81,3 +84,28 @@ async def slot() -> AsyncIterator[None]:
     """Hold one of the running loop's ``LAYER_CONCURRENCY`` slots for a layer call."""
     async with loop_local(_slots, lambda: asyncio.Semaphore(LAYER_CONCURRENCY)):
         yield
+
+
+def close_with_loop(
+    loop: asyncio.AbstractEventLoop,
+    close: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, None]],
+) -> None:
+    """Run ``close(loop)`` when ``loop`` closes, as channels-redis closes its pools (its
+    ``_wrap_close``): a loop that ends (``async_to_sync``'s, a test's) takes a backplane's
+    connection with it."""
+    original = loop.close
+
+    def wrapper(self: asyncio.AbstractEventLoop) -> None:
+        self.close = original  # type: ignore[method-assign]
+        try:
+            loop.run_until_complete(close(loop))
+        except Exception:
+            logging.getLogger("realtime.bus").debug(
+                "Closing a backplane connection with its loop failed.", exc_info=True
+            )
+        original()
+
+    # A loop whose methods cannot be replaced (a C type without a __dict__) keeps the
+    # connection for the life of the process, as a server's own loop does anyway.
+    with contextlib.suppress(AttributeError, TypeError):
+        loop.close = types.MethodType(wrapper, loop)  # type: ignore[method-assign]

@@ -34,11 +34,10 @@ from collections import deque
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import InMemoryChannelLayer
 
 from realtime.bus import messages
+from realtime.bus.backends import backplane
 from realtime.bus.groups import group_name
-from realtime.bus.layer import layer
 from realtime.bus.messages import StreamMessage
 from realtime.bus.pacing import WritePacer
 from realtime.bus.send import group_send_many
@@ -107,8 +106,8 @@ class Sender:
 
     def submit(self, group: str, message: Message) -> None:
         """Queue ``message`` for ``group``; returns at once (waits only when the queue is full)."""
-        found = layer()
-        if isinstance(found, InMemoryChannelLayer):
+        found = backplane()
+        if found.loop_bound:
             async_to_sync(found.group_send)(group, message)
             return
         with self._lock:

@@ -1,4 +1,4 @@
-"""Ask every live server process for its figures, over the channel layer (scatter-gather).
+"""Ask every live server process for its figures, over the backplane (scatter-gather).
 
 One ``realtime.stats.request`` goes to the control group, which every hub joins; each hub
 answers on the reply channel with its ``Hub.describe()`` (identity, counters, rates, active
@@ -15,6 +15,7 @@ holds no lease and nothing to report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from realtime.bus import HUB_CHANNEL_PREFIX, control_send, messages
-from realtime.bus.layer import layer as channel_layer
+from realtime.bus import HUB_CHANNEL_PREFIX, backplane, control_send, messages
 from realtime.exceptions import SyncInAsyncContext
 from realtime.models import Server
 
@@ -64,8 +64,9 @@ async def agather(within: float = 1.0) -> Gathered:
     if result.expected == 0:
         return result  # no hub is running anywhere: nobody would answer
     seen: set[str] = set()
+    channel: str | None = None
     try:
-        layer = channel_layer()
+        layer = backplane()
         # The hub's prefix: the reply is popped by whichever receive of this process runs
         # (``realtime.bus.groups.HUB_CHANNEL_PREFIX``).
         channel = await layer.new_channel(HUB_CHANNEL_PREFIX)
@@ -88,7 +89,10 @@ async def agather(within: float = 1.0) -> Gathered:
         result.error = str(exc)
     except Exception as exc:
         logger.warning("Gathering server figures failed.", exc_info=True)
-        result.error = f"channel layer: {exc.__class__.__name__}: {exc}"
+        result.error = f"backplane: {exc.__class__.__name__}: {exc}"
+    if channel is not None:
+        with contextlib.suppress(Exception):
+            await layer.close_channel(channel)
     result.replies.sort(key=lambda r: (r.get("hostname", ""), r.get("pid", 0)))
     result.elapsed = time.monotonic() - began
     return result

@@ -1,6 +1,6 @@
 """The per-process hub: group membership, dispatch of layer messages, coalesced writes.
 
-Each server process (each event loop) has one ``Hub``. It owns one channel-layer channel and
+Each server process (each event loop) has one ``Hub``. It owns one backplane channel and
 joins a stream's group once, when the first local connection subscribes, so a publish costs
 one channel-layer message per process, not one per connection; the hub then hands the
 already-encoded frame to every local subscriber (the design of Socket.IO's Redis adapter).
@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, fan_out, group_name, joins, layer, slot
+from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, backplane, fan_out, group_name
 from realtime.bus import messages as m
 from realtime.bus.pacing import WritePacer
 from realtime.conf import realtime_settings
@@ -51,7 +51,7 @@ class Hub:
     """One per event loop: see the module docstring. Get it with ``get_hub()``."""
 
     def __init__(self) -> None:
-        self.layer = layer()
+        self.backplane = backplane()
         self.id = uuid.uuid4().hex
         self.streams: dict[str, StreamState] = {}
         self.connections: dict[str, HubConnection] = {}
@@ -84,7 +84,7 @@ class Hub:
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
             try:
-                self.channel = await self.layer.new_channel(HUB_CHANNEL_PREFIX)
+                self.channel = await self.backplane.new_channel(HUB_CHANNEL_PREFIX)
                 await registry.aregister_server(self.id, self.channel)
                 await self._join_control()
             except BaseException as exc:
@@ -124,6 +124,9 @@ class Hub:
         self.connections.clear()
         if self._started is not None:
             await self._unregister(within)
+            if self.channel is not None:
+                with contextlib.suppress(Exception):
+                    await self.backplane.close_channel(self.channel)
 
     async def _unregister(self, within: float) -> None:
         """Remove the lease and what hangs off it now, and send the presence leaves.
@@ -313,8 +316,7 @@ class Hub:
             if state.joined:
                 state.joined = False
                 try:
-                    async with slot():
-                        await self.layer.group_discard(group_name(sub.stream), self._channel())
+                    await self.backplane.group_discard(group_name(sub.stream), self._channel())
                 except Exception:
                     logger.warning("Leaving the group of %s failed.", sub.stream, exc_info=True)
             if not state.subs and self.streams.get(sub.stream) is state:
@@ -329,7 +331,7 @@ class Hub:
             if state.joined:
                 return
             try:
-                await joins.group_add(group_name(stream), self._channel())
+                await self.backplane.group_add(group_name(stream), self._channel())
             except Exception:
                 # Served from the database by the reconciler until the layer is back.
                 logger.warning("Joining the group of %s failed; will retry.", stream, exc_info=True)
@@ -338,7 +340,7 @@ class Hub:
 
     async def _join_control(self) -> None:
         try:
-            await self.layer.group_add(CONTROL_GROUP, self._channel())
+            await self.backplane.group_add(CONTROL_GROUP, self._channel())
         except Exception:
             logger.warning("Joining the control group failed; will retry.", exc_info=True)
 
@@ -354,14 +356,14 @@ class Hub:
         delay = 0.1
         while True:
             try:
-                message = await self.layer.receive(self.channel)
+                message = await self.backplane.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError from None  # an error the cancellation caused
-                logger.warning("Channel layer receive failed; retrying.", exc_info=True)
+                logger.warning("Backplane receive failed; retrying.", exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 await self.rejoin_all()
@@ -425,7 +427,7 @@ class Hub:
 
     async def _on_stats_request(self, message: m.StatsRequestMessage) -> None:
         reply = m.stats_reply(self.reporter.describe())
-        self.spawn(self.layer.send(message["reply_to"], reply))
+        self.spawn(self.backplane.send(message["reply_to"], reply))
 
     def _offer(self, state: StreamState, message: m.EventMessage, sent: float | None) -> None:
         stats.received += 1

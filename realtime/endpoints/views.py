@@ -68,7 +68,7 @@ async def heartbeat(request: HttpRequest) -> HttpResponse:
     channel = await _server_channel(connection_id)
     if channel is None:
         return _error(404, UNKNOWN_CONNECTION, "No such connection: reconnect.")
-    await hub.layer.send(channel, messages.touch(connection_id, received))
+    await hub.backplane.send(channel, messages.touch(connection_id, received))
     return HttpResponse(status=204)
 
 

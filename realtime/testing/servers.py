@@ -83,6 +83,10 @@ class Server:
         self._signal(signal.SIGKILL)
         self._reap(timeout=10)
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: the start of a deploy (``realtime.serve`` drains)."""
+        self._signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM (daphne shuts down gracefully), then SIGKILL after ``timeout`` seconds."""
         if not self.running:

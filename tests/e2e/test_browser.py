@@ -419,6 +419,43 @@ async def test_no_reconnect_storm_when_a_server_goes_away(
         await page.evaluate(f"c{i}.close()")
 
 
+async def test_a_draining_server_spreads_its_clients_reconnects(
+    daphne_server: ServerFactory, pages: Pages
+) -> None:
+    """SIGTERM to ``realtime.serve``: each WebSocket client comes back after the delay its
+    1012 close carried, each SSE client after its ``retry:``, not after its own backoff."""
+    pages.allow_network_errors()
+    spread_ms = 2000
+    server = daphne_server(
+        settings_env({"DRAIN_SPREAD": spread_ms / 1000, "DRAIN_TIMEOUT": 4.0}), server="realtime"
+    )
+    page = await pages.harness(server)
+    names = {f"ws{i}": "websocket" for i in range(6)} | {f"sse{i}": "sse" for i in range(2)}
+    for name, transport in names.items():
+        await page.evaluate(f"start({{transports: [{transport!r}]}}, {name!r})")
+        await page.evaluate(f"track('public:drain', {{}}, {name!r})")
+        await page.wait_for_function(f"() => {name}Log.subscribed.length > 0")
+
+    server.terminate()
+    await page.wait_for_function(
+        f"""() => {list(names)!r}.every(
+              (name) => window[name + 'Log'].states.some(s => s.state === 'reconnecting'))""",
+        timeout=10_000,
+    )
+    delays = []
+    for name, transport in names.items():
+        states = await page.evaluate(f"{name}Log.states")
+        retry = next(s for s in states if s["state"] == "reconnecting")
+        assert retry["code"] == 1012 and retry["attempt"] == 0, retry
+        if transport == "websocket":  # the reason carries the server's delay
+            assert retry["delay"] == json.loads(retry["reason"])["retry"], retry
+        assert 0 <= retry["delay"] <= spread_ms, retry
+        delays.append(retry["delay"])
+    assert len(set(delays)) >= len(names) - 1, f"not spread: {delays}"
+    for name in names:
+        await page.evaluate(f"{name}.close()")
+
+
 async def silence_first_websocket(page: Any) -> dict[str, Any]:
     """Route the page's WebSockets through Playwright; the first one stops delivering
     server frames once ``control["silent"]`` is set (a half-dead connection)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -184,6 +185,23 @@ def test_missing_channel_layer_alias_is_an_error() -> None:
     layers = {**settings.CHANNEL_LAYERS, "events": settings.CHANNEL_LAYERS["default"]}
     with override_settings(REALTIME=realtime, CHANNEL_LAYERS=layers):
         assert realtime_messages() == []
+
+
+def test_a_backplane_of_its_own_needs_no_channel_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    realtime = {**settings.REALTIME, "BACKPLANE": "nats://127.0.0.1:4222"}
+    memory = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with override_settings(REALTIME=realtime, CHANNEL_LAYERS={}):
+        assert realtime_messages(deploy=True) == []
+    with override_settings(REALTIME=realtime, CHANNEL_LAYERS=memory):
+        assert realtime_messages(deploy=True) == []  # no W001: the layer is not used
+    # Without nats-py, the start-up check says how to install it.
+    for name in [name for name in sys.modules if name == "nats" or name.startswith("nats.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "realtime.bus.backends.nats", raising=False)
+    with override_settings(REALTIME=realtime):
+        messages = realtime_messages()
+    assert ids(messages) == ["realtime.E001"]
+    assert "pip install 'django-realtime[nats]'" in messages[0].msg
 
 
 # --- deployment checks ------------------------------------------------------------------

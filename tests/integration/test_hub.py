@@ -203,7 +203,7 @@ async def test_resume_outcomes(hub, settings, since, epoch, recovered, replayed)
 async def test_one_group_membership_per_process(hub):
     recs = [Recorder() for _ in range(3)]
     subs = [await hub.subscribe(rec, "shared") for rec in recs]
-    layer = hub.layer
+    layer = hub.backplane.layer
     key = layer._group_key(group_name("shared"))
     async with layer.connection(layer.consistent_hash(group_name("shared"))) as conn:
         assert await conn.zcard(key) == 1
@@ -335,8 +335,8 @@ async def test_a_malformed_layer_message_is_logged_and_the_next_one_delivered(hu
     await hub.subscribe(rec, "s")
     broken = {"type": "realtime.event", "stream": "s", "seq": 1}  # no epoch, event or frame
     with caplog.at_level(logging.WARNING, logger="realtime.bus"):
-        await hub.layer.send(hub.channel, broken)
-        await hub.layer.send(hub.channel, {"type": "realtime.unknown", "stream": "s"})
+        await hub.backplane.send(hub.channel, broken)
+        await hub.backplane.send(hub.channel, {"type": "realtime.unknown", "stream": "s"})
         await realtime.apublish("s", "e", 1)
         await rec.wait_for_seq(1)
     assert "Dropped a malformed realtime.event message: no 'epoch'." in caplog.text

@@ -12,8 +12,8 @@ from channels.db import database_sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser
 
-from realtime.bus import Layer, messages
-from realtime.bus import layer as bus_layer
+from realtime.bus import Backplane, messages
+from realtime.bus import backplane as bus_layer
 from realtime.bus.groups import group_name
 from realtime.exceptions import RealtimeError
 from realtime.management.base import Command as BaseCommand
@@ -120,7 +120,7 @@ class Follower:
         )
 
     async def run(self) -> None:
-        layer: Layer | None = None
+        layer: Backplane | None = None
         channel = group = None
         with contextlib.suppress(ImproperlyConfigured):
             layer = bus_layer()
