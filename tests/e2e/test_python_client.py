@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -571,3 +573,28 @@ async def test_sse_honours_a_draining_servers_retry(daphne_server: ServerFactory
         (cut,) = cuts
         assert cut.code == 1012 and cut.delay is not None and 0 <= cut.delay <= SPREAD
         assert client.url == other.http_url
+
+
+# --- the documentation's example -------------------------------------------------------------
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "python-client.md"
+
+
+async def test_the_documented_example_runs(daphne_server: ServerFactory) -> None:
+    server = daphne_server()
+    doc = DOC.read_text()
+    code = doc.split("## An example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace('URL = "http://127.0.0.1:8000"', f"URL = {server.http_url!r}")
+    await realtime.apublish("public:chat:lobby", "message.created", {"text": "earlier"})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == [
+        "stored as seq 2",
+        "1 {'text': 'earlier'}",
+        "2 {'author': 'py', 'text': 'hello'}",
+        "present: ['anon:py-example']",
+    ]
