@@ -31,7 +31,7 @@ from realtime.client import (
     StateChange,
 )
 from realtime.models import Event as StoredEvent
-from tests.servers import Server, settings_env
+from tests.servers import Server, TCPProxy, settings_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,55 +93,6 @@ def stored(stream: str) -> list[tuple[int, str | None]]:
         .order_by("seq")
         .values_list("seq", "idempotency_key")
     )
-
-
-class Proxy:
-    """A loopback TCP proxy in front of a server. ``hold``: the server's bytes are dropped
-    on their way to the client (its replies are lost); ``cut()`` ends every connection, as a
-    failing network would. Stopped by ``close()``."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.hold = False
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self.writers += [writer, up_writer]
-        await asyncio.gather(
-            self._pipe(reader, up_writer, down=False),
-            self._pipe(up_reader, writer, down=True),
-            return_exceptions=True,
-        )
-
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, down: bool
-    ) -> None:
-        try:
-            while data := await reader.read(65536):
-                if down and self.hold:
-                    continue
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.transport.abort()
-
-    def cut(self) -> None:
-        for writer in self.writers:
-            writer.transport.abort()
-        self.writers.clear()
-
-    async def close(self) -> None:
-        self.cut()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
 
 # --- subscribing, publishing ---------------------------------------------------------------
@@ -271,7 +222,7 @@ async def test_a_publish_whose_ack_was_lost_is_stored_once(daphne_server: Server
     same idempotency key, and the server answers with the first event's seq."""
     server = daphne_server()
     stream = "public:chat:py-ack"
-    proxy = Proxy(server.port)
+    proxy = TCPProxy([server.port])
     url = await proxy.start()
     try:
         async with Client(url, backoff=FAST) as client:
