@@ -197,6 +197,14 @@ class Connection:
     # --- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception as exc:
+            # A bug, not a network failure: say so, and leave nothing waiting for ever.
+            logger.exception("realtime.client: the connection failed")
+            self._shutdown(ClientError(f"The client failed: {exc!r}", code="internal_error"))
+
+    async def _loop(self) -> None:
         while True:
             info = await self._attempt(self.options.urls[self._next_url % len(self.options.urls)])
             if info.code == CLOSE_REOPEN:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from realtime.client.errors import ClientError
 from realtime.client.items import Event, Gap, Item, PublishResult, Reset, Snapshot
 
+logger = logging.getLogger("realtime.client")
 T = TypeVar("T")
 Handler = Callable[[T], Awaitable[None] | None]
 Frame = Mapping[str, Any]
@@ -33,10 +35,15 @@ class Requests(Protocol):
 
 
 async def _call(handler: Handler[T] | None, value: T) -> None:
-    if handler is not None:
+    """Run an application's handler; its exceptions are logged and do not stop the client."""
+    if handler is None:
+        return
+    try:
         result = handler(value)
         if inspect.isawaitable(result):
             await result
+    except Exception:
+        logger.exception("realtime.client: a handler failed on %r", value)
 
 
 class _End:

@@ -549,3 +549,24 @@ async def test_the_documented_example_runs(daphne_server: ServerFactory) -> None
         "2 {'author': 'py', 'text': 'hello'}",
         "present: ['anon:py-example']",
     ]
+
+
+async def test_a_failing_handler_does_not_stop_the_client(
+    daphne_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = daphne_server()
+    stream = "public:py:handler"
+    got: list[int | None] = []
+
+    def on_event(event: Event) -> None:
+        got.append(event.seq)
+        if event.seq == 1:
+            raise RuntimeError("the application's bug")
+
+    async with Client(server.http_url) as client:
+        await client.subscribe(stream, on_event=on_event)
+        for n in range(3):
+            await realtime.apublish(stream, "tick", {"n": n})
+        await eventually(lambda: len(got) == 3, 5, "all three events")
+        assert got == [1, 2, 3] and client.state == "open"
+    assert "the application's bug" in caplog.text
