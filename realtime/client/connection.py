@@ -142,9 +142,14 @@ class Connection:
             await self._end_transport("reopen", CLOSE_REOPEN)
 
     async def close(self, error: ClientError | None = None) -> None:
-        """Close for good; nothing of the connection is left running afterwards."""
+        """Close for good; nothing of the connection is left running afterwards.
+
+        Called from a handler (which runs in the connection's task), the task ends when the
+        handler next waits.
+        """
         task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
+        inside = task is not None and task is asyncio.current_task()
+        if task is not None and not inside:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -152,6 +157,8 @@ class Connection:
         if self._http is not None:
             http, self._http = self._http, None
             await http.aclose()
+        if inside and task is not None:
+            task.cancel()
 
     def _shutdown(self, error: ClientError | None) -> None:
         if self.state == "closed":
