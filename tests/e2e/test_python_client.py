@@ -570,3 +570,30 @@ async def test_a_failing_handler_does_not_stop_the_client(
         await eventually(lambda: len(got) == 3, 5, "all three events")
         assert got == [1, 2, 3] and client.state == "open"
     assert "the application's bug" in caplog.text
+
+
+async def test_revoked_access_ends_a_subscription_or_closes_the_client(
+    daphne_server: ServerFactory,
+) -> None:
+    server = daphne_server()
+    errors: list[ClientError] = []
+    states = States()
+    client = Client(server.http_url, on_error=errors.append, on_state=states)
+    await client.connect()
+    orders = await client.subscribe("public:py:orders")
+    lobby = await client.subscribe("public:py:lobby")
+    # One stream's access withdrawn: that subscription ends, the client goes on.
+    await realtime.arevoke(connection=client.connection_id, streams="public:py:orders")
+    with pytest.raises(RequestError) as ended:
+        async with asyncio.timeout(5):
+            await anext(orders)
+    assert ended.value.code == "revoked" and "public:py:orders" not in client.subscriptions
+    # The connection's access withdrawn (4401): retrying cannot help, the client closes.
+    await realtime.arevoke(connection=client.connection_id)
+    with pytest.raises(ConnectionRefused) as closed:
+        async with asyncio.timeout(5):
+            await anext(lobby)
+    assert closed.value.code == "revoked" and client.state == "closed"
+    assert [e.code for e in errors] == ["revoked"]
+    assert not states.of("reconnecting")
+    await client.close()
