@@ -91,6 +91,7 @@ class Client(Routing):
         self._next_id = 1
         self._drop_cursor = False
         self._poster: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
         self._connection = Connection(self.options, self)
 
     # --- what the application reads ------------------------------------------------------------
@@ -240,22 +241,27 @@ class Client(Routing):
     async def _flush(self) -> None:
         connection = self._connection
         if connection.kind == "websocket":
-            for entry in self._queue.take():
-                frame_id = self._id()
-                frame = entry.frame(frame_id)
-                size = len(json.dumps(frame, separators=(",", ":")).encode())
-                if connection.max_frame and size > connection.max_frame:
-                    entry.reject(
-                        ClientError(
-                            f"This publish is {size} bytes; the server accepts frames of "
-                            f"{connection.max_frame}.",
-                            code="frame_too_large",
-                            stream=entry.stream,
+            # One flush at a time, one publish at a time: they leave in the order made.
+            async with self._flushing:
+                while connection.kind == "websocket" and (entry := self._queue.next()):
+                    frame_id = self._id()
+                    frame = entry.frame(frame_id)
+                    size = len(json.dumps(frame, separators=(",", ":")).encode())
+                    if connection.max_frame and size > connection.max_frame:
+                        self._queue.waiting.popleft()
+                        entry.reject(
+                            ClientError(
+                                f"This publish is {size} bytes; the server accepts frames of "
+                                f"{connection.max_frame}.",
+                                code="frame_too_large",
+                                stream=entry.stream,
+                            )
                         )
-                    )
-                    continue
-                self._queue.sent(entry, frame_id)
-                await connection.send(frame)  # if it fails, the entry goes back on loss
+                        continue
+                    self._queue.sent(entry, frame_id)
+                    if not await connection.send(frame):
+                        self._queue.unsent(entry)  # the next connection sends it
+                        return
         elif connection.kind == "sse" and (self._poster is None or self._poster.done()):
             self._poster = asyncio.get_running_loop().create_task(self._post_queue())
 

@@ -72,6 +72,7 @@ class Owner(Protocol):
     def lost(self) -> None: ...
     def closed(self, error: ClientError) -> None: ...
     def event_stream_params(self) -> list[tuple[str, str]] | None: ...
+    def event_stream_cursor(self) -> str | None: ...
     def refused(self, info: CloseInfo) -> ClientError | bool: ...
     def presence_joined(self) -> bool: ...
 
@@ -97,6 +98,7 @@ class Connection:
         self._ended: str | None = None  # why the client ended the open transport itself
         self._send_lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
+        self._requested: list[tuple[str, str]] = []  # what the open event stream asked for
 
     @property
     def kind(self) -> TransportName | None:
@@ -250,6 +252,7 @@ class Connection:
     async def _attempt(self, url: str) -> CloseInfo:
         """One connection attempt, and the connection's life if it opens."""
         self.url = url
+        params = None
         if self.options.transport == "sse":
             params = self.owner.event_stream_params()
             if params is None:
@@ -263,7 +266,7 @@ class Connection:
         transport: Transport | None = None
         try:
             async with asyncio.timeout(self.options.connect_timeout):
-                transport = await self._open_transport(url, ticket)
+                transport = await self._open_transport(url, ticket, params)
                 frames = await transport.recv()
         except TransportClosed as exc:
             return exc.info
@@ -284,26 +287,32 @@ class Connection:
             with contextlib.suppress(Exception):
                 await asyncio.shield(transport.close())
 
-    async def _open_transport(self, url: str, ticket: str | None) -> Transport:
+    async def _open_transport(
+        self, url: str, ticket: str | None, params: list[tuple[str, str]] | None
+    ) -> Transport:
         options = self.options
         if options.transport == "sse":
             headers = {"Authorization": f"Ticket {ticket}"} if ticket else {}
-            params = self.owner.event_stream_params() or []
+            self._requested = list(params or [])
+            query = list(self._requested)
+            cursor = self.owner.event_stream_cursor()
+            if cursor is not None:
+                query.append(("last_event_id", cursor))
             if options.client_id:
-                params.append(("client_id", options.client_id))
+                query.append(("client_id", options.client_id))
             return await EventStreamTransport.open(
                 self.http(),
                 self.endpoint("sse/", url),
-                params=params,
+                params=query,
                 headers=headers,
                 open_timeout=options.connect_timeout,
             )
-        query = {"batch": "1"} if options.batch else {}
+        ws_query = {"batch": "1"} if options.batch else {}
         if options.client_id:
-            query["client_id"] = options.client_id
+            ws_query["client_id"] = options.client_id
         ws_url = self.endpoint("ws/", url).replace("http", "ws", 1)
-        if query:
-            ws_url += "?" + urlencode(query)
+        if ws_query:
+            ws_url += "?" + urlencode(ws_query)
         protocols = [SUBPROTOCOL]
         if ticket:
             protocols.append(TICKET_SUBPROTOCOL_PREFIX + ticket)
@@ -343,6 +352,9 @@ class Connection:
         )
         try:
             await self.owner.opened(self.options.transport)
+            if transport.kind == "sse" and self.owner.event_stream_params() != self._requested:
+                # Subscriptions or presence changed while the request was on its way.
+                await self.reopen()
             await self._handle(rest)
             while True:
                 self.liveness.waiting_since = loop.time()

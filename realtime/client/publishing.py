@@ -108,15 +108,26 @@ class PublishQueue:
         self.waiting.append(entry)
         return entry
 
-    def take(self) -> list[Publish]:
-        """Every waiting publish, in order, to send now."""
-        taken = list(self.waiting)
-        self.waiting.clear()
-        return [entry for entry in taken if not entry.future.done()]
+    def next(self) -> Publish | None:
+        """The first publish waiting to be sent (those settled meanwhile are dropped)."""
+        while self.waiting and self.waiting[0].future.done():
+            self.waiting.popleft()
+        return self.waiting[0] if self.waiting else None
 
     def sent(self, entry: Publish, frame_id: int) -> None:
+        """``entry``, first in line, is going out as frame ``frame_id``: in flight."""
+        if self.waiting and self.waiting[0] is entry:
+            self.waiting.popleft()
         entry.frame_id = frame_id
         self.inflight[frame_id] = entry
+
+    def unsent(self, entry: Publish) -> None:
+        """Sending ``entry`` failed (the connection went): first in line again, unless the
+        loss of the connection already put it back."""
+        if entry.frame_id is not None and self.inflight.get(entry.frame_id) is entry:
+            del self.inflight[entry.frame_id]
+            entry.frame_id = None
+            self.waiting.appendleft(entry)
 
     def acknowledged(self, frame: Mapping[str, Any]) -> bool:
         frame_id = frame.get("id")

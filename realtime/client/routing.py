@@ -107,25 +107,30 @@ class Routing:
         self.subscriptions.clear()
 
     def event_stream_params(self) -> list[tuple[str, str]] | None:
+        """What an event stream asks for: its streams and presence; None: nothing."""
         if not self.subscriptions:
             return None
         params: list[tuple[str, str]] = []
         meta: dict[str, Any] | None = None
-        positions = {}
         for sub in self.subscriptions.values():
             params.append(("stream", sub.stream))
             if sub.presence.meta is not None:
                 params.append(("presence", sub.stream))
                 meta = sub.presence.meta  # one meta per SSE request: the last joined
+        if meta is not None:
+            params.append(("meta", json.dumps(meta)))
+        return params
+
+    def event_stream_cursor(self) -> str | None:
+        """The positions, as a resume cursor for the next event stream (once after an
+        ``invalid_cursor``: none)."""
+        positions = {}
+        for sub in self.subscriptions.values():
             entry = sub.cursor_entry()
             if entry is not None:
                 positions[sub.stream] = entry
-        if meta is not None:
-            params.append(("meta", json.dumps(meta)))
-        if positions and not self._drop_cursor:
-            params.append(("last_event_id", encode_cursor(positions)))
-        self._drop_cursor = False
-        return params
+        drop, self._drop_cursor = self._drop_cursor, False
+        return encode_cursor(positions) if positions and not drop else None
 
     def refused(self, info: CloseInfo) -> ClientError | bool:
         """An event stream refused with an error body: fatal (the error), or retry (True:

@@ -502,6 +502,30 @@ async def test_sse_receives_resumes_and_publishes_over_http(daphne_server: Serve
         assert (await take(sub, 1))[0].seq == 9
 
 
+async def test_sse_subscriptions_made_while_a_request_is_on_its_way(
+    daphne_server: ServerFactory,
+) -> None:
+    """Each subscribe re-requests the event stream; one made while the previous request
+    was on its way is asked for again once that one is welcomed."""
+    server = daphne_server()
+
+    async def slow_ticket() -> None:
+        await asyncio.sleep(0.3)  # holds each attempt after it read what to ask for
+
+    async with Client(server.http_url, transport="sse", ticket=slow_ticket) as client:
+        streams = [f"public:py:sse-{n}" for n in range(3)]
+        tasks = []
+        for stream in streams:
+            tasks.append(asyncio.create_task(client.subscribe(stream, since=0)))
+            await asyncio.sleep(0.1)  # the previous one's request is on its way
+        async with asyncio.timeout(10):
+            subs = await asyncio.gather(*tasks)
+        for stream in streams:
+            await realtime.apublish(stream, "tick")
+        for sub in subs:
+            assert [item.seq for item in await take(sub, 1)] == [1]
+
+
 async def test_sse_honours_a_draining_servers_retry(daphne_server: ServerFactory) -> None:
     drained = daphne_server(
         settings_env({"DRAIN_SPREAD": SPREAD, "DRAIN_TIMEOUT": 4, "SSE_RETRY": 9999}),

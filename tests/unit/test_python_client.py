@@ -228,8 +228,11 @@ async def test_a_lost_publish_goes_back_first_with_its_key() -> None:
     a = queue.add("s", "e", 1, key=None, ephemeral=False, connected=True)
     b = queue.add("s", "e", 2, key="mine", ephemeral=False, connected=True)
     e = queue.add("s", "e", 3, key=None, ephemeral=True, connected=True)
-    for n, entry in enumerate(queue.take(), start=1):
+    for n in range(1, 4):
+        entry = queue.next()
+        assert entry is not None
         queue.sent(entry, n)
+    assert queue.next() is None
     assert a.key and len(a.key) == 32 and b.key == "mine" and e.key is None
     assert json.loads(json.dumps(a.frame(1)))["key"] == a.key
     assert "key" not in e.frame(3) and e.frame(3)["ephemeral"] is True
@@ -241,8 +244,11 @@ async def test_a_lost_publish_goes_back_first_with_its_key() -> None:
     with pytest.raises(ClientError) as full:
         queue.add("s", "e", 4, key=None, ephemeral=False, connected=False)
     assert full.value.code == "queue_full"
-    for n, entry in enumerate(queue.take(), start=10):
-        queue.sent(entry, n)
+    queue.sent(a, 10)
+    queue.sent(b, 11)
+    queue.unsent(b)  # not sent after all: first in line again
+    assert list(queue.waiting) == [b]
+    queue.sent(b, 11)
     assert queue.acknowledged({"type": "ack", "id": 10, "seq": 5, "duplicate": True})
     assert (await a.future).duplicate is True
     assert queue.refused(11, ClientError("no", code="forbidden"))
