@@ -48,6 +48,7 @@ async def take(sub: Any, count: int, timeout: float = 10) -> list[Any]:
 
 async def test_subscribe_and_receive(daphne_server: ServerFactory) -> None:
     server = daphne_server()
+    before = asyncio.all_tasks()
     async with Client(server.http_url) as client:
         assert client.state == "open" and client.transport == "websocket"
         sub = await client.subscribe("public:py:one")
@@ -60,6 +61,9 @@ async def test_subscribe_and_receive(daphne_server: ServerFactory) -> None:
             (3, "tick", {"n": 2}),
         ]
         assert sub.position == (sub.epoch, 3)
+        assert len(asyncio.all_tasks() - before) >= 2  # the connection and its ticker
+    await asyncio.sleep(0)  # let the websockets library's own tasks see the close
+    assert asyncio.all_tasks() - before == set(), "close() left tasks behind"
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -479,6 +483,7 @@ async def test_refused_credentials(daphne_server: ServerFactory) -> None:
 async def test_sse_receives_resumes_and_publishes_over_http(daphne_server: ServerFactory) -> None:
     server = daphne_server()
     stream = "public:chat:py-sse"
+    before = asyncio.all_tasks()
     async with Client(server.http_url, transport="sse", backoff=FAST) as client:
         assert client.state == "open"  # idle: no stream asked for yet
         sub = await client.subscribe(stream, since=0)
@@ -500,6 +505,8 @@ async def test_sse_receives_resumes_and_publishes_over_http(daphne_server: Serve
         await eventually(lambda: client.state == "open", 5, "open again, without private:sse")
         await realtime.apublish(stream, "tick", {"n": 8})
         assert (await take(sub, 1))[0].seq == 9
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() - before == set(), "close() left tasks behind"
 
 
 async def test_sse_subscriptions_made_while_a_request_is_on_its_way(
