@@ -221,6 +221,10 @@ class Connection:
             if self.policy.is_fatal(info.code):
                 error = ConnectionRefused("Access was revoked: authenticate again.", code="revoked")
                 return self._shutdown(error)
+            if info.status == 403 and self.options.transport == "websocket":
+                refusal = await self._why_refused(info)
+                if refusal is not None:
+                    return self._shutdown(refusal)
             if info.status is not None and info.error is not None:
                 verdict = self.owner.refused(info)
                 if isinstance(verdict, ClientError):
@@ -286,6 +290,24 @@ class Connection:
             self.owner.lost()
             with contextlib.suppress(Exception):
                 await asyncio.shield(transport.close())
+
+    async def _why_refused(self, info: CloseInfo) -> ClientError | None:
+        """A refused WebSocket handshake is a bare 403. The event-stream endpoint checks the
+        same credentials first and says why: asked without a stream, it answers 400 when
+        they are good. A refusal retrying cannot fix closes the client; anything else (too
+        many connections, a draining server, no answer) is retried."""
+        try:
+            response = await self.http().get(
+                self.endpoint("sse/"), headers={"Accept": "text/event-stream"}
+            )
+            error = response.json().get("error") or {}
+        except Exception:  # no answer of ours: retry the handshake
+            return None
+        code = error.get("code")
+        if code in ("invalid_credentials", "authentication_required", "forbidden_origin"):
+            message = f"The server refused the connection: {error.get('message', code)}"
+            return ConnectionRefused(message, code=code, status=response.status_code)
+        return None
 
     async def _open_transport(
         self, url: str, ticket: str | None, params: list[tuple[str, str]] | None

@@ -455,19 +455,26 @@ async def test_refused_requests_raise_the_protocols_error_codes(
 
 async def test_refused_credentials(daphne_server: ServerFactory) -> None:
     server = daphne_server()
-    # A WebSocket refusal is a bare 403: retried, until max_attempts.
+    # A refused WebSocket handshake is a bare 403; the client asks the SSE endpoint why, and
+    # does not retry what retrying cannot fix.
     states = States()
-    client = Client(
-        server.http_url,
-        token="nope",
-        backoff=Backoff(base=0.05, cap=0.1, max_attempts=2),
-        on_state=states,
-    )
-    with pytest.raises(ClientClosed) as gave_up:
+    client = Client(server.http_url, token="nope", on_state=states)
+    with pytest.raises(ConnectionRefused) as refused:
         await client.connect()
-    assert gave_up.value.code == "max_attempts"
-    assert [c.state for c in states.of("reconnecting")] == ["reconnecting"] * 2
+    assert (refused.value.code, refused.value.status) == ("invalid_credentials", 401)
+    assert client.state == "closed" and not states.of("reconnecting")
     await client.close()
+    # A 403 for another reason (here: too many connections) is retried, until max_attempts.
+    crowded = daphne_server(settings_env({"MAX_CONNECTIONS_PER_IP": 1}))
+    async with Client(crowded.http_url):
+        client = Client(
+            crowded.http_url, backoff=Backoff(base=0.05, cap=0.1, max_attempts=2), on_state=states
+        )
+        with pytest.raises(ClientClosed) as gave_up:
+            await client.connect()
+        assert gave_up.value.code == "max_attempts"
+        assert [c.code for c in states.of("reconnecting")] == [1006, 1006]
+        await client.close()
     # Over SSE the refusal says why, and retrying cannot help: closed at once.
     client = Client(server.http_url, token="nope", transport="sse")
     with pytest.raises(ConnectionRefused) as refused:
