@@ -18,8 +18,9 @@ from urllib.parse import quote
 from realtime.client.backoff import Backoff, backoff_delay
 from realtime.client.connection import Connection, Options, TransportName, normalize_urls
 from realtime.client.errors import ClientClosed, ClientError
+from realtime.client.http import post
 from realtime.client.items import Event, Gap, PublishResult, Reset, Snapshot, StateChange
-from realtime.client.publishing import PublishQueue, post
+from realtime.client.publishing import PublishQueue
 from realtime.client.routing import Routing, _Reply
 from realtime.client.subscription import Frame, Handler, Subscription
 

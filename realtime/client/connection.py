@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from realtime.client.backoff import Backoff, ReconnectPolicy, restart_delay
 from realtime.client.errors import ClientClosed, ClientError, ConnectionRefused
+from realtime.client.http import heartbeat, why_refused
 from realtime.client.items import StateChange
 from realtime.client.liveness import Liveness, RateLimit
 from realtime.client.transports import (
@@ -222,7 +223,7 @@ class Connection:
                 error = ConnectionRefused("Access was revoked: authenticate again.", code="revoked")
                 return self._shutdown(error)
             if info.status == 403 and self.options.transport == "websocket":
-                refusal = await self._why_refused(info)
+                refusal = await why_refused(self.http(), self.endpoint("sse/"))
                 if refusal is not None:
                     return self._shutdown(refusal)
             if info.status is not None and info.error is not None:
@@ -290,24 +291,6 @@ class Connection:
             self.owner.lost()
             with contextlib.suppress(Exception):
                 await asyncio.shield(transport.close())
-
-    async def _why_refused(self, info: CloseInfo) -> ClientError | None:
-        """A refused WebSocket handshake is a bare 403. The event-stream endpoint checks the
-        same credentials first and says why: asked without a stream, it answers 400 when
-        they are good. A refusal retrying cannot fix closes the client; anything else (too
-        many connections, a draining server, no answer) is retried."""
-        try:
-            response = await self.http().get(
-                self.endpoint("sse/"), headers={"Accept": "text/event-stream"}
-            )
-            error = response.json().get("error") or {}
-        except Exception:  # no answer of ours: retry the handshake
-            return None
-        code = error.get("code")
-        if code in ("invalid_credentials", "authentication_required", "forbidden_origin"):
-            message = f"The server refused the connection: {error.get('message', code)}"
-            return ConnectionRefused(message, code=code, status=response.status_code)
-        return None
 
     async def _open_transport(
         self, url: str, ticket: str | None, params: list[tuple[str, str]] | None
@@ -451,12 +434,8 @@ class Connection:
         """SSE: keeps presence alive and acknowledges what arrived."""
         if self.connection_id is None:
             return
-        body = {"connection": self.connection_id, "received": self.liveness.received}
-        try:
-            response = await self.http().post(self.endpoint("heartbeat/"), json=body)
-        except Exception:  # the stream itself tells whether the server is gone
-            return
-        if response.status_code == 404:
+        url = self.endpoint("heartbeat/")
+        if await heartbeat(self.http(), url, self.connection_id, self.liveness.received) == 404:
             await self._end_transport("unknown_connection", CLOSE_SILENT)
 
     # --- states --------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The publish queue: publishes wait here while disconnected (bounded), go out in order once
 connected, and stay in flight until acknowledged; those whose ``ack`` was lost with the
 connection are sent again with the same idempotency key, so the server stores them once
-(the browser client's ``client/publish.js``). Over SSE they are POSTed to the REST API, one
-at a time, retried with the same key on network errors, 5xx and 429.
+(the browser client's ``client/publish.js``). Over SSE the client POSTs them to the REST API
+one at a time (``http.post``), retried with the same key on network errors, 5xx and 429.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from realtime.client.errors import ClientError, RequestError
+from realtime.client.errors import ClientError
 from realtime.client.items import PublishResult
-
-if TYPE_CHECKING:
-    import httpx
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -162,43 +159,3 @@ class PublishQueue:
             entry.reject(error)
         self.waiting.clear()
         self.inflight.clear()
-
-
-async def post(
-    http: httpx.AsyncClient, url: str, entry: Publish, headers: Mapping[str, str]
-) -> Literal["done", "retry"]:
-    """POST one publish to the REST API; settles it unless the outcome is ``retry``
-    (network trouble, or 5xx/429 for a stored event: its key makes sending it again safe)."""
-    import httpx
-
-    body: dict[str, Any] = {"event": entry.event, "data": entry.data}
-    request_headers = {"Content-Type": "application/json", **headers}
-    if entry.ephemeral:
-        body["ephemeral"] = True
-    elif entry.key is not None:
-        body["key"] = entry.key
-        request_headers["Idempotency-Key"] = entry.key
-    try:
-        response = await http.post(url, content=json.dumps(body), headers=request_headers)
-    except httpx.HTTPError:
-        if entry.ephemeral:
-            entry.reject(ClientError("The publish request failed.", code="disconnected"))
-            return "done"
-        return "retry"
-    try:
-        body_read = response.json()
-    except ValueError:
-        body_read = None
-    payload: dict[str, Any] = body_read if isinstance(body_read, dict) else {}
-    if response.is_success:
-        entry.resolve(payload.get("seq"), bool(payload.get("duplicate")))
-        return "done"
-    status = response.status_code
-    if (status >= 500 or status == 429) and not entry.ephemeral:
-        return "retry"
-    error: dict[str, Any] = payload.get("error") or payload
-    error = error if isinstance(error, dict) else payload
-    code = str(error.get("code") or f"http_{status}")
-    message = str(error.get("message") or error.get("detail") or f"Publishing failed ({status}).")
-    entry.reject(RequestError(message, code=code, status=status, stream=entry.stream))
-    return "done"
