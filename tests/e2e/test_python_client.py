@@ -453,6 +453,46 @@ async def test_refused_requests_raise_the_protocols_error_codes(
         await client.publish("public:chat:py", "m")
 
 
+async def test_tokens_and_tickets_sign_the_client_in(daphne_server: ServerFactory) -> None:
+    """A signed-in client's presence key is its user's pk (anonymous ones are ``anon:``);
+    a ticket works once, so the ticket function is called again for each attempt."""
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    from realtime.tickets import issue
+
+    server = daphne_server()
+    ada = await sync_to_async(User.objects.create_user)("py-ada")
+    bob = await sync_to_async(User.objects.create_user)("py-bob")
+    token = await sync_to_async(Token.objects.create)(user=ada)
+    tickets: list[str] = []
+
+    async def ticket() -> str:
+        tickets.append(await sync_to_async(issue)(bob))
+        return tickets[-1]
+
+    stream = "public:py:signed-in"
+
+    async def check(transport: Any) -> None:
+        async with (
+            Client(server.http_url, token=token.key, transport=transport) as by_token,
+            Client(server.http_url, ticket=ticket, transport=transport, backoff=FAST) as by_ticket,
+        ):
+            first = await by_token.subscribe(stream, presence={})
+            second = await by_ticket.subscribe(stream, presence={})
+            both = {str(ada.pk), str(bob.pk)}
+            await eventually(lambda: set(first.presence.members) == both, 5, "both present")
+            issued = len(tickets)
+            await by_ticket.drop()
+            await eventually(lambda: len(tickets) > issued, 10, "a new ticket for the reconnect")
+            await eventually(lambda: by_ticket.state == "open", 10, "open again")
+            await eventually(lambda: set(second.presence.members) == both, 5, "rejoined")
+
+    await check("websocket")
+    await check("sse")
+    assert len(tickets) >= 4 and len(set(tickets)) == len(tickets)
+
+
 async def test_refused_credentials(daphne_server: ServerFactory) -> None:
     server = daphne_server()
     # A refused WebSocket handshake is a bare 403; the client asks the SSE endpoint why, and
