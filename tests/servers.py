@@ -7,6 +7,8 @@
   same environment, e.g. to publish from a third process.
 * :class:`WSClient` -- an asyncio WebSocket client speaking JSON frames.
 * :func:`open_sse` -- an SSE reader on httpx that parses the stream into event dicts.
+* :class:`TCPProxy` -- a loopback TCP proxy: a load balancer over servers, or a network that
+  loses replies and connections on demand.
 
 Everything that waits takes a timeout and fails with a message saying what it waited for.
 Processes need the test database to exist: use them from tests that have the
@@ -577,3 +579,68 @@ async def open_sse(
         stream = SSEStream(response, include_comments)
         stack.push_async_callback(stream.aclose)
         yield stream
+
+
+# --------------------------------------------------------------------------------------
+# A TCP proxy
+# --------------------------------------------------------------------------------------
+
+
+class TCPProxy:
+    """A loopback TCP proxy in front of servers, for a client given its ``url``.
+
+    Each new connection goes to the next port of ``targets`` (round robin), so it stands
+    for a load balancer: change ``targets`` to take a server out of rotation or add one.
+    ``hold``: the servers' bytes are dropped on their way to the clients (replies are lost);
+    ``cut()`` ends every connection, as a failing network would. ``close()`` stops it.
+    """
+
+    def __init__(self, targets: list[int]) -> None:
+        self.targets = list(targets)
+        self.hold = False
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        target = self.targets[self.connections % len(self.targets)]
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers += [writer, up_writer]
+        await asyncio.gather(
+            self._pipe(reader, up_writer, down=False),
+            self._pipe(up_reader, writer, down=True),
+            return_exceptions=True,
+        )
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, down: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if down and self.hold:
+                    continue
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from realtime.client import Backoff, Client
+from realtime.client import Event as ClientEvent
 from realtime.models import Event
 from tests.servers import ROOT, WSClient, free_port, port_open, server_env
 
@@ -137,41 +139,32 @@ async def test_redis_restart_loses_nothing(daphne_server, redis):
 
 
 async def test_killed_server_clients_resume_on_the_other(daphne_server):
+    """The Python client (realtime.client), given both servers, does what the reference
+    client does when its server dies mid-stream: reconnect to the other and resume."""
     env = {"REALTIME_PRESENCE_TIMEOUT": "3", "REALTIME_RECONCILE_INTERVAL": "0.5"}
     a, b = daphne_server(env), daphne_server(env)
     stream, count = "public:failover", 60
     seen: list[int] = []
-    ws = await WSClient(a.ws_url + WS).connect()
-    await ws.recv_until(lambda f: f["type"] == "welcome")
-    await ws.send_json({"type": "subscribe", "stream": stream, "since": 0, "presence": {}})
-    subscribed = await ws.recv_until(lambda f: f["type"] == "subscribed")
+    client = Client([a.http_url, b.http_url], backoff=Backoff(base=0.1, cap=0.5))
+    sub = await client.subscribe(stream, since=0, presence={})
     publisher = await asyncio.create_subprocess_exec(
         sys.executable, "-c", PUBLISHER.format(count=count, stream=stream, pause=0.05),
         cwd=ROOT, env=server_env(env),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        while len(seen) < 15:
-            frame = await ws.recv_json()
-            if frame["type"] == "event":
-                seen.append(frame["seq"])
-        a.kill()  # mid-stream, no goodbye
-        with pytest.raises(AssertionError):
-            while True:
-                frame = await ws.recv_json(timeout=5)
-                if frame["type"] == "event":
-                    seen.append(frame["seq"])
-        # The client does what the reference client does: reconnect elsewhere and resume.
-        again = await WSClient(b.ws_url + WS).connect()
-        await again.recv_until(lambda f: f["type"] == "welcome")
-        await again.send_json(
-            {"type": "subscribe", "stream": stream, "since": seen[-1], "epoch": subscribed["epoch"]}
-        )
-        resumed = await again.recv_until(lambda f: f["type"] == "subscribed")
-        assert resumed["recovered"] is True
-        seen += await collect(again, stream, count, timeout=20)
+        async with asyncio.timeout(30):
+            async for item in sub:
+                assert isinstance(item, ClientEvent), item  # a Reset would mean not recovered
+                seen.append(item.seq)
+                if len(seen) == 15:
+                    a.kill()  # mid-stream, no goodbye
+                if len(seen) == count:
+                    break
+        assert client.url == b.http_url and sub.recovered is True
     finally:
         await publisher.wait()
+        await client.close()
     assert seen == list(range(1, count + 1))
     # The dead server's lease, connection and presence are swept within the timeout.
     from realtime.models import Connection, Presence, Server
@@ -186,4 +179,3 @@ async def test_killed_server_clients_resume_on_the_other(daphne_server):
     async with asyncio.timeout(8):
         while any(await asyncio.to_thread(leftovers)):
             await asyncio.sleep(0.2)
-    await again.close()

@@ -8,9 +8,10 @@
 A module imports from its own layer or the layers below it; bus and storage do not import
 each other (storage builds layer messages with ``realtime.bus.messages``, the one exception).
 The public paths kept for projects (``realtime.policy``, ``realtime.auth``...), the facade
-(``realtime``) and the add-ons (``live``, ``management``, ``testing``, ``checks``, ``apps``)
-sit above every layer: nothing in a layer imports them. Lazy imports and ``TYPE_CHECKING`` imports
-count. Pure: reads the source, imports nothing.
+(``realtime``) and the add-ons (``live``, ``management``, ``testing``, ``client``, ``checks``,
+``apps``) sit above every layer: nothing in a layer imports them. ``realtime.client``, which
+runs in other programs (a service, a load tool), imports nothing of the app but the protocol.
+Lazy imports and ``TYPE_CHECKING`` imports count. Pure: reads the source, imports nothing.
 """
 
 from __future__ import annotations
@@ -140,7 +141,22 @@ def test_every_module_is_placed_or_known_to_be_above_the_layers() -> None:
         if layer_of(module_name(path)) is None
         and module_name(path) not in above
         and not module_name(path).startswith(
-            ("realtime.live", "realtime.management", "realtime.testing")
+            ("realtime.live", "realtime.management", "realtime.testing", "realtime.client")
         )
     ]
     assert not loose, f"place these in a layer (tests/unit/test_architecture.py): {loose}"
+
+
+CLIENT_MAY_IMPORT = ("realtime.client", "realtime.protocol", "realtime.exceptions")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "client").rglob("*.py")), ids=lambda p: module_name(p)
+)
+def test_the_python_client_imports_only_the_protocol(path: Path) -> None:
+    wrong = [
+        f"line {line}: {target}"
+        for line, target in imports(path)
+        if not any(target == p or target.startswith(p + ".") for p in CLIENT_MAY_IMPORT)
+    ]
+    assert not wrong, "\n".join(wrong)
