@@ -22,6 +22,9 @@ logger = logging.getLogger("realtime.bus")
 EVENT = "realtime.event"
 EVENTS = "realtime.events"
 PRESENCE = "realtime.presence"
+# Longest a receiver holds a draining process's presence leave (seconds): bounds what a
+# message can make a hub keep.
+MAX_HOLD = 120.0
 RESET = "realtime.reset"
 BATCH = "realtime.batch"
 TOUCH = "realtime.touch"
@@ -66,6 +69,9 @@ class PresenceMessage(TypedDict):
     version: int
     kind: PresenceKind
     metas: list[dict[str, Any]]
+    # A leave of a draining process's member: receivers show it only after this many
+    # seconds, and not at all if the member is back by then (``held``).
+    hold: NotRequired[float]
     t: NotRequired[float]
 
 
@@ -169,6 +175,14 @@ def presence(
     }
 
 
+def held(message: PresenceMessage, hold: float) -> PresenceMessage:
+    """``message`` as sent by a draining process: a leave held ``hold`` seconds by its
+    receivers; a join or an update as it is."""
+    if hold > 0 and message["kind"] == "leave":
+        return {**message, "hold": min(hold, MAX_HOLD)}
+    return message
+
+
 def reset(stream: str, epoch: str) -> ResetMessage:
     return {"type": "realtime.reset", "stream": stream, "epoch": epoch, "seq": 0}
 
@@ -269,10 +283,16 @@ def parse(raw: object) -> Message | None:
                 break
     elif problem is None and kind == PRESENCE and raw["kind"] not in _PRESENCE_KINDS:
         problem = f"kind {raw['kind']!r}"
+    elif problem is None and kind == PRESENCE and not _valid_hold(raw.get("hold", 0)):
+        problem = f"hold {raw['hold']!r}"
     if problem is not None:
         logger.warning("Dropped a malformed %s message: %s.", kind, problem)
         return None
     return cast(Message, raw)
+
+
+def _valid_hold(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_HOLD
 
 
 def _problem(raw: dict[str, Any], fields: tuple[tuple[str, tuple[type, ...]], ...]) -> str | None:

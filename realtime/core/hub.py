@@ -128,15 +128,17 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await self.backplane.close_channel(self.channel)
 
-    async def _unregister(self, within: float) -> None:
-        """Remove the lease and what hangs off it now, and send the presence leaves.
+    async def _unregister(self, within: float, hold: float = 0.0) -> None:
+        """Remove the lease and what hangs off it now, and send the presence leaves, which
+        the other processes hold for ``hold`` seconds (a drain: the members come back).
 
         Bounded: with the database or the channel layer gone, the lease's expiry does the
         same later (another process's sweep).
         """
         try:
             async with asyncio.timeout(max(within, 0.001)):
-                await self.fan_out_all(await registry.aunregister_server(self.id))
+                messages = await registry.aunregister_server(self.id)
+                await self.fan_out_all([m.held(message, hold) for message in messages])
         except Exception:
             logger.warning("Removing this process's lease failed; it will expire.", exc_info=True)
 
@@ -180,7 +182,11 @@ class Hub:
                     task.cancel()  # a write that hangs: the connection is cut below
                 elif not task.cancelled() and task.exception() is not None:
                     logger.warning("Telling a connection to go failed.", exc_info=task.exception())
-        await self._unregister(deadline - loop.time())
+        # Its members reconnect within the spread (at once if the server closed them): the
+        # other processes hold their leaves that long and the grace more, so that members
+        # who come back do not flicker out of everyone's view.
+        hold = (spread if told else 0.0) + realtime_settings.PRESENCE_GRACE
+        await self._unregister(deadline - loop.time(), hold)
         if self.connections:
             self._emptied = asyncio.Event()
             with contextlib.suppress(TimeoutError):

@@ -43,12 +43,14 @@ class StreamPresence:
     members who come and go cannot grow it without bound.
     """
 
-    __slots__ = ("count_task", "departed", "versions")
+    __slots__ = ("count_task", "departed", "held", "versions")
 
     def __init__(self) -> None:
         self.versions: dict[str, int] = {}
         self.departed: dict[str, float] = {}  # key -> monotonic time to forget it, in order
         self.count_task: asyncio.Task[None] | None = None
+        # key -> the timer that shows a draining process's member leaving (see ``hold``)
+        self.held: dict[str, asyncio.TimerHandle] = {}
 
     def saw(self, key: str, version: int, left: bool, now: float) -> bool:
         """Record a presence message's version; False if it is older than one delivered."""
@@ -67,9 +69,24 @@ class StreamPresence:
             del self.departed[key]
             self.versions.pop(key, None)
 
+    def hold(self, key: str, timer: asyncio.TimerHandle) -> None:
+        """Show the member's leave when ``timer`` fires, unless it is back before."""
+        self.release(key)
+        self.held[key] = timer
+
+    def release(self, key: str) -> bool:
+        """Cancel the member's held leave; whether there was one."""
+        timer = self.held.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        return timer is not None
+
     def close(self) -> None:
         if self.count_task is not None:
             self.count_task.cancel()
+        for timer in self.held.values():
+            timer.cancel()
+        self.held.clear()
 
 
 class PresenceTracker:
@@ -158,13 +175,33 @@ class PresenceTracker:
 
     # --- delivery --------------------------------------------------------------------
     async def deliver(self, state: StreamState, message: PresenceMessage) -> None:
-        """A presence message from the layer, to the stream's local subscribers."""
-        left = message["kind"] == "leave"
-        if not state.presence.saw(message["key"], message["version"], left, time.monotonic()):
+        """A presence message from the layer, to the stream's local subscribers.
+
+        A draining process's leave (``hold``) is shown only after its hold: a member that
+        reconnects meanwhile (to any process) shows as an ``update``, never having left.
+        """
+        key, left = message["key"], message["kind"] == "leave"
+        if not state.presence.saw(key, message["version"], left, time.monotonic()):
             return  # older than what this process already delivered
+        was_held = state.presence.release(key)
         if presence.counts_only(message["stream"]):
             self.schedule_count(message["stream"], state)
             return
+        if left and message.get("hold"):
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(message["hold"], self._show_held, state, message)
+            state.presence.hold(key, timer)
+            return
+        if was_held and message["kind"] == "join":
+            message = {**message, "kind": "update"}
+        await self._offer(state, message)
+
+    def _show_held(self, state: StreamState, message: PresenceMessage) -> None:
+        state.presence.held.pop(message["key"], None)
+        self.hub.spawn(self._offer(state, message))
+
+    @staticmethod
+    async def _offer(state: StreamState, message: PresenceMessage) -> None:
         frame = presence_frame(message)
         dirty = [sub.conn for sub in list(state.subs) if sub.offer_presence(message, frame)]
         for conn in dirty:

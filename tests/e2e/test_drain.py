@@ -2,8 +2,10 @@
 
 Every WebSocket client gets close code 1012 with its own reconnect delay, the SSE client a
 ``retry:`` field and the end of its response, the process's lease, connection records and
-presence are gone from the database within a second (a client of another process sees the
-leaves), and the process exits within ``DRAIN_TIMEOUT``.
+presence are gone from the database within a second, and the process exits within
+``DRAIN_TIMEOUT``. A client of another process sees the members leave once their hold
+(``DRAIN_SPREAD`` + ``PRESENCE_GRACE``) is over, unless they came back by then: then it
+sees an update, never a leave.
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ STREAM = "public:drain"
 SPREAD = 2.0  # seconds
 TIMEOUT = 4.0  # seconds
 SSE_RETRY = 9999  # the usual retry hint, told apart from the drain's
+GRACE = 0.5  # PRESENCE_GRACE, seconds
+HOLD = SPREAD + GRACE  # how long the other processes hold a drained member's leave
 
 
 def start(daphne_server: Any, server: str) -> Process:
-    overrides = {"DRAIN_SPREAD": SPREAD, "DRAIN_TIMEOUT": TIMEOUT, "SSE_RETRY": SSE_RETRY}
+    overrides = {
+        "DRAIN_SPREAD": SPREAD,
+        "DRAIN_TIMEOUT": TIMEOUT,
+        "SSE_RETRY": SSE_RETRY,
+        "PRESENCE_GRACE": GRACE,
+    }
     return daphne_server(settings_env(overrides), server=server)
 
 
@@ -89,15 +98,16 @@ async def test_sigterm_drains_clients_lease_and_presence(daphne_server: Any) -> 
         )
         assert took < 1.0, f"rows removed {took:.2f} s after SIGTERM"
 
-        # Another process's client sees every member of the drained process leave.
+        # Another process's client sees every member of the drained process leave, once
+        # the hold is over (none of these clients comes back).
         leaves: set[str] = set()
         while leaves != keys:
             frame = await observer.recv_until(
                 lambda f: f["type"] == "presence.leave",
-                timeout=max(0.05, signalled + 1.0 - time.monotonic()),
+                timeout=max(0.05, signalled + HOLD + 1.0 - time.monotonic()),
             )
+            assert time.monotonic() - signalled > HOLD - 0.3, f"left before the hold: {frame}"
             leaves.add(frame["key"])
-        assert time.monotonic() - signalled < 1.0
 
         # WebSocket clients: 1012, each with its own delay inside the spread.
         delays = []
@@ -135,6 +145,37 @@ async def test_a_draining_server_refuses_new_connections(daphne_server: Any) -> 
     await asyncio.to_thread(drained.process.wait, TIMEOUT + 3)
 
 
+async def test_a_member_back_within_the_hold_never_leaves_the_others_view(
+    daphne_server: Any,
+) -> None:
+    drained = start(daphne_server, "realtime")
+    other = start(daphne_server, "daphne")
+    observer = await joined(other, "observer")
+    moving, staying = await joined(drained, "moving"), await joined(drained, "gone")
+    await observer.recv_until(lambda f: f["type"] == "presence.join" and f["key"] == "anon:gone")
+    drained.terminate()
+    signalled = time.monotonic()
+    assert await moving.wait_closed(timeout=TIMEOUT) == CLOSE_SERVICE_RESTART
+    assert await staying.wait_closed(timeout=TIMEOUT) == CLOSE_SERVICE_RESTART
+    await wait_for(lambda: left_behind(drained.pid) == (0, 0, 0), 5, "the lease removed")
+    back = await joined(other, "moving")  # the same member, on the other process
+    frames = []
+    while not any(f["type"] == "presence.leave" for f in frames):
+        frames.append(
+            await observer.recv_until(
+                lambda f: f["type"].startswith("presence."),
+                timeout=max(0.05, signalled + HOLD + 1.0 - time.monotonic()),
+            )
+        )
+    assert [(f["type"], f["key"]) for f in frames] == [
+        ("presence.update", "anon:moving"),
+        ("presence.leave", "anon:gone"),
+    ]
+    assert time.monotonic() - signalled > HOLD - 0.3
+    await back.close()
+    await observer.close()
+
+
 @pytest.mark.parametrize(("server", "code"), [("uvicorn-lifespan", 1012), ("hypercorn", 1011)])
 async def test_lifespan_shutdown_drains_the_hub(daphne_server: Any, server: str, code: int) -> None:
     """uvicorn and hypercorn close their WebSockets themselves (uvicorn 1012 with no delay,
@@ -155,8 +196,11 @@ async def test_lifespan_shutdown_drains_the_hub(daphne_server: Any, server: str,
     closed = time.monotonic()
     took = await wait_for(lambda: left_behind(pid) == (0, 0, 0), 5, "rows removed")
     assert took < 1.0, f"rows removed {took:.2f} s after the connections closed"
+    # The server closed them (no spread): their leaves are held for the grace only.
     leaves = {
-        (await observer.recv_until(lambda f: f["type"] == "presence.leave", timeout=1))["key"]
+        (await observer.recv_until(lambda f: f["type"] == "presence.leave", timeout=GRACE + 1))[
+            "key"
+        ]
         for _ in clients
     }
     assert leaves == {"anon:ws-0", "anon:ws-1"}

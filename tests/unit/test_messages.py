@@ -75,3 +75,16 @@ def test_batches_keep_order_and_bound_the_events_per_message():
         weight = sum(len(inner.get("events", ())) or 1 for inner in m.unbatch(message))
         assert weight <= m.BATCH_EVENTS
     assert m.batches([singles[0]]) == [singles[0]]  # one alone travels as itself
+
+
+def test_a_held_leave_carries_a_bounded_hold_and_a_bad_one_is_dropped(caplog):
+    leave = m.presence("s", "k", 2, "leave", [])
+    assert m.held(leave, 3.5)["hold"] == 3.5
+    assert m.held(leave, 10_000)["hold"] == m.MAX_HOLD  # a receiver keeps it bounded
+    assert "hold" not in m.held(m.presence("s", "k", 1, "join", [{}]), 3.5)
+    assert "hold" not in m.held(leave, 0)
+    assert m.parse(m.held(leave, 3.5)) is not None
+    for bad in (-1, m.MAX_HOLD + 1, True, "3"):
+        with caplog.at_level(logging.WARNING, logger="realtime.bus"):
+            assert m.parse({**leave, "hold": bad}) is None
+    assert "hold" in caplog.text
