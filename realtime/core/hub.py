@@ -23,7 +23,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from realtime.bus import CONTROL_GROUP, HUB_CHANNEL_PREFIX, backplane, fan_out, group_name
+from realtime.bus import (
+    CONTROL_GROUP,
+    HUB_CHANNEL_PREFIX,
+    BackplaneInterrupted,
+    backplane,
+    fan_out,
+    group_name,
+)
 from realtime.bus import messages as m
 from realtime.bus.pacing import WritePacer
 from realtime.conf import realtime_settings
@@ -365,6 +372,12 @@ class Hub:
                 message = await self.backplane.receive(self.channel)
             except asyncio.CancelledError:
                 raise
+            except BackplaneInterrupted as exc:
+                # Reconnected by the client library itself (its outage was logged there).
+                logger.info("The backplane is back (%s); joining the groups again.", exc)
+                await self.rejoin_all()
+                self.spawn(self.presence.resync())  # presence messages may have been lost
+                continue
             except Exception:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
