@@ -115,7 +115,7 @@ def captured_bulk_create(
         known = [obj for obj in made if obj.pk is not None]
         if len(known) < len(made):
             # ignore_conflicts, or a database that does not return pks: which rows exist is
-            # unknown here (on PostgreSQL the capture triggers see them; docs/live-models.md).
+            # unknown here, and the triggers skip the ORM's writes (docs/live-models.md).
             logger.warning(
                 "bulk_create of %s: %d of %d rows came back without a pk and are not "
                 "published (ignore_conflicts?).",
