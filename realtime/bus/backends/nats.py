@@ -7,17 +7,13 @@ as a channel-layer group does. NATS keeps one connection's messages to one subje
 which is the order the hub needs; it keeps nothing for a subscriber that is away, which the
 hub's reconciler repairs from the database.
 
-One connection per event loop (the hub's, the sync sender's thread, a sync view's
-``async_to_sync``), opened on first use and closed with its loop, the way channels-redis
-keeps its pools (it wraps ``loop.close``: channels_redis/utils.py ``_wrap_close``). nats-py
-reconnects by itself (``max_reconnect_attempts=-1``) and subscribes again; what is
-published meanwhile waits in its buffer (``pending_size``, 2 MB; past it a send fails, logged,
-and the reconciler delivers). After a reconnect each channel's ``receive`` raises
+One connection per event loop, closed with its loop, and msgpack bodies
+(``realtime.bus.backends.links``). nats-py reconnects by itself
+(``max_reconnect_attempts=-1``) and subscribes again; what is published meanwhile waits in
+its buffer (``pending_size``, 2 MB; past it a send fails, logged, and the reconciler
+delivers). After a reconnect each channel's ``receive`` raises
 ``BackplaneInterrupted`` once, in order with its messages, so the hub re-joins its groups
 and re-sends presence, as after a channel-layer failure.
-
-Messages travel as msgpack, as channels-redis' do: the event frames inside are JSON text,
-which msgpack carries without escaping.
 """
 
 from __future__ import annotations
@@ -25,24 +21,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import socket
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgpack  # type: ignore[import-untyped]
-from django.core.exceptions import ImproperlyConfigured
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
-from realtime.bus.backends.base import Backplane, BackplaneInterrupted, Pair
-from realtime.bus.groups import subject_token
-from realtime.bus.layer import close_with_loop
+from realtime.bus.backends.base import Pair
+from realtime.bus.backends.links import INTERRUPTED, LinkedBackplane
 from realtime.bus.messages import BATCH, EVENTS, batches, events
 
 logger = logging.getLogger("realtime.bus")
@@ -57,10 +50,6 @@ MAX_OUTSTANDING_PINGS = 2
 # Seconds a send waits for the server to confirm what it wrote (a PING's PONG).
 FLUSH_TIMEOUT = 2
 
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# Put in a channel's queue by a reconnect: ``receive`` raises when it comes to it.
-_INTERRUPTED = b""
-
 
 @dataclass
 class _Link:
@@ -72,18 +61,14 @@ class _Link:
     joined: dict[tuple[str, str], Subscription | None] = field(default_factory=dict)
 
 
-class NatsBackplane(Backplane):
+class NatsBackplane(LinkedBackplane[_Link]):
     """Core NATS subjects; see the module docstring."""
 
+    label = "NATS backplane"
+
     def __init__(self, servers: list[str], prefix: str = "default") -> None:
-        if not _PREFIX.match(prefix):
-            raise ImproperlyConfigured(
-                f"The NATS backplane's prefix {prefix!r} must be 1-64 letters, digits, '_' or '-'."
-            )
+        super().__init__(prefix)
         self.servers = servers
-        self.prefix = prefix
-        self.root = f"realtime.{prefix}"
-        self._links: dict[asyncio.AbstractEventLoop, asyncio.Task[_Link]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> NatsBackplane:
@@ -99,34 +84,14 @@ class NatsBackplane(Backplane):
         prefix = parse_qs(parts.query).get("prefix", ["default"])[-1]
         return cls(servers, prefix)
 
-    # --- subjects ------------------------------------------------------------------------
-    def group_subject(self, group: str) -> str:
-        return f"{self.root}.g.{subject_token(group, 'Group')}"
-
-    def channel_subject(self, channel: str) -> str:
-        return f"{self.root}.c.{subject_token(channel, 'Channel')}"
-
     # --- connections ---------------------------------------------------------------------
-    async def _link(self) -> _Link:
-        loop = asyncio.get_running_loop()
-        task = self._links.get(loop)
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            if task is None:
-                # list(): another thread's loop (the sender's) may add its link meanwhile.
-                for old in [old for old in list(self._links) if old.is_closed()]:
-                    self._links.pop(old, None)
-                close_with_loop(loop, self._close_link)
-            task = self._links[loop] = loop.create_task(self._connect())
-        # Shielded: a caller cancelled while connecting must not cancel the others' connect.
-        return await asyncio.shield(task)
-
     async def _connect(self) -> _Link:
         link: _Link | None = None
 
         async def reconnected() -> None:
             logger.warning("NATS backplane reconnected to %s.", client.connected_url)
             for queue in link.queues.values() if link is not None else ():
-                queue.put_nowait(_INTERRUPTED)
+                queue.put_nowait(INTERRUPTED)
 
         async def disconnected() -> None:
             if not client.is_closed:
@@ -165,16 +130,8 @@ class NatsBackplane(Backplane):
         link = _Link(client)
         return link
 
-    async def _close_link(self, loop: asyncio.AbstractEventLoop) -> None:
-        task = self._links.pop(loop, None)
-        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
-            if task is not None and not task.done():
-                task.cancel()
-            return
-        await task.result().client.close()
-
-    async def aclose(self) -> None:
-        await self._close_link(asyncio.get_running_loop())
+    async def _disconnect(self, link: _Link) -> None:
+        await link.client.close()
 
     # --- channels ------------------------------------------------------------------------
     async def _queue(self, link: _Link, channel: str) -> asyncio.Queue[bytes]:
@@ -196,16 +153,12 @@ class NatsBackplane(Backplane):
 
     async def receive(self, channel: str) -> dict[str, Any]:
         queue = await self._queue(await self._link(), channel)
-        data = await queue.get()
-        if data == _INTERRUPTED:
-            raise BackplaneInterrupted("NATS reconnected: messages sent meanwhile may be lost.")
-        return cast(dict[str, Any], msgpack.unpackb(data))
+        return self.unpack(await queue.get())
 
     async def close_channel(self, channel: str) -> None:
-        task = self._links.get(asyncio.get_running_loop())
-        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        link = self._current()
+        if link is None:
             return
-        link = task.result()
         link.queues.pop(channel, None)
         subs = [link.inboxes.pop(channel, None)]
         for key in [key for key in link.joined if key[1] == channel]:

@@ -10,13 +10,13 @@ in order; it keeps nothing for a subscriber that is away, which the hub's reconc
 from the database.
 
 One ``RedisCluster`` client and one ``ClusterPubSub`` per event loop, opened on first use and
-closed with the loop (as ``realtime.bus.backends.nats``). One reader task per loop polls the
-pub/sub (``get_sharded_message``) and hands each message to its channels' queues. redis-py
-follows the slots: a node that stops and comes back, or a slot that moves, gets its
-subscriptions again by itself; a publish to a node that is down fails (logged by the caller:
-the reconciler delivers it). When every node failed a poll, the reader tells each channel
-(``BackplaneInterrupted``, once) when reading works again, so the hub re-joins and re-sends
-presence.
+closed with the loop, and msgpack bodies (``realtime.bus.backends.links``). One reader task
+per loop polls the pub/sub (``get_sharded_message``) and hands each message to its
+channels' queues. redis-py follows the slots: a node that stops and comes back, or a slot
+that moves, gets its subscriptions again by itself; a publish to a node that is down fails
+(logged by the caller: the reconciler delivers it). When every node failed a poll, the
+reader tells each channel (``BackplaneInterrupted``, once) when reading works again, so the
+hub re-joins and re-sends presence.
 """
 
 from __future__ import annotations
@@ -24,20 +24,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgpack  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 
-from realtime.bus.backends.base import Backplane, BackplaneInterrupted, Pair
-from realtime.bus.groups import subject_token
-from realtime.bus.layer import close_with_loop
+from realtime.bus.backends.base import Pair
+from realtime.bus.backends.links import INTERRUPTED, LinkedBackplane
 from realtime.bus.messages import batches
 
 logger = logging.getLogger("realtime.bus")
@@ -47,8 +45,6 @@ logger = logging.getLogger("realtime.bus")
 POLL = 0.02
 # Seconds between reads after a poll failed on every node.
 RETRY = 0.5
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_INTERRUPTED = b""
 
 
 @dataclass
@@ -64,19 +60,14 @@ class _Link:
     reader: asyncio.Task[None] | None = None
 
 
-class RedisClusterBackplane(Backplane):
+class RedisClusterBackplane(LinkedBackplane[_Link]):
     """Sharded pub/sub on Redis Cluster; see the module docstring."""
 
+    label = "Redis Cluster backplane"
+
     def __init__(self, nodes: list[tuple[str, int]], prefix: str = "default") -> None:
-        if not _PREFIX.match(prefix):
-            raise ImproperlyConfigured(
-                f"The Redis Cluster backplane's prefix {prefix!r} must be 1-64 letters, "
-                "digits, '_' or '-'."
-            )
+        super().__init__(prefix)
         self.nodes = nodes
-        self.prefix = prefix
-        self.root = f"realtime.{prefix}"
-        self._links: dict[asyncio.AbstractEventLoop, asyncio.Task[_Link]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisClusterBackplane:
@@ -90,24 +81,7 @@ class RedisClusterBackplane(Backplane):
         prefix = parse_qs(urlsplit(url).query).get("prefix", ["default"])[-1]
         return cls(nodes, prefix)
 
-    def group_subject(self, group: str) -> str:
-        return f"{self.root}.g.{subject_token(group, 'Group')}"
-
-    def channel_subject(self, channel: str) -> str:
-        return f"{self.root}.c.{subject_token(channel, 'Channel')}"
-
     # --- connections ---------------------------------------------------------------------
-    async def _link(self) -> _Link:
-        loop = asyncio.get_running_loop()
-        task = self._links.get(loop)
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            if task is None:
-                for old in [old for old in list(self._links) if old.is_closed()]:
-                    self._links.pop(old, None)
-                close_with_loop(loop, self._close_link)
-            task = self._links[loop] = loop.create_task(self._connect())
-        return await asyncio.shield(task)
-
     async def _connect(self) -> _Link:
         client = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
@@ -144,7 +118,7 @@ class RedisClusterBackplane(Backplane):
                 failing = False
                 logger.warning("Redis Cluster backplane: reading again.")
                 for queue in link.queues.values():
-                    queue.put_nowait(_INTERRUPTED)
+                    queue.put_nowait(INTERRUPTED)
             if message is None or message.get("type") != "smessage":
                 continue
             subject = message["channel"].decode()
@@ -153,13 +127,7 @@ class RedisClusterBackplane(Backplane):
                 if found is not None:
                     found.put_nowait(message["data"])
 
-    async def _close_link(self, loop: asyncio.AbstractEventLoop) -> None:
-        task = self._links.pop(loop, None)
-        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
-            if task is not None and not task.done():
-                task.cancel()
-            return
-        link = task.result()
+    async def _disconnect(self, link: _Link) -> None:
         if link.reader is not None:
             link.reader.cancel()
             with contextlib.suppress(BaseException):
@@ -167,9 +135,6 @@ class RedisClusterBackplane(Backplane):
         with contextlib.suppress(Exception):
             await link.pubsub.aclose()
         await link.client.aclose()
-
-    async def aclose(self) -> None:
-        await self._close_link(asyncio.get_running_loop())
 
     # --- membership ----------------------------------------------------------------------
     async def _join(self, link: _Link, subject: str, channel: str) -> None:
@@ -209,16 +174,12 @@ class RedisClusterBackplane(Backplane):
         queue = self._queue(link, channel)
         if channel not in link.members.get(subject, ()):
             await self._join(link, subject, channel)
-        data = await queue.get()
-        if data == _INTERRUPTED:
-            raise BackplaneInterrupted("Redis Cluster: messages sent meanwhile may be lost.")
-        return cast(dict[str, Any], msgpack.unpackb(data))
+        return self.unpack(await queue.get())
 
     async def close_channel(self, channel: str) -> None:
-        task = self._links.get(asyncio.get_running_loop())
-        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        link = self._current()
+        if link is None:
             return
-        link = task.result()
         link.queues.pop(channel, None)
         for subject in [s for s, members in link.members.items() if channel in members]:
             with contextlib.suppress(Exception):
