@@ -77,7 +77,10 @@ async def agather(within: float = 1.0) -> Gathered:
             if left <= 0:
                 break
             try:
-                message = await asyncio.wait_for(layer.receive(channel), left)
+                # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation
+                # (python/cpython#86296), and this loop would outlive its caller.
+                async with asyncio.timeout(left):
+                    message = await layer.receive(channel)
             except TimeoutError:
                 break
             reply = messages.parse(message)

@@ -89,9 +89,17 @@ With the in-memory layer only stored events show, read every half second."""
         whatever it was awaiting."""
         task = asyncio.current_task()
         assert task is not None
+
+        def stop() -> None:
+            # The flag too: on Python 3.11 a cancellation can be swallowed on its way
+            # (asyncio.wait_for inside redis-py, python/cpython#86296); the loop then ends
+            # at its next step.
+            follower.stopped = True
+            task.cancel()
+
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        loop.add_signal_handler(signal.SIGINT, stop)
+        loop.add_signal_handler(signal.SIGTERM, stop)
         with contextlib.suppress(asyncio.CancelledError):  # Ctrl-C: the normal way to stop
             await follower.run()
 
@@ -106,6 +114,7 @@ class Follower:
         self.position = 0  # last seq printed
         self.epoch: str | None = None
         self.printed = 0
+        self.stopped = False  # Ctrl-C or SIGTERM
         self.layer: Any = None
         self.channel: str | None = None
         self.deadline = (
@@ -115,8 +124,10 @@ class Follower:
     @property
     def done(self) -> bool:
         count = self.options["count"]
-        return (count is not None and self.printed >= count) or (
-            self.deadline is not None and time.monotonic() >= self.deadline
+        return (
+            self.stopped
+            or (count is not None and self.printed >= count)
+            or (self.deadline is not None and time.monotonic() >= self.deadline)
         )
 
     async def run(self) -> None:
@@ -160,7 +171,8 @@ class Follower:
             await self.catch_up()
             return
         try:
-            message = await asyncio.wait_for(self.layer.receive(self.channel), wait)
+            async with asyncio.timeout(wait):
+                message = await self.layer.receive(self.channel)
         except TimeoutError:
             await self.catch_up()
             return
