@@ -18,6 +18,18 @@ from pytest_django import DjangoDbBlocker
 from realtime.testing.pytest import remember
 from tests.servers import Server
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _hypothesis_regex_imported() -> None:
+    """Hypothesis imports its regex module on first use, and pytest rewrites its asserts with
+    ast.parse. On Python 3.11 a parse that runs while other threads are busy (the app's
+    sender and database threads; 3.11 also parses source lines to format a traceback) can
+    fail with "AST constructor recursion depth mismatch" (python/cpython#106905, seen in CI
+    in tests/e2e/test_schemas.py): import it before the first test starts those threads
+    (not at conftest import: Hypothesis warns about work done there)."""
+    import hypothesis.strategies._internal.regex  # noqa: F401
+
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 
