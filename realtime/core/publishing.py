@@ -158,15 +158,24 @@ def _store(
         if stored.duplicate:
             return stored, None
         message = _message(stored, data_json)
-        if outer:
-            transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
-        if observers:
-            _stored([stored], [message], transaction.get_connection(alias) if outer else None)
+        _stored_in_transaction([stored], [message], alias, outer)
     except (OperationalError, InterfaceError) as exc:
         # Rolled back (or never begun): nothing is stored, so nothing is sent.
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
     stats.published += 1
     return stored, None if outer else message
+
+
+def _stored_in_transaction(
+    rows: Sequence[Event], messages: Sequence[LayerMessage], alias: str, outer: bool
+) -> None:
+    """Where ``rows`` were just stored: inside the caller's transaction (``outer``) their
+    fan-out waits for its commit; observers (``realtime.testing``) hear of them either way."""
+    if outer:
+        for message in messages:
+            transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
+    if observers:
+        _stored(rows, messages, transaction.get_connection(alias) if outer else None)
 
 
 def _fan_out_sync(message: LayerMessage) -> None:
@@ -363,11 +372,7 @@ def _store_many(
                 for row, (_, _, data_json) in zip(rows, prepared, strict=True)
             ]
             messages = _chunked(stream, singles)
-            if outer:
-                for message in messages:
-                    transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
-            if observers:
-                _stored(rows, messages, transaction.get_connection(alias) if outer else None)
+            _stored_in_transaction(rows, messages, alias, outer)
     except (OperationalError, InterfaceError) as exc:
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
     stats.published += len(rows)
@@ -421,11 +426,7 @@ def publish_group(events: Sequence[tuple[str, str, Any]]) -> list[Event]:
                 for name, singles in by_stream.items():
                     messages += singles if len(singles) == 1 else _chunked(name, singles)
                 rows += stored
-            if outer:
-                for message in messages:
-                    transaction.on_commit(partial(_fan_out_sync, message), using=alias, robust=True)
-            if observers:
-                _stored(rows, messages, transaction.get_connection(alias) if outer else None)
+            _stored_in_transaction(rows, messages, alias, outer)
     except (OperationalError, InterfaceError) as exc:
         raise StoreUnavailable(f"The event store is unavailable: {exc}") from exc
     stats.published += len(rows)
