@@ -25,8 +25,8 @@ from realtime.bus.backends.rediscluster import RedisClusterBackplane
 from realtime.bus.groups import group_name
 from realtime.core.gather import agather
 from realtime.models import Event
-from tests.e2e.test_faults import PUBLISHER, Redis, collect
-from tests.servers import ROOT, WSClient, arun_manage, free_port, port_open, server_env
+from tests.e2e.test_faults import Redis, collect, start_publisher
+from tests.servers import WSClient, arun_manage, free_port, port_open, server_env
 
 WS = "/realtime/ws/"
 # Debian installs nats-server in /usr/sbin, which is not on every PATH.
@@ -457,11 +457,7 @@ async def test_an_outage_loses_nothing_and_delivery_resumes(daphne_server: Any, 
     servers = [daphne_server(env), daphne_server(env)]
     stream, count = "public:outage", 80
     clients = [await open_ws(server, stream, since=0) for server in servers]
-    publisher = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PUBLISHER.format(count=count, stream=stream, pause=0.1),
-        cwd=ROOT, env=server_env(env),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    publisher = await start_publisher(env, stream, count, pause=0.1)
     await asyncio.sleep(1.5)
     plane.stop_for(stream)  # five seconds without it, while events keep being published
     await asyncio.sleep(5)

@@ -91,6 +91,18 @@ for n in range({count}):
 """
 
 
+async def start_publisher(
+    env: dict[str, str], stream: str, count: int, pause: float
+) -> asyncio.subprocess.Process:
+    """``PUBLISHER`` in a process of its own (sync ``realtime.publish``); its stderr is kept
+    for ``communicate()``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISHER.format(count=count, stream=stream, pause=pause),
+        cwd=ROOT, env=server_env(env),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
 async def collect(ws: WSClient, stream: str, last: int, timeout: float) -> list[int]:
     seqs: list[int] = []
     async with asyncio.timeout(timeout):
@@ -117,11 +129,7 @@ async def test_redis_restart_loses_nothing(daphne_server, redis):
         await ws.send_json({"type": "subscribe", "stream": stream, "since": 0})
         await ws.recv_until(lambda f: f["type"] == "subscribed")
         clients.append(ws)
-    publisher = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PUBLISHER.format(count=count, stream=stream, pause=0.1),
-        cwd=ROOT, env=server_env(env),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    publisher = await start_publisher(env, stream, count, pause=0.1)
     await asyncio.sleep(1.5)
     redis.stop()  # five seconds without Redis, while events keep being published
     await asyncio.sleep(5)
