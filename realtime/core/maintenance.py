@@ -69,11 +69,7 @@ async def reconcile_streams(hub: Hub) -> None:
         info = heads.get(stream)
         if info is None:
             continue
-        for sub in list(state.subs):
-            if sub.syncing:
-                continue
-            if sub.epoch != info.epoch or sub.position < state.checked_head:
-                sub.start_sync()
+        state.sync_behind(info.epoch, state.checked_head)
         state.checked_head = info.last_seq
 
 

@@ -59,3 +59,10 @@ class StreamState:
         self.lock = asyncio.Lock()
         self.checked_head = 0
         self.presence = StreamPresence()
+
+    def sync_behind(self, epoch: str, head: int) -> None:
+        """Catch up from the database each subscription (not already catching up) of
+        another epoch than ``epoch``, or before ``head``."""
+        for sub in list(self.subs):
+            if not sub.syncing and (sub.epoch != epoch or sub.position < head):
+                sub.start_sync()

@@ -35,11 +35,8 @@ async def wake(hub: Hub, names: set[str]) -> None:
     heads = await store.aheads(watched)
     for name in watched:
         state, info = hub.streams.get(name), heads.get(name)
-        if state is None or info is None:
-            continue
-        for sub in list(state.subs):
-            if not sub.syncing and (sub.epoch != info.epoch or sub.position < info.last_seq):
-                sub.start_sync()
+        if state is not None and info is not None:
+            state.sync_behind(info.epoch, info.last_seq)
 
 
 async def run(hub: Hub) -> None:
