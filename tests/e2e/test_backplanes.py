@@ -183,7 +183,7 @@ MISSING = {
 def plane(request: pytest.FixtureRequest, settings: Any, tmp_path: Path) -> Any:
     """A backplane's servers of this test's own, and the pytest process's backplane on them."""
     if MISSING[request.param]:
-        pytest.skip(f"{request.param}: its server is not installed (`make test` installs it)")
+        pytest.fail(f"{request.param}: its server is not installed (`make test` installs it)")
     server = SERVERS[request.param](tmp_path)
     try:
         server.start()
@@ -201,7 +201,7 @@ def plane(request: pytest.FixtureRequest, settings: Any, tmp_path: Path) -> Any:
 def nats(settings: Any, tmp_path: Path) -> Any:
     """The NATS backplane on a nats-server of this test's own."""
     if NATS_SERVER is None:
-        pytest.skip("nats-server is not installed (`make test` installs it)")
+        pytest.fail("nats-server is not installed (`make test` installs it)")
     server = Nats(tmp_path)
     server.start()
     settings.REALTIME = {**settings.REALTIME, "BACKPLANE": server.url}
