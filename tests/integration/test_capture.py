@@ -19,17 +19,9 @@ from django.db import connection, transaction
 from realtime import live
 from realtime.models import Event, Stream
 from tests.live_capture.models import Board, Card, Note, Quiet
+from tests.live_capture.published import events, stored
 
 pytestmark = pytest.mark.django_db
-
-
-def stored(stream: str) -> list[tuple[int, str, Any]]:
-    rows = Event.objects.filter(stream__name=stream).order_by("seq")
-    return [(e.seq, e.event, e.data) for e in rows]
-
-
-def events(stream: str) -> list[str]:
-    return [event for _, event, _ in stored(stream)]
 
 
 def payload(card: Card) -> Any:
