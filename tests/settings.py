@@ -31,9 +31,9 @@ from project.settings import (
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.signal_log", "tests.live_capture"]
 # tests.live_capture's live models (capture tests) decide who reads their streams.
-_CAPTURE_RULES = dict.fromkeys(
-    ["cards", "cards:*", "boards:*:cards", "notes:*", "quiet"], "realtime.live.rule"
-)
+_CAPTURE_STREAMS = ["cards", "cards:*", "boards:*:cards", "notes:*", "quiet", "labels", "shops"]
+_CAPTURE_STREAMS += ["venues", "boards:*:labels", "boards:*:shops", "boards:*:venues"]
+_CAPTURE_RULES = dict.fromkeys(_CAPTURE_STREAMS, "realtime.live.rule")
 REALTIME = {**REALTIME, "RULES": {**REALTIME["RULES"], **_CAPTURE_RULES}}
 REALTIME = {**REALTIME, **json.loads(os.environ.get("REALTIME_TEST_OVERRIDES") or "{}")}
 

@@ -62,3 +62,41 @@ class Quiet(models.Model):
     """``capture=False``: only saves and deletes publish, as with Django's signals alone."""
 
     n = models.IntegerField(default=0)
+
+
+@live.register(
+    streams=["labels", "boards:{board_id}:labels"], fields=["id", "code", "name", "board", "rank"]
+)
+class Label(models.Model):
+    """A unique ``code``: ``bulk_create(ignore_conflicts=...)`` and ``update_conflicts``."""
+
+    code = models.CharField(max_length=20, unique=True)
+    name = models.CharField(max_length=50, default="")
+    board = models.ForeignKey(Board, null=True, on_delete=models.SET_NULL, related_name="+")
+    rank = models.IntegerField(default=0)
+
+
+class Place(models.Model):
+    """Not live; its multi-table child ``Shop`` is."""
+
+    name = models.CharField(max_length=50)
+    board = models.ForeignKey(Board, null=True, on_delete=models.SET_NULL, related_name="+")
+
+
+@live.register(
+    streams=["shops", "boards:{board_id}:shops"], fields=["id", "name", "board", "stock"]
+)
+class Shop(Place):
+    stock = models.IntegerField(default=0)
+
+
+@live.register(streams=["venues", "boards:{board_id}:venues"], fields=["id", "name", "board"])
+class Venue(models.Model):
+    """Live; its multi-table child ``Stage`` is not."""
+
+    name = models.CharField(max_length=50)
+    board = models.ForeignKey(Board, null=True, on_delete=models.SET_NULL, related_name="+")
+
+
+class Stage(Venue):
+    seats = models.IntegerField(default=0)
