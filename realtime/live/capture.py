@@ -4,15 +4,16 @@ Django sends no signal for ``QuerySet.update()`` (and so ``bulk_update()``, and 
 ``on_delete=SET_NULL``/``SET(...)`` updates of a deletion), ``bulk_create()``, or
 ``on_delete=SET_DEFAULT`` (``UpdateQuery.update_batch``), and offers no hook to add one
 (a queryset class of the user's managers would miss ``_base_manager`` and related managers,
-which the deletion collector uses). So ``install()`` wraps those three methods, and
-``Collector.delete``, once for the process: for a model that is not live the cost is one
+which the deletion collector uses). So ``install()`` wraps those three methods,
+``QuerySet._insert`` (``realtime.live.upserts``) and ``Collector.delete``, once for the
+process: for a model that is not live the cost is one
 dict lookup; for a live one whose capture is on (``LiveModel.captured``) the wrapper
 
 * ``update()``: reads the pks of the matching rows (``SELECT ... FOR UPDATE``: nobody changes
   them until the transaction ends) and, when the streams depend on fields other than the pk,
   the rows as they were; updates exactly those rows; reads them back; and publishes what a
   ``save()`` of each would: ``deleted`` to the streams a row left, ``updated`` to its streams;
-* ``bulk_create()``: publishes ``created`` for each object that got its pk back;
+* ``bulk_create()``: ``realtime.live.upserts``;
 
 all in one transaction with the change (``atomic(savepoint=False)``), so a rollback publishes
 nothing. Inside ``live.batch()`` the changes join the batch; outside, they are stored together
@@ -26,22 +27,15 @@ capture off, the bulk writes run under it too and nobody publishes them.
 from __future__ import annotations
 
 import functools
-import logging
-from collections.abc import Iterator, Sequence
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.deletion import Collector
 from django.db.models.sql import UpdateQuery
 
-from realtime.live import batching, guard
+from realtime.live import batching, guard, rows, upserts
 from realtime.live.options import LiveModel
-
-logger = logging.getLogger("realtime.live")
-
-# Rows per ``pk__in`` statement: under SQLite's oldest limit of bound parameters (999).
-CHUNK = 900
 
 _installed = False
 
@@ -52,89 +46,29 @@ def _live(model: Any) -> LiveModel | None:
     return registry.get(model)
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
-
-
-def _rows(live: LiveModel, using: str, pks: Sequence[Any]) -> list[Any]:
-    base = live.model._base_manager.using(using)
-    found: list[Any] = []
-    for chunk in _chunks(pks):
-        found.extend(base.filter(pk__in=chunk).order_by("pk"))
-    return found
-
-
-def _locked_pks(queryset: QuerySet[Any]) -> list[Any]:
-    """The pks of ``queryset``'s rows, locked until the transaction ends. ``FOR UPDATE OF``
-    the model's own table where the database has it: a filter across a nullable relation
-    joins it with an outer join, whose nullable side PostgreSQL refuses to lock."""
-    rows = queryset.order_by()
-    rows.query.distinct = False  # FOR UPDATE refuses DISTINCT; the pks are distinct anyway
-    features = connections[queryset.db].features
-    of = ("self",) if features.has_select_for_update_of else ()
-    return list(rows.select_for_update(of=of).values_list("pk", flat=True))
-
-
 def captured_update(original: Any, queryset: QuerySet[Any], live: LiveModel, **kwargs: Any) -> int:
     """``queryset.update(**kwargs)`` with the events a ``save()`` of each row would publish."""
     using = queryset.db
     with transaction.atomic(using=using, savepoint=False):
-        pks = sorted(_locked_pks(queryset))
+        pks = sorted(rows.locked_pks(queryset))
         if not pks:
             return 0
-        before = {obj.pk: obj for obj in _rows(live, using, pks)} if live.tracked else {}
+        before = {obj.pk: obj for obj in rows.read(live, using, pks)} if live.tracked else {}
         count = 0
         base = live.model._base_manager.using(using)
         with guard.orm_write(using):
-            for chunk in _chunks(pks):
+            for chunk in rows.chunks(pks):
                 count += original(base.filter(pk__in=chunk), **kwargs)
         changes: list[batching.Change] = []
-        for obj in _rows(live, using, pks):
-            streams = live.streams_for(obj)
-            old = before.get(obj.pk)
-            if old is not None:
-                left = [stream for stream in live.streams_for(old) if stream not in streams]
-                if left:
-                    changes.append(
-                        batching.Change(live, "deleted", left, live.key_payload(old), using)
-                    )
-            changes.append(batching.Change(live, "updated", streams, live.payload(obj), using))
+        for obj in rows.read(live, using, pks):
+            changes += rows.updated(live, obj, before.get(obj.pk), using)
         batching.emit_many(changes)
     return count
 
 
-def captured_bulk_create(
-    original: Any, queryset: QuerySet[Any], live: LiveModel, objs: Any, *args: Any, **kwargs: Any
-) -> list[Any]:
-    """``queryset.bulk_create(objs, ...)``, then ``created`` for each object with a pk."""
-    using = queryset.db
-    with transaction.atomic(using=using, savepoint=False):
-        with guard.orm_write(using):
-            made = original(queryset, objs, *args, **kwargs)
-        known = [obj for obj in made if obj.pk is not None]
-        if len(known) < len(made):
-            # ignore_conflicts, or a database that does not return pks: which rows exist is
-            # unknown here, and the triggers skip the ORM's writes (docs/live-models.md).
-            logger.warning(
-                "bulk_create of %s: %d of %d rows came back without a pk and are not "
-                "published (ignore_conflicts?).",
-                live.label,
-                len(made) - len(known),
-                len(made),
-            )
-        batching.emit_many(
-            [
-                batching.Change(live, "created", live.streams_for(obj), live.payload(obj), using)
-                for obj in known
-            ]
-        )
-    return list(made)
-
-
 def install() -> None:
-    """Wrap ``QuerySet.update``, ``QuerySet.bulk_create``, ``UpdateQuery.update_batch`` and
-    ``Collector.delete`` once, for the process."""
+    """Wrap ``QuerySet.update``, ``QuerySet.bulk_create``, ``QuerySet._insert``,
+    ``UpdateQuery.update_batch`` and ``Collector.delete`` once, for the process."""
     global _installed
     if _installed:
         return
@@ -162,7 +96,7 @@ def install() -> None:
         if not live.captured:
             with guard.orm_write(self.db):
                 return bulk_create(self, objs, *args, **kwargs)
-        return captured_bulk_create(bulk_create, self, live, objs, *args, **kwargs)
+        return upserts.captured_bulk_create(bulk_create, self, live, objs, *args, **kwargs)
 
     @functools.wraps(update_batch)
     def live_update_batch(self: UpdateQuery, pk_list: Any, values: Any, using: str) -> None:
@@ -176,7 +110,7 @@ def install() -> None:
             return
         # on_delete=SET_DEFAULT (and SET_NULL on loaded rows): the same path as update().
         base = live.model._base_manager.using(using)
-        for chunk in _chunks(list(pk_list)):
+        for chunk in rows.chunks(list(pk_list)):
             captured_update(update, base.filter(pk__in=chunk), live, **values)
 
     @functools.wraps(delete)
@@ -188,5 +122,6 @@ def install() -> None:
 
     QuerySet.update = live_update  # type: ignore[method-assign]
     QuerySet.bulk_create = live_bulk_create  # type: ignore[method-assign]
+    QuerySet._insert = upserts.wrap_insert(QuerySet._insert)  # type: ignore[attr-defined]
     UpdateQuery.update_batch = live_update_batch  # type: ignore[method-assign]
     Collector.delete = live_delete  # type: ignore[method-assign]
