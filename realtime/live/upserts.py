@@ -17,7 +17,8 @@ column of the model:
   before the upsert): ``updated``, without ``deleted`` (its old values were never read). On
   SQLite the read is exact: its writers are serialised, so no other transaction commits
   between the read and the upsert (with ``BEGIN IMMEDIATE`` the write lock is held from
-  the start; otherwise the read's snapshot makes a later commit fail the upsert, ``SQLITE_BUSY``).
+  the start; otherwise another writer's commit after the read makes the upsert fail with
+  ``SQLITE_BUSY`` instead of writing over a row the read did not see).
 
 Elsewhere (no ``RETURNING``, or another vendor) the objects with a pk publish ``created``
 and the rest are logged, as before.
