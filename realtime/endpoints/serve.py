@@ -16,6 +16,9 @@ myproject.asgi:application``, every daphne option included) and changes these th
   debug log line on every connection, whether debug logging is on or not: about a tenth of
   a handshake's CPU (py-spy, docs/performance.md). Connections here format it only if that
   line is logged.
+* What the server sends is not held to those limits: they guard the server against its
+  clients, and autobahn applied them to its own frames too (a catch-up's ``batch`` frame
+  over 64 KiB failed and closed the connection).
 * On SIGTERM (or SIGINT) the process drains before daphne cancels its connections: it stops
   listening and runs ``Hub.drain`` (clients told to reconnect elsewhere with close code 1012
   and a delay each, the lease and presence removed at once), within ``DRAIN_TIMEOUT``
@@ -102,6 +105,8 @@ class WebSocketProtocol(DaphneWebSocketProtocol):  # type: ignore[misc]
     the work; the reactor runs one callback at a time, so nothing else sees the swap.
     """
 
+    maxMessagePayloadSize: int  # autobahn's option, set per connection by its factory
+
     def handle_reply(self, message: dict[str, Any]) -> None:
         # daphne 4.2.3 drops an ASGI ``websocket.close``'s ``reason``, and autobahn's
         # ``sendClose`` refuses codes other than 1000 and 3000-4999, 1012 ("Service
@@ -116,6 +121,19 @@ class WebSocketProtocol(DaphneWebSocketProtocol):  # type: ignore[misc]
                 self.sendCloseFrame(code=code, reasonUtf8=cut)
                 return
         super().handle_reply(message)
+
+    def serverSend(self, content: str | bytes, binary: bool = False) -> None:
+        # autobahn holds what it sends to the limit it holds clients to
+        # (``maxMessagePayloadSize``, MAX_FRAME_SIZE here), so a ``batch`` frame of a catch-up
+        # or a busy pass (up to 256 KiB, realtime.endpoints.connection.BATCH_BYTES) failed
+        # with PayloadExceededError and closed the connection. The limit guards the server
+        # against its clients; the app bounds what it sends itself.
+        limit = self.maxMessagePayloadSize
+        self.maxMessagePayloadSize = 0
+        try:
+            super().serverSend(content, binary)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def _connectionMade(self) -> None:
         from autobahn.websocket import protocol

@@ -179,6 +179,23 @@ async def test_a_message_over_max_frame_size_gets_close_1009(
         await assert_unharmed(server, victim, before)
 
 
+async def test_what_the_server_sends_is_not_held_to_max_frame_size(realtime_serve: Serve) -> None:
+    """MAX_FRAME_SIZE bounds what clients send. A catch-up's ``batch`` frame (up to 256 KiB)
+    is the server's own and goes out whole: autobahn held it to the clients' limit, failed the
+    send and the connection was closed."""
+    server = realtime_serve()
+    for n in range(60):
+        await realtime.apublish("public:fs-big", "big", {"n": n, "pad": "x" * 2000})
+    async with WSClient(server.ws_url + WS + "?batch=1", unbatch=True) as client:
+        assert (await client.recv_json())["type"] == "welcome"
+        await client.send_json({"type": "subscribe", "stream": "public:fs-big", "since": 0})
+        events = [await client.recv_until(lambda f: f["type"] == "event") for _ in range(60)]
+        assert [e["data"]["n"] for e in events] == list(range(60))
+        assert max(len(json.dumps(batch)) for batch in client.batches) > LIMIT
+        await assert_alive(client)
+    assert "PayloadExceededError" not in server.log()
+
+
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """One unmasked server frame: (opcode, payload)."""
     first, second = await reader.readexactly(2)
