@@ -19,6 +19,9 @@ myproject.asgi:application``, every daphne option included) and changes these th
 * What the server sends is not held to those limits: they guard the server against its
   clients, and autobahn applied them to its own frames too (a catch-up's ``batch`` frame
   over 64 KiB failed and closed the connection).
+* A WebSocket frame goes to the socket when it is sent, not when the reactor next finds the
+  socket writable (``realtime.endpoints.writes``, twisted/twisted#5303): the hub already
+  writes each connection once per pass, and the detour cost about a third of a server's CPU.
 * On SIGTERM (or SIGINT) the process drains before daphne cancels its connections: it stops
   listening and runs ``Hub.drain`` (clients told to reconnect elsewhere with close code 1012
   and a delay each, the lease and presence removed at once), within ``DRAIN_TIMEOUT``
@@ -52,6 +55,7 @@ from daphne.ws_protocol import (  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured
 
 from realtime.conf import realtime_settings
+from realtime.endpoints.writes import write_now
 
 logger = logging.getLogger("realtime.serve")
 
@@ -97,7 +101,8 @@ class _Formatted:
 
 
 class WebSocketProtocol(DaphneWebSocketProtocol):  # type: ignore[misc]
-    """daphne's protocol, without autobahn's eager ``pformat`` of its configuration.
+    """daphne's protocol, with frames written to the socket at once and without autobahn's
+    eager ``pformat`` of its configuration.
 
     autobahn 26.11 ``WebSocketProtocol._connectionMade`` calls
     ``self.log.debug("\n{attrs}", attrs=pformat(configAttrLog))``: the arguments are built
@@ -134,6 +139,19 @@ class WebSocketProtocol(DaphneWebSocketProtocol):  # type: ignore[misc]
             super().serverSend(content, binary)
         finally:
             self.maxMessagePayloadSize = limit
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Every frame autobahn sends comes through here. Sent at once (realtime.endpoints.
+        # writes); and autobahn 26.11 builds the arguments of a debug log line per write
+        # (``hltype(self.sendData)``) whatever the level, which this path skips too.
+        if sync or chopsize or self.send_queue or self.logOctets:
+            super().sendData(data, sync, chopsize)
+            return
+        write_now(self.transport, data)
+        if self.state == self.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif self.state in (self.STATE_CONNECTING, self.STATE_PROXY_CONNECTING):
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
 
     def _connectionMade(self) -> None:
         from autobahn.websocket import protocol
