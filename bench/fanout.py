@@ -155,7 +155,9 @@ class ApproachRun:
         ports = []
         for i in range(self.args.servers):
             ports.append(free_port())
-            argv = (sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(ports[-1]), app)
+            # The app is served as its docs say (``--serve``); naive Channels by daphne itself.
+            server = self.args.serve if self.name.startswith("realtime") else "daphne"
+            argv = (sys.executable, "-m", server, "-b", "127.0.0.1", "-p", str(ports[-1]), app)
             self.servers.append(await self.spawn(f"server{i + 1}", *argv))
             self.urls.append(f"ws://127.0.0.1:{ports[-1]}{path}")
         for server, port in zip(self.servers, ports, strict=True):
@@ -318,6 +320,7 @@ class Bench:
             "database_url",
             "clients",
             "servers",
+            "serve",
             "client_procs",
             "stream",
             "rates",
@@ -364,6 +367,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--clients", type=int, default=500, help="subscribers (default 500)")
     parser.add_argument("--servers", type=int, default=2, help="daphne processes (default 2)")
+    parser.add_argument(
+        "--serve",
+        choices=("realtime.serve", "daphne"),
+        default="realtime.serve",
+        help="the command serving the app: the documented one (default), or plain daphne",
+    )
     parser.add_argument(
         "--client-procs", type=int, default=1, help="load-client processes (default 1)"
     )

@@ -227,7 +227,8 @@ def markdown(result: dict[str, Any]) -> str:
         "## Benchmark results",
         "",
         f"{cfg['clients']} subscribers on `{cfg['stream']}`, split over {cfg['servers']} daphne "
-        f"processes; rates {', '.join(f'{r:g}' for r in cfg['rates'])} events/s, "
+        f"processes (the app's run by `{cfg.get('serve', 'daphne')}`); "
+        f"rates {', '.join(f'{r:g}' for r in cfg['rates'])} events/s, "
         f"{cfg['duration']:g} s each, drain ≤ {cfg['drain']:g} s. Sustained = best "
         f"deliveries/s of a step with no loss and p99 < {cfg['max_p99_ms']:g} ms.",
         "",
