@@ -451,7 +451,9 @@ class Hub:
     def _offer(self, state: StreamState, message: m.EventMessage, sent: float | None) -> None:
         stats.received += 1
         if sent is not None:
-            stats.observe_latency(max(0.0, time.time() - sent))
+            lag = time.time() - sent
+            stats.observe_latency(max(0.0, lag))
+            self._pacer.arrived(lag)
         unflushed = self._unflushed
         for sub in list(state.subs):
             if sub.offer(message):

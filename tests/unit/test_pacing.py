@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.bus.pacing import BUSY_SHARE, MAX_HOLD_FACTOR, WritePacer
+from realtime.bus.pacing import (
+    BEHIND_SHARE,
+    BUSY_SHARE,
+    MAX_BEHIND_HOLD,
+    MAX_HOLD_FACTOR,
+    WritePacer,
+)
 
 
 def test_an_idle_process_writes_at_once():
@@ -37,4 +43,35 @@ def test_costly_passes_hold_longer_up_to_the_bound():
     assert pacer.hold == 0.02 * MAX_HOLD_FACTOR
     for _ in range(30):  # load goes away: the hold comes back down
         pacer.finished(0.0001)
+    assert pacer.hold == 0.02
+
+
+def passes(pacer: WritePacer, lags: list[float], count: int = 20) -> None:
+    """``count`` passes, each after events that arrived ``lags`` seconds after their publish."""
+    for _ in range(count):
+        for lag in lags:
+            pacer.arrived(lag)
+        pacer.started(100.0)
+        pacer.finished(0.001)
+
+
+def test_events_on_time_are_not_held_longer_whatever_the_clocks():
+    pacer = WritePacer(0.02)
+    passes(pacer, [0.004, 0.006, 0.005])
+    assert pacer.behind < 0.002
+    assert pacer.hold == 0.02
+    ahead = WritePacer(0.02)  # the publisher's clock 2 s ahead: lags below zero
+    passes(ahead, [-1.996, -1.994, -1.995])
+    assert ahead.hold == 0.02
+
+
+def test_a_process_falling_behind_holds_longer_until_it_catches_up():
+    pacer = WritePacer(0.02)
+    passes(pacer, [0.005])  # the usual: 5 ms from publish to arrival
+    passes(pacer, [0.405])  # now 400 ms later than usual
+    assert pacer.behind == pytest.approx(0.4, rel=0.01)
+    assert pacer.hold == pytest.approx(0.4 * BEHIND_SHARE, rel=0.01)
+    passes(pacer, [2.005])  # far behind: the hold stops at its bound
+    assert pacer.hold == MAX_BEHIND_HOLD
+    passes(pacer, [0.005])  # caught up: back to the flush interval
     assert pacer.hold == 0.02
