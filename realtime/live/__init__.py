@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.db.models import signals
@@ -126,18 +127,43 @@ def _register(model: type[models.Model], live: LiveModel) -> None:
     if model in receivers.registry:
         raise ImproperlyConfigured(f"{model._meta.label} is already live.")
     receivers.registry[model] = live
+    receivers.forget()
     receivers.wrap_save_base(model)
     _capture.install()
-    # Connected per model (never for all senders): Django's fast delete stays on for every
-    # model that has no delete receivers.
-    signals.pre_save.connect(receivers.pre_save, sender=model, dispatch_uid=_uid(model, "pre"))
-    signals.post_save.connect(receivers.post_save, sender=model, dispatch_uid=_uid(model, "post"))
-    signals.post_delete.connect(
-        receivers.post_delete, sender=model, dispatch_uid=_uid(model, "delete")
-    )
+    # Saves, for every sender: a proxy's or a multi-table child's save writes this model's
+    # rows too (``receivers.touched``, cached per class). Deletions per model and per proxy,
+    # never for all senders: Django's fast delete stays on for every model with no receivers.
+    signals.pre_save.connect(receivers.pre_save, dispatch_uid="realtime.live.pre_save")
+    signals.post_save.connect(receivers.post_save, dispatch_uid="realtime.live.post_save")
+    signals.class_prepared.connect(_proxy_prepared, dispatch_uid="realtime.live.proxies")
+    for sender in [model, *_proxies(model)]:
+        _connect_delete(sender)
     if live.snapshot:
         for template in live.templates:
             snapshots.register(template.pattern, snapshot)
+
+
+def _connect_delete(sender: type[models.Model]) -> None:
+    signals.post_delete.connect(
+        receivers.post_delete, sender=sender, dispatch_uid=_uid(sender, "delete")
+    )
+
+
+def _proxies(model: type[models.Model]) -> list[type[models.Model]]:
+    """The proxies of ``model`` loaded so far (``apps.all_models`` fills as apps load)."""
+    return [
+        other
+        for app_models in apps.all_models.values()
+        for other in app_models.values()
+        if other._meta.proxy and other._meta.concrete_model is model
+    ]
+
+
+def _proxy_prepared(sender: type[models.Model], **kwargs: Any) -> None:
+    """A proxy of a live model defined after its registration: its deletions publish too."""
+    if sender._meta.proxy and receivers.live_for(sender) is not None:
+        receivers.forget()
+        _connect_delete(sender)
 
 
 def unregister(model: type[models.Model]) -> None:
@@ -145,10 +171,10 @@ def unregister(model: type[models.Model]) -> None:
     live = receivers.registry.pop(model, None)
     if live is None:
         raise ImproperlyConfigured(f"{model._meta.label} is not live.")
+    receivers.forget()
     receivers.unwrap_save_base(model)
-    signals.pre_save.disconnect(sender=model, dispatch_uid=_uid(model, "pre"))
-    signals.post_save.disconnect(sender=model, dispatch_uid=_uid(model, "post"))
-    signals.post_delete.disconnect(sender=model, dispatch_uid=_uid(model, "delete"))
+    for sender in [model, *_proxies(model)]:
+        signals.post_delete.disconnect(sender=sender, dispatch_uid=_uid(sender, "delete"))
     still = {
         t.pattern
         for other in receivers.registry.values()

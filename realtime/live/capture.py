@@ -45,7 +45,7 @@ from django.db.models.sql import UpdateQuery
 
 from realtime.live import batching, guard, rows, upserts
 from realtime.live.options import LiveModel
-from realtime.live.receivers import registry
+from realtime.live.receivers import live_for, registry
 
 _installed = False
 
@@ -69,7 +69,7 @@ def _family(model: Any) -> tuple[type[Model], ...]:
 def _lives(model: Any, names: Iterable[str] = ()) -> list[LiveModel]:
     """The registrations whose rows a write through ``model`` (of the fields ``names``)
     changes: its own, and those of the live models that share the tables of these fields."""
-    own = registry.get(model)
+    own = live_for(model)  # a proxy writes its concrete model's rows
     relatives = [registry[other] for other in _family(model) if other in registry]
     if relatives:
         tables = set()
@@ -87,7 +87,7 @@ def _lives(model: Any, names: Iterable[str] = ()) -> list[LiveModel]:
 def _shared(live: LiveModel, model: type[Model], using: str, pks: Sequence[Any]) -> QuerySet[Any]:
     """``live``'s rows that are rows of ``model`` with these pks."""
     base = live.model._base_manager.using(using)
-    if live.model is model:
+    if live.model is model._meta.concrete_model:  # itself, or a proxy of it
         return base.filter(pk__in=pks)
     if model._meta.concrete_model in live.model._meta.all_parents:
         # A child holds its parent's pk under the parent's name (through the parent link).
@@ -157,7 +157,7 @@ def install() -> None:
 
     @functools.wraps(bulk_create)
     def live_bulk_create(self: QuerySet[Any], objs: Any, *args: Any, **kwargs: Any) -> Any:
-        live = registry.get(self.model)  # Django refuses a multi-table child's bulk_create
+        live = live_for(self.model)  # Django refuses a multi-table child's bulk_create
         if live is None:
             return bulk_create(self, objs, *args, **kwargs)
         if not live.captured:

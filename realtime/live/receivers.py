@@ -5,6 +5,10 @@ transaction of the change — Django sends ``post_delete`` inside the deletion's
 and ``register`` wraps the model's ``save_base`` in ``transaction.atomic(savepoint=False)``
 so ``post_save`` does too — so the event rows commit or roll back with the change, and the
 fan-out waits for the commit (``realtime.publish`` defers it with ``on_commit``).
+
+Rows are shared beyond the registered class: a proxy writes its concrete model's table, and
+publishes as that model unless it is registered itself (``live_for``); a multi-table child
+writes its parents' rows, so its save publishes for each live parent too (``touched``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,34 @@ _BEFORE = "_realtime_live_before"
 
 
 def live_for(sender: Any) -> LiveModel | None:
-    return registry.get(sender)
+    """``sender``'s registration; for a proxy without one, its concrete model's."""
+    live = registry.get(sender)
+    if live is None and sender._meta.proxy:
+        live = registry.get(sender._meta.concrete_model)
+    return live
+
+
+def touched(sender: Any) -> list[LiveModel]:
+    """The registrations whose rows a save of ``sender`` writes: its own (``live_for``) and
+    its live multi-table parents'. Saves run this for every model: cached per class."""
+    found = _touched.get(sender)
+    if found is None:
+        own = live_for(sender)
+        parents = [
+            registry[parent]
+            for parent in sender._meta.concrete_model._meta.all_parents
+            if parent in registry and registry[parent] is not own
+        ]
+        found = _touched[sender] = [own, *parents] if own is not None else parents
+    return found
+
+
+_touched: dict[type[Any], list[LiveModel]] = {}
+
+
+def forget() -> None:
+    """Registrations changed: ``touched`` looks again."""
+    _touched.clear()
 
 
 def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -> None:
@@ -33,38 +64,43 @@ def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -
     Only for models whose streams depend on fields other than the pk (``"boards:{board_id}"``)
     or on callables: one ``SELECT ... FOR UPDATE`` of the old row, in the save's transaction.
     """
-    live = live_for(sender)
-    if live is None or raw or not live.tracked or instance.pk is None:
+    if raw:
         return
-    rows = sender._base_manager.using(using).select_for_update().filter(pk=instance.pk)
-    if "*" in live.tracked:
-        old = rows.first()
-    else:
-        values = rows.values(*live.tracked).first()
-        old = None
-        if values is not None:
-            old = sender.__new__(sender)
-            old.__dict__.update({**instance.__dict__, **values})
-    if old is not None:
-        instance.__dict__[_BEFORE] = (live.streams_for(old), live.key_payload(old))
+    for live in touched(sender):
+        pk = getattr(instance, live.model._meta.pk.attname)
+        if not live.tracked or pk is None:
+            continue
+        model = live.model
+        rows = model._base_manager.using(using).select_for_update().filter(pk=pk)
+        if "*" in live.tracked:
+            old = rows.first()
+        else:
+            values = rows.values(*live.tracked).first()
+            old = None
+            if values is not None:
+                old = model.__new__(model)
+                old.__dict__.update({**instance.__dict__, **values})
+        if old is not None:
+            before = instance.__dict__.setdefault(_BEFORE, {})
+            before[live.label] = (live.streams_for(old), live.key_payload(old))
 
 
 def post_save(
     sender: Any, instance: Any, created: bool, raw: bool, using: str, **kwargs: Any
 ) -> None:
-    live = live_for(sender)
-    before = instance.__dict__.pop(_BEFORE, None)
-    if live is None or raw:  # raw: loaddata; related rows may not exist yet
+    before = instance.__dict__.pop(_BEFORE, {})
+    if raw:  # loaddata; related rows may not exist yet
         return
-    streams = live.streams_for(instance)
-    if before is not None:
-        old_streams, old_keys = before
-        left = [stream for stream in old_streams if stream not in streams]
-        if left:
-            batching.emit(live, "deleted", left, old_keys, using)
     kind = "created" if created else "updated"
-    if kind in live.events:
-        batching.emit(live, kind, streams, live.payload(instance), using)
+    for live in touched(sender):
+        streams = live.streams_for(instance)
+        if live.label in before:
+            old_streams, old_keys = before[live.label]
+            left = [stream for stream in old_streams if stream not in streams]
+            if left:
+                batching.emit(live, "deleted", left, old_keys, using)
+        if kind in live.events:
+            batching.emit(live, kind, streams, live.payload(instance), using)
 
 
 def post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
@@ -82,7 +118,7 @@ def wrap_save_base(model: type[Any]) -> None:
     def save_base(self: Any, *args: Any, **kwargs: Any) -> Any:
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         with transaction.atomic(using=using, savepoint=False):
-            if type(self) not in registry:
+            if not touched(type(self)):
                 return original(self, *args, **kwargs)
             with guard.orm_write(using):  # the capture triggers leave it to post_save
                 return original(self, *args, **kwargs)

@@ -1,0 +1,74 @@
+"""Writes through a proxy of a live model, and saves through a multi-table child of one,
+publish as writes through the live model would (``realtime.live.receivers``): the rows are
+the same rows. On SQLite and PostgreSQL. ``LabelProxy`` proxies the live ``Label``;
+``Stage`` is a child of the live ``Venue``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from realtime import live
+from tests.live_capture.models import Board, Label, LabelProxy, Stage, Venue
+from tests.live_capture.published import events, forget, stored
+
+pytestmark = pytest.mark.django_db
+
+
+def as_label(pk: Any) -> Any:
+    options = live.get(Label)
+    assert options is not None
+    return options.payload(Label.objects.get(pk=pk))
+
+
+def as_venue(pk: Any) -> Any:
+    options = live.get(Venue)
+    assert options is not None
+    return options.payload(Venue.objects.get(pk=pk))
+
+
+def test_saves_updates_and_deletes_through_a_proxy_publish_as_the_live_model() -> None:
+    one, two = Board.objects.create(name="one"), Board.objects.create(name="two")
+    forget()
+    label = LabelProxy.objects.create(code="a", name="A", board=one)
+    assert stored("labels") == [(1, "label.created", as_label(label.pk))]
+    assert events(f"boards:{one.pk}:labels") == ["label.created"]
+    label.board = two  # a move: deleted from the stream it left
+    label.save()
+    assert events(f"boards:{one.pk}:labels") == ["label.created", "label.deleted"]
+    assert events(f"boards:{two.pk}:labels") == ["label.updated"]
+    assert LabelProxy.objects.filter(pk=label.pk).update(name="B") == 1
+    assert stored("labels")[-1] == (3, "label.updated", as_label(label.pk))
+    LabelProxy.objects.bulk_create([LabelProxy(code="b", board=two)])
+    made = Label.objects.get(code="b")
+    assert stored("labels")[-1] == (4, "label.created", as_label(made.pk))
+    LabelProxy.objects.filter(pk=made.pk).delete()  # a queryset delete, no fast path
+    label.delete()
+    assert events("labels")[-2:] == ["label.deleted", "label.deleted"]
+    assert events(f"boards:{two.pk}:labels")[-2:] == ["label.deleted", "label.deleted"]
+
+
+def test_saves_through_a_child_publish_for_the_live_parent() -> None:
+    one, two = Board.objects.create(name="one"), Board.objects.create(name="two")
+    forget()
+    stage = Stage.objects.create(name="st", board=one, seats=10)
+    assert stored("venues") == [(1, "venue.created", as_venue(stage.pk))]
+    stage.board, stage.name = two, "moved"
+    stage.save()
+    assert stored("venues")[-1] == (2, "venue.updated", as_venue(stage.pk))
+    assert events(f"boards:{one.pk}:venues") == ["venue.created", "venue.deleted"]
+    assert events(f"boards:{two.pk}:venues") == ["venue.updated"]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Stage.objects.create(name="gone", board=one)
+        raise RuntimeError  # a rollback publishes nothing
+    assert len(stored("venues")) == 2
+    stage.delete()
+    assert events("venues")[-1] == "venue.deleted"
+
+
+def test_models_unrelated_to_live_ones_publish_nothing() -> None:
+    forget()
+    Board.objects.create(name="plain")  # saved through the same global receivers
+    assert stored("labels") == stored("venues") == []
