@@ -74,7 +74,11 @@ class Window:
         return self.sent_bytes - self.acked_bytes
 
     def full(self) -> bool:
-        return self.in_flight >= self.limit_messages or self.in_flight_bytes >= self.limit_bytes
+        # Asked once per delivery: the arithmetic inline, not through the properties.
+        return (
+            self.sent - self.acked >= self.limit_messages
+            or self.sent_bytes - self.acked_bytes >= self.limit_bytes
+        )
 
     def relieved(self) -> bool:
         """Back under half the window: a slow connection may be sent to again."""

@@ -74,6 +74,9 @@ BATCH_BYTES = 256 * 1024
 
 class BaseConnection:
     transport = "?"
+    # Whether ``encode_event`` returns the event's frame as published (WebSocket), so the
+    # hot path may skip the call.
+    events_as_published = False
     # Frames ``flush`` may join into one ``write_many``; 1 writes each on its own.
     batch_frames = 1
 
@@ -256,13 +259,21 @@ class BaseConnection:
 
     # --- hub callbacks (queue only) ----------------------------------------------------
     def deliver(self, sub: Subscription, event: str, frame: str) -> None:
+        # The hot path: once per event per subscriber, so ``_queue`` and ``_push`` are
+        # inlined here, and ``encode_event`` skipped where it would return ``frame``.
         if self.closed:
             return
-        if self.window.full() or self.slow:
+        window = self.window
+        if self.slow or window.full():
             self._slow(sub, event, frame)
             return
         stats.deliveries += 1
-        self._queue(self.encode_event(sub, event, frame))
+        text = frame if self.events_as_published else self.encode_event(sub, event, frame)
+        window.add(len(text))
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
+        outbox.append(text)
 
     def _slow(self, sub: Subscription, event: str, frame: str) -> None:
         """The client is not keeping up: apply the stream's SLOW_CONSUMERS policy."""

@@ -64,6 +64,7 @@ class WebSocketConnection(BaseConnection):
     """One WebSocket client, from ``websocket.connect`` to disconnect."""
 
     transport = "websocket"
+    events_as_published = True
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         super().__init__(scope, receive, send)
