@@ -119,7 +119,8 @@ class Hub:
         for state in self.streams.values():
             for sub in state.subs:
                 sub.close()
-            state.presence.close()
+            if (presence := state.presence_if_any) is not None:
+                presence.close()
         self.liveness.close()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -333,7 +334,8 @@ class Hub:
                 except Exception:
                     logger.warning("Leaving the group of %s failed.", sub.stream, exc_info=True)
             if not state.subs and self.streams.get(sub.stream) is state:
-                state.presence.close()
+                if (presence := state.presence_if_any) is not None:
+                    presence.close()
                 del self.streams[sub.stream]
 
     async def join_group(self, stream: str, state: StreamState) -> None:

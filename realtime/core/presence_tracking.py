@@ -163,7 +163,8 @@ class PresenceTracker:
                 logger.info("Connection %s missed its presence heartbeats.", conn.id)
                 await self.leave(conn.id)
         for state in self.hub.streams.values():
-            state.presence.forget_departed(now)
+            if (presence := state.presence_if_any) is not None:
+                presence.forget_departed(now)
 
     async def rejoin(self, conn: HubConnection) -> None:
         """Record ``conn``'s presence again (its server's lease had been swept)."""

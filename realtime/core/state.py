@@ -51,14 +51,34 @@ class HubConnection(Connection, Protocol):
 class StreamState:
     """A hub's local subscribers of one stream, its group membership and its presence."""
 
-    __slots__ = ("checked_head", "joined", "lock", "presence", "subs")
+    __slots__ = ("_lock", "_presence", "checked_head", "joined", "subs")
 
     def __init__(self) -> None:
         self.subs: dict[Subscription, None] = {}  # insertion-ordered set
         self.joined = False
-        self.lock = asyncio.Lock()
         self.checked_head = 0
-        self.presence = StreamPresence()
+        # Made when first needed: a process with a stream per connection (per-user
+        # notifications) holds one of these per idle connection, and the two came to
+        # 360 of its 490 bytes.
+        self._lock: asyncio.Lock | None = None
+        self._presence: StreamPresence | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    @property
+    def presence(self) -> StreamPresence:
+        if self._presence is None:
+            self._presence = StreamPresence()
+        return self._presence
+
+    @property
+    def presence_if_any(self) -> StreamPresence | None:
+        """The stream's presence state, without making one."""
+        return self._presence
 
     def sync_behind(self, epoch: str, head: int) -> None:
         """Catch up from the database each subscription (not already catching up) of
