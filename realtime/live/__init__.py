@@ -129,6 +129,11 @@ def _register(model: type[models.Model], live: LiveModel) -> None:
     receivers.registry[model] = live
     receivers.forget()
     receivers.wrap_save_base(model)
+    # A parent's save changes this model's rows too: its post_save must run in the save's
+    # transaction as well.
+    for parent in model._meta.all_parents:
+        if not parent._meta.proxy and "save_base" not in parent.__dict__:
+            receivers.wrap_save_base(parent)
     _capture.install()
     # Saves, for every sender: a proxy's or a multi-table child's save writes this model's
     # rows too (``receivers.touched``, cached per class). Deletions per model and per proxy,

@@ -8,7 +8,8 @@ fan-out waits for the commit (``realtime.publish`` defers it with ``on_commit``)
 
 Rows are shared beyond the registered class: a proxy writes its concrete model's table, and
 publishes as that model unless it is registered itself (``live_for``); a multi-table child
-writes its parents' rows, so its save publishes for each live parent too (``touched``).
+writes its parents' rows, so its save publishes for each live parent too (``touched``), and
+a parent's save changes its live children's rows, which publish ``updated`` (``children``).
 """
 
 from __future__ import annotations
@@ -53,9 +54,32 @@ def touched(sender: Any) -> list[LiveModel]:
 _touched: dict[type[Any], list[LiveModel]] = {}
 
 
+def children(sender: Any) -> list[LiveModel]:
+    """The live multi-table children of ``sender``: a save of a parent row changes the
+    columns it gives its child's row. Cached per class, like ``touched``."""
+    found = _children.get(sender)
+    if found is None:
+        concrete = sender._meta.concrete_model
+        found = _children[sender] = [
+            live
+            for model, live in registry.items()
+            if model is not concrete and concrete in model._meta.all_parents
+        ]
+    return found
+
+
+_children: dict[type[Any], list[LiveModel]] = {}
+
+
 def forget() -> None:
-    """Registrations changed: ``touched`` looks again."""
+    """Registrations changed: ``touched`` and ``children`` look again."""
     _touched.clear()
+    _children.clear()
+
+
+def _row(live: LiveModel, using: str, pk: Any, *, lock: bool = False) -> Any:
+    rows = live.model._base_manager.using(using)
+    return (rows.select_for_update() if lock else rows).filter(pk=pk).first()
 
 
 def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -> None:
@@ -83,6 +107,12 @@ def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -
         if old is not None:
             before = instance.__dict__.setdefault(_BEFORE, {})
             before[live.label] = (live.streams_for(old), live.key_payload(old))
+    for live in children(sender):
+        if live.tracked and instance.pk is not None:
+            child = _row(live, using, instance.pk, lock=True)
+            if child is not None:
+                before = instance.__dict__.setdefault(_BEFORE, {})
+                before[live.label] = (live.streams_for(child), live.key_payload(child))
 
 
 def post_save(
@@ -101,6 +131,18 @@ def post_save(
                 batching.emit(live, "deleted", left, old_keys, using)
         if kind in live.events:
             batching.emit(live, kind, streams, live.payload(instance), using)
+    for live in [] if created else children(sender):
+        child = _row(live, using, instance.pk)  # its row as the parent's save left it
+        if child is None:
+            continue
+        streams = live.streams_for(child)
+        if live.label in before:
+            old_streams, old_keys = before[live.label]
+            left = [stream for stream in old_streams if stream not in streams]
+            if left:
+                batching.emit(live, "deleted", left, old_keys, using)
+        if "updated" in live.events:
+            batching.emit(live, "updated", streams, live.payload(child), using)
 
 
 def post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
@@ -118,7 +160,7 @@ def wrap_save_base(model: type[Any]) -> None:
     def save_base(self: Any, *args: Any, **kwargs: Any) -> Any:
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         with transaction.atomic(using=using, savepoint=False):
-            if not touched(type(self)):
+            if not touched(type(self)) and not children(type(self)):
                 return original(self, *args, **kwargs)
             with guard.orm_write(using):  # the capture triggers leave it to post_save
                 return original(self, *args, **kwargs)

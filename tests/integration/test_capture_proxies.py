@@ -1,7 +1,7 @@
-"""Writes through a proxy of a live model, and saves through a multi-table child of one,
+"""Writes through a proxy of a live model, and saves through a multi-table relative of one,
 publish as writes through the live model would (``realtime.live.receivers``): the rows are
 the same rows. On SQLite and PostgreSQL. ``LabelProxy`` proxies the live ``Label``;
-``Stage`` is a child of the live ``Venue``."""
+``Stage`` is a child of the live ``Venue``; ``Place`` the parent of the live ``Shop``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 
 from realtime import live
-from tests.live_capture.models import Board, Label, LabelProxy, Stage, Venue
+from tests.live_capture.models import Board, Label, LabelProxy, Place, Shop, Stage, Venue
 from tests.live_capture.published import events, forget, stored
 
 pytestmark = pytest.mark.django_db
@@ -72,3 +72,30 @@ def test_models_unrelated_to_live_ones_publish_nothing() -> None:
     forget()
     Board.objects.create(name="plain")  # saved through the same global receivers
     assert stored("labels") == stored("venues") == []
+
+
+def as_shop(pk: Any) -> Any:
+    options = live.get(Shop)
+    assert options is not None
+    return options.payload(Shop.objects.get(pk=pk))
+
+
+def test_saves_through_a_parent_publish_for_the_live_child() -> None:
+    one, two = Board.objects.create(name="one"), Board.objects.create(name="two")
+    shop = Shop.objects.create(name="s", board=one, stock=3)
+    Place.objects.create(name="p", board=one)  # a place that is no shop: nothing
+    forget()
+    place = Place.objects.get(pk=shop.pk)
+    place.name, place.board = "renamed", two
+    place.save()
+    assert stored("shops") == [(1, "shop.updated", as_shop(shop.pk))]
+    assert as_shop(shop.pk)["name"] == "renamed" and as_shop(shop.pk)["stock"] == 3
+    assert events(f"boards:{one.pk}:shops") == ["shop.deleted"]
+    assert events(f"boards:{two.pk}:shops") == ["shop.updated"]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        place.name = "gone"
+        place.save()
+        raise RuntimeError  # a rollback publishes nothing
+    assert len(stored("shops")) == 1
+    Place.objects.create(name="new", board=two)  # a new place has no shop yet
+    assert len(stored("shops")) == 1
