@@ -105,14 +105,18 @@ def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -
                 old = model.__new__(model)
                 old.__dict__.update({**instance.__dict__, **values})
         if old is not None:
-            before = instance.__dict__.setdefault(_BEFORE, {})
-            before[live.label] = (live.streams_for(old), live.key_payload(old))
+            _remember(instance, live, old)
     for live in children(sender):
         if live.tracked and instance.pk is not None:
             child = _row(live, using, instance.pk, lock=True)
             if child is not None:
-                before = instance.__dict__.setdefault(_BEFORE, {})
-                before[live.label] = (live.streams_for(child), live.key_payload(child))
+                _remember(instance, live, child)
+
+
+def _remember(instance: Any, live: LiveModel, old: Any) -> None:
+    """Keep on ``instance`` the streams and keys ``old`` (its row for ``live``) had."""
+    before = instance.__dict__.setdefault(_BEFORE, {})
+    before[live.label] = (live.streams_for(old), live.key_payload(old))
 
 
 def post_save(
@@ -123,26 +127,24 @@ def post_save(
         return
     kind = "created" if created else "updated"
     for live in touched(sender):
-        streams = live.streams_for(instance)
-        if live.label in before:
-            old_streams, old_keys = before[live.label]
-            left = [stream for stream in old_streams if stream not in streams]
-            if left:
-                batching.emit(live, "deleted", left, old_keys, using)
-        if kind in live.events:
-            batching.emit(live, kind, streams, live.payload(instance), using)
+        _saved(live, kind, instance, before.get(live.label), using)
     for live in [] if created else children(sender):
         child = _row(live, using, instance.pk)  # its row as the parent's save left it
-        if child is None:
-            continue
-        streams = live.streams_for(child)
-        if live.label in before:
-            old_streams, old_keys = before[live.label]
-            left = [stream for stream in old_streams if stream not in streams]
-            if left:
-                batching.emit(live, "deleted", left, old_keys, using)
-        if "updated" in live.events:
-            batching.emit(live, "updated", streams, live.payload(child), using)
+        if child is not None:
+            _saved(live, "updated", child, before.get(live.label), using)
+
+
+def _saved(live: LiveModel, kind: str, obj: Any, before: Any, using: str) -> None:
+    """Publish ``obj``'s save for ``live``: ``deleted`` to the streams it left (``before``,
+    what ``_remember`` kept), then ``kind`` to its streams."""
+    streams = live.streams_for(obj)
+    if before is not None:
+        old_streams, old_keys = before
+        left = [stream for stream in old_streams if stream not in streams]
+        if left:
+            batching.emit(live, "deleted", left, old_keys, using)
+    if kind in live.events:
+        batching.emit(live, kind, streams, live.payload(obj), using)
 
 
 def post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
