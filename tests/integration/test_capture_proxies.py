@@ -17,33 +17,28 @@ from tests.live_capture.published import events, forget, stored
 pytestmark = pytest.mark.django_db
 
 
-def as_label(pk: Any) -> Any:
-    options = live.get(Label)
+def as_stored(model: Any, pk: Any) -> Any:
+    """The payload ``model``'s registration gives its row ``pk`` as stored now."""
+    options = live.get(model)
     assert options is not None
-    return options.payload(Label.objects.get(pk=pk))
-
-
-def as_venue(pk: Any) -> Any:
-    options = live.get(Venue)
-    assert options is not None
-    return options.payload(Venue.objects.get(pk=pk))
+    return options.payload(model.objects.get(pk=pk))
 
 
 def test_saves_updates_and_deletes_through_a_proxy_publish_as_the_live_model() -> None:
     one, two = Board.objects.create(name="one"), Board.objects.create(name="two")
     forget()
     label = LabelProxy.objects.create(code="a", name="A", board=one)
-    assert stored("labels") == [(1, "label.created", as_label(label.pk))]
+    assert stored("labels") == [(1, "label.created", as_stored(Label, label.pk))]
     assert events(f"boards:{one.pk}:labels") == ["label.created"]
     label.board = two  # a move: deleted from the stream it left
     label.save()
     assert events(f"boards:{one.pk}:labels") == ["label.created", "label.deleted"]
     assert events(f"boards:{two.pk}:labels") == ["label.updated"]
     assert LabelProxy.objects.filter(pk=label.pk).update(name="B") == 1
-    assert stored("labels")[-1] == (3, "label.updated", as_label(label.pk))
+    assert stored("labels")[-1] == (3, "label.updated", as_stored(Label, label.pk))
     LabelProxy.objects.bulk_create([LabelProxy(code="b", board=two)])
     made = Label.objects.get(code="b")
-    assert stored("labels")[-1] == (4, "label.created", as_label(made.pk))
+    assert stored("labels")[-1] == (4, "label.created", as_stored(Label, made.pk))
     LabelProxy.objects.filter(pk=made.pk).delete()  # a queryset delete, no fast path
     label.delete()
     assert events("labels")[-2:] == ["label.deleted", "label.deleted"]
@@ -54,10 +49,10 @@ def test_saves_through_a_child_publish_for_the_live_parent() -> None:
     one, two = Board.objects.create(name="one"), Board.objects.create(name="two")
     forget()
     stage = Stage.objects.create(name="st", board=one, seats=10)
-    assert stored("venues") == [(1, "venue.created", as_venue(stage.pk))]
+    assert stored("venues") == [(1, "venue.created", as_stored(Venue, stage.pk))]
     stage.board, stage.name = two, "moved"
     stage.save()
-    assert stored("venues")[-1] == (2, "venue.updated", as_venue(stage.pk))
+    assert stored("venues")[-1] == (2, "venue.updated", as_stored(Venue, stage.pk))
     assert events(f"boards:{one.pk}:venues") == ["venue.created", "venue.deleted"]
     assert events(f"boards:{two.pk}:venues") == ["venue.updated"]
     with pytest.raises(RuntimeError), transaction.atomic():
@@ -74,12 +69,6 @@ def test_models_unrelated_to_live_ones_publish_nothing() -> None:
     assert stored("labels") == stored("venues") == []
 
 
-def as_shop(pk: Any) -> Any:
-    options = live.get(Shop)
-    assert options is not None
-    return options.payload(Shop.objects.get(pk=pk))
-
-
 def test_saves_through_a_parent_publish_for_the_live_child() -> None:
     one, two = Board.objects.create(name="one"), Board.objects.create(name="two")
     shop = Shop.objects.create(name="s", board=one, stock=3)
@@ -88,8 +77,8 @@ def test_saves_through_a_parent_publish_for_the_live_child() -> None:
     place = Place.objects.get(pk=shop.pk)
     place.name, place.board = "renamed", two
     place.save()
-    assert stored("shops") == [(1, "shop.updated", as_shop(shop.pk))]
-    assert as_shop(shop.pk)["name"] == "renamed" and as_shop(shop.pk)["stock"] == 3
+    assert stored("shops") == [(1, "shop.updated", as_stored(Shop, shop.pk))]
+    assert as_stored(Shop, shop.pk)["name"] == "renamed" and as_stored(Shop, shop.pk)["stock"] == 3
     assert events(f"boards:{one.pk}:shops") == ["shop.deleted"]
     assert events(f"boards:{two.pk}:shops") == ["shop.updated"]
     with pytest.raises(RuntimeError), transaction.atomic():
