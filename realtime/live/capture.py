@@ -45,43 +45,27 @@ from django.db.models.sql import UpdateQuery
 
 from realtime.live import batching, guard, rows, upserts
 from realtime.live.options import LiveModel
-from realtime.live.receivers import live_for, registry
+from realtime.live.receivers import live_for, registry, relatives
 
 _installed = False
-
-
-@functools.cache
-def _family(model: Any) -> tuple[type[Model], ...]:
-    """The models whose rows are ``model``'s too (multi-table inheritance): its concrete
-    parents and children, at any depth. Fixed once the models are loaded."""
-    meta = model._meta.concrete_model._meta
-    found: list[Any] = [parent for parent in meta.all_parents if not parent._meta.proxy]
-    children: list[Any] = [meta.concrete_model]
-    while children:
-        child = children.pop()
-        for rel in child._meta.related_objects:
-            if getattr(rel, "parent_link", False) and rel.related_model not in found:
-                found.append(rel.related_model)
-                children.append(rel.related_model)
-    return tuple(found)
 
 
 def _lives(model: Any, names: Iterable[str] = ()) -> list[LiveModel]:
     """The registrations whose rows a write through ``model`` (of the fields ``names``)
     changes: its own, and those of the live models that share the tables of these fields."""
     own = live_for(model)  # a proxy writes its concrete model's rows
-    relatives = [registry[other] for other in _family(model) if other in registry]
-    if relatives:
+    shared = [registry[other] for other in relatives(model) if other in registry]
+    if shared:
         tables = set()
         for name in names:
             with contextlib.suppress(FieldDoesNotExist):  # update() raises its FieldError
                 tables.add(model._meta.get_field(name).model._meta.concrete_model)
-        relatives = [
+        shared = [
             live
-            for live in relatives
+            for live in shared
             if tables & {live.model._meta.concrete_model, *live.model._meta.all_parents}
         ]
-    return [own, *relatives] if own is not None else relatives
+    return [own, *shared] if own is not None else shared
 
 
 def _shared(live: LiveModel, model: type[Model], using: str, pks: Sequence[Any]) -> QuerySet[Any]:

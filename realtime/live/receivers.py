@@ -18,8 +18,9 @@ import functools
 from typing import Any
 
 from django.db import router, transaction
+from django.db.models import Model
 
-from realtime.live import batching, guard
+from realtime.live import batching, guard, rows
 from realtime.live.options import LiveModel
 
 # model -> its registration; filled by ``realtime.live.register``.
@@ -36,6 +37,26 @@ def live_for(sender: Any) -> LiveModel | None:
     return live
 
 
+@functools.cache
+def relatives(model: Any) -> tuple[type[Model], ...]:
+    """The models whose rows are ``model``'s too (multi-table inheritance): its concrete
+    parents and children, at any depth. Fixed once the models are loaded."""
+    meta = model._meta.concrete_model._meta
+    found: list[Any] = [parent for parent in meta.all_parents if not parent._meta.proxy]
+    children: list[Any] = [meta.concrete_model]
+    while children:
+        child = children.pop()
+        for rel in child._meta.related_objects:
+            if getattr(rel, "parent_link", False) and rel.related_model not in found:
+                found.append(rel.related_model)
+                children.append(rel.related_model)
+    return tuple(found)
+
+
+def _is_parent(model: Any, of: Any) -> bool:
+    return model in of._meta.concrete_model._meta.all_parents
+
+
 def touched(sender: Any) -> list[LiveModel]:
     """The registrations whose rows a save of ``sender`` writes: its own (``live_for``) and
     its live multi-table parents'. Saves run this for every model: cached per class."""
@@ -43,9 +64,9 @@ def touched(sender: Any) -> list[LiveModel]:
     if found is None:
         own = live_for(sender)
         parents = [
-            registry[parent]
-            for parent in sender._meta.concrete_model._meta.all_parents
-            if parent in registry and registry[parent] is not own
+            registry[other]
+            for other in relatives(sender)
+            if other in registry and _is_parent(other, sender) and registry[other] is not own
         ]
         found = _touched[sender] = [own, *parents] if own is not None else parents
     return found
@@ -59,11 +80,10 @@ def children(sender: Any) -> list[LiveModel]:
     columns it gives its child's row. Cached per class, like ``touched``."""
     found = _children.get(sender)
     if found is None:
-        concrete = sender._meta.concrete_model
         found = _children[sender] = [
-            live
-            for model, live in registry.items()
-            if model is not concrete and concrete in model._meta.all_parents
+            registry[other]
+            for other in relatives(sender)
+            if other in registry and _is_parent(sender._meta.concrete_model, other)
         ]
     return found
 
@@ -78,8 +98,8 @@ def forget() -> None:
 
 
 def _row(live: LiveModel, using: str, pk: Any, *, lock: bool = False) -> Any:
-    rows = live.model._base_manager.using(using)
-    return (rows.select_for_update() if lock else rows).filter(pk=pk).first()
+    query = live.model._base_manager.using(using)
+    return (query.select_for_update() if lock else query).filter(pk=pk).first()
 
 
 def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -> None:
@@ -95,11 +115,11 @@ def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -
         if not live.tracked or pk is None:
             continue
         model = live.model
-        rows = model._base_manager.using(using).select_for_update().filter(pk=pk)
+        query = model._base_manager.using(using).select_for_update().filter(pk=pk)
         if "*" in live.tracked:
-            old = rows.first()
+            old = query.first()
         else:
-            values = rows.values(*live.tracked).first()
+            values = query.values(*live.tracked).first()
             old = None
             if values is not None:
                 old = model.__new__(model)
@@ -114,9 +134,9 @@ def pre_save(sender: Any, instance: Any, raw: bool, using: str, **kwargs: Any) -
 
 
 def _remember(instance: Any, live: LiveModel, old: Any) -> None:
-    """Keep on ``instance`` the streams and keys ``old`` (its row for ``live``) had."""
-    before = instance.__dict__.setdefault(_BEFORE, {})
-    before[live.label] = (live.streams_for(old), live.key_payload(old))
+    """Keep on ``instance`` the streams and keys ``old`` (its row for ``live``) had: taken
+    now, before the save changes what they are read from."""
+    instance.__dict__.setdefault(_BEFORE, {})[live.label] = rows.was(live, old)
 
 
 def post_save(
@@ -134,17 +154,10 @@ def post_save(
             _saved(live, "updated", child, before.get(live.label), using)
 
 
-def _saved(live: LiveModel, kind: str, obj: Any, before: Any, using: str) -> None:
-    """Publish ``obj``'s save for ``live``: ``deleted`` to the streams it left (``before``,
-    what ``_remember`` kept), then ``kind`` to its streams."""
-    streams = live.streams_for(obj)
-    if before is not None:
-        old_streams, old_keys = before
-        left = [stream for stream in old_streams if stream not in streams]
-        if left:
-            batching.emit(live, "deleted", left, old_keys, using)
-    if kind in live.events:
-        batching.emit(live, kind, streams, live.payload(obj), using)
+def _saved(live: LiveModel, kind: str, obj: Any, before: rows.Before | None, using: str) -> None:
+    """Publish ``obj``'s save for ``live`` (``before``: what ``_remember`` kept)."""
+    for change in rows.saved(live, kind, obj, before, using):
+        batching.emit(change.live, change.kind, change.streams, change.data, using)
 
 
 def post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:

@@ -41,14 +41,32 @@ def locked_pks(queryset: QuerySet[Any]) -> list[Any]:
     return list(rows.select_for_update(of=of).values_list("pk", flat=True))
 
 
-def updated(live: LiveModel, row: Any, old: Any, using: str) -> list[batching.Change]:
+# What a row was before a save: its streams and its key payload (``was``).
+Before = tuple[list[str], dict[str, Any]]
+
+
+def was(live: LiveModel, old: Any) -> Before | None:
+    """``old``'s streams and keys, taken while it is still the row as it was (None: not
+    known, or the streams depend on the pk alone)."""
+    return None if old is None else (live.streams_for(old), live.key_payload(old))
+
+
+def saved(
+    live: LiveModel, kind: str, row: Any, before: Before | None, using: str
+) -> list[batching.Change]:
     """What a ``save()`` of ``row`` publishes: ``deleted`` to the streams it left since
-    ``old`` (None: not known, or the streams depend on the pk alone), ``updated`` to its own."""
+    ``before``, then ``kind`` (``created``, ``updated``) to its own."""
     streams = live.streams_for(row)
     changes = []
-    if old is not None:
-        left = [stream for stream in live.streams_for(old) if stream not in streams]
+    if before is not None:
+        old_streams, old_keys = before
+        left = [stream for stream in old_streams if stream not in streams]
         if left:
-            changes.append(batching.Change(live, "deleted", left, live.key_payload(old), using))
-    changes.append(batching.Change(live, "updated", streams, live.payload(row), using))
+            changes.append(batching.Change(live, "deleted", left, old_keys, using))
+    changes.append(batching.Change(live, kind, streams, live.payload(row), using))
     return changes
+
+
+def updated(live: LiveModel, row: Any, old: Any, using: str) -> list[batching.Change]:
+    """``saved`` for an update, from the row as it was (``old``, read before the write)."""
+    return saved(live, "updated", row, was(live, old), using)

@@ -76,9 +76,7 @@ class Upsert:
         if updated:
             self.changes += rows.updated(self.live, row, self.before.get(row.pk), self.using)
         else:
-            streams = self.live.streams_for(row)
-            data = self.live.payload(row)
-            self.changes.append(batching.Change(self.live, "created", streams, data, self.using))
+            self.changes += rows.saved(self.live, "created", row, None, self.using)
         # SQLite: a later object of the same statement with the same key updates this row.
         self.before[row.pk] = row if self.live.tracked else None
 
