@@ -119,8 +119,7 @@ class Hub:
         for state in self.streams.values():
             for sub in state.subs:
                 sub.close()
-            if (presence := state.presence_if_any) is not None:
-                presence.close()
+            state.close_presence()
         self.liveness.close()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -334,8 +333,7 @@ class Hub:
                 except Exception:
                     logger.warning("Leaving the group of %s failed.", sub.stream, exc_info=True)
             if not state.subs and self.streams.get(sub.stream) is state:
-                if (presence := state.presence_if_any) is not None:
-                    presence.close()
+                state.close_presence()
                 del self.streams[sub.stream]
 
     async def join_group(self, stream: str, state: StreamState) -> None:

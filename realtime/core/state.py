@@ -80,6 +80,11 @@ class StreamState:
         """The stream's presence state, without making one."""
         return self._presence
 
+    def close_presence(self) -> None:
+        """Stop what the stream's presence has scheduled, if it has any."""
+        if self._presence is not None:
+            self._presence.close()
+
     def sync_behind(self, epoch: str, head: int) -> None:
         """Catch up from the database each subscription (not already catching up) of
         another epoch than ``epoch``, or before ``head``."""
