@@ -23,7 +23,7 @@ also cancels the publisher's clock offset) — the process, or the machine it sh
 keeping up, and every pass it makes is work its backlog waits behind. The hold then grows to
 half of that excess (``BEHIND_SHARE``), up to ``MAX_BEHIND_HOLD`` (250 ms): fewer, fuller
 writes, for the process and for its clients, until it has caught up. A late event waits at
-most a third longer for it; one on time is not held any longer than before. (Measured on
+most half as long again for it; one on time is not held any longer than before. (Measured on
 the 2-core benchmark machine, docs/performance.md: at 400 events/s to 500 subscribers the
 fixed 60 ms cap fell behind by seconds, with clients and servers sharing the cores.)
 """

@@ -21,7 +21,7 @@ myproject.asgi:application``, every daphne option included) and changes these th
   over 64 KiB failed and closed the connection).
 * A WebSocket frame goes to the socket when it is sent, not when the reactor next finds the
   socket writable (``realtime.endpoints.writes``, twisted/twisted#5303): the hub already
-  writes each connection once per pass, and the detour cost about a third of a server's CPU.
+  writes each connection once per pass, and the detour cost about a quarter of a server's CPU.
 * On SIGTERM (or SIGINT) the process drains before daphne cancels its connections: it stops
   listening and runs ``Hub.drain`` (clients told to reconnect elsewhere with close code 1012
   and a delay each, the lease and presence removed at once), within ``DRAIN_TIMEOUT``

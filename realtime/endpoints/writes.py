@@ -5,7 +5,7 @@ the socket writable (twisted/twisted#5303, open since 2011). Under daphne, whose
 Twisted's asyncio reactor, that is two ``epoll_ctl`` calls and a loop callback around each
 ``send()``: the hub writes each connection once per pass (``realtime.bus.pacing``), so there
 is nothing left for the buffer to join, and at 100 events/s to 500 subscribers that detour
-was about a third of a server's CPU (py-spy, docs/performance.md). ``write_now`` sends when
+was about a quarter of a server's CPU (docs/performance.md). ``write_now`` sends when
 the transport has nothing buffered and takes the ordinary path for the rest: what the socket
 did not take, a transport with something queued (order is kept), TLS, a paused or pull
 producer, a closing connection. Errors are left to that path too, so a lost connection is
