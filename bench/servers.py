@@ -22,7 +22,10 @@ hypercorn ``websocket_max_message_size``); daphne runs as ``python -m realtime.s
   (``VmRSS``); then ``--connections`` more, each on its own ``public:idle:N``, 100
   handshakes in flight, no compression (unless ``--deflate``); the RSS 2 s later. Reported:
   KiB per connection; time to open them (clients in this process: includes their CPU);
-  the server process's CPU time per connection while they opened.
+  the server process's CPU time per connection while they opened, and this process's (the
+  clients'). ``--processes N`` serves this step from N server processes (same database and
+  Redis), the clients spread over them in turn as a load balancer would; memory and CPU are
+  their sums.
 * **deliveries**, ``--runs`` times: ``bench.client`` (picows, ``?batch=1``) holds
   ``--subscribers`` on ``public:bench``; after a warm-up the publisher sends ``--rate``
   events/s for ``--duration`` s. Reported: deliveries/s at the clients (to the last one) and
@@ -104,25 +107,32 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Session:
-    """One fresh server process, with its own Redis and copy of the migrated database."""
+    """Fresh server processes (one unless told), with their own Redis and copy of the migrated
+    database; ``proc``, ``port`` and ``ws_url`` are the first one's."""
 
-    def __init__(self, bench: Bench, server: str, label: str) -> None:
-        self.server, self.args = server, bench.args
+    def __init__(self, bench: Bench, server: str, label: str, processes: int = 1) -> None:
+        self.server, self.args, self.processes = server, bench.args, processes
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{server}-{label}-", dir=bench.tmp))
         self.db = self.tmp / "db.sqlite3"
         with sqlite3.connect(bench.template) as src, sqlite3.connect(self.db) as dst:
             src.backup(dst)
         self.procs = Processes(self.tmp, {**bench.env, "DATABASE_URL": f"sqlite:///{self.db}"})
-        self.port = procs.free_port()
+        self.ports = [procs.free_port() for _ in range(processes)]
+        self.port = self.ports[0]
         self.ws_url = f"ws://127.0.0.1:{self.port}/realtime/ws/"
 
     async def __aenter__(self) -> Session:
         await self.procs.start_redis()
         toml = self.tmp / "hypercorn.toml"
         toml.write_text(f"websocket_max_message_size = {LIMIT}\n")
-        argv = SERVERS[self.server].format(port=self.port, toml=toml).split()
-        self.proc = await self.procs.spawn("server", sys.executable, *argv)
-        await self.procs.wait_listening(self.proc, self.port)
+        self.servers = []
+        for i, port in enumerate(self.ports):
+            argv = SERVERS[self.server].format(port=port, toml=toml).split()
+            name = "server" if i == 0 else f"server{i + 1}"
+            self.servers.append(await self.procs.spawn(name, sys.executable, *argv))
+        for proc, port in zip(self.servers, self.ports, strict=True):
+            await self.procs.wait_listening(proc, port)
+        self.proc = self.servers[0]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -136,11 +146,13 @@ class Session:
     async def publisher(self) -> Proc:
         return await self.spawn("publisher", "bench.publisher", "--approach", "realtime")
 
-    async def ws(self, compression: str | None = None) -> ClientConnection:
-        origin: Any = f"http://127.0.0.1:{self.port}"
+    async def ws(self, compression: str | None = None, server: int = 0) -> ClientConnection:
+        """A WebSocket to the ``server``-th process (modulo their number), welcomed."""
+        port = self.ports[server % self.processes]
+        origin: Any = f"http://127.0.0.1:{port}"
         ws = await connect(
-            self.ws_url, origin=origin, compression=compression, proxy=None,
-            ping_interval=None, open_timeout=WAIT, close_timeout=2,
+            f"ws://127.0.0.1:{port}/realtime/ws/", origin=origin, compression=compression,
+            proxy=None, ping_interval=None, open_timeout=WAIT, close_timeout=2,
         )  # fmt: skip
         welcome = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
         if welcome.get("type") != "welcome":
@@ -310,28 +322,38 @@ async def smoke(bench: Bench, server: str) -> dict[str, Any]:
 
 async def idle_run(bench: Bench, server: str, run: int) -> dict[str, Any]:
     n, sem, conns = bench.args.connections, asyncio.Semaphore(IN_FLIGHT), []
-    async with Session(bench, server, f"idle{run}") as s:
+    async with Session(bench, server, f"idle{run}", bench.args.processes) as s:
+        compression = "deflate" if bench.args.deflate else None
+        pids = [proc.pid for proc in s.servers]
 
-        async def one(stream: str) -> None:
+        async def one(i: int, stream: str) -> None:
             async with sem:
-                conns.append(ws := await s.ws("deflate" if bench.args.deflate else None))
+                conns.append(ws := await s.ws(compression, server=i))  # in turn, as a balancer
                 if (sub := await subscribe(ws, stream))["type"] != "subscribed":
                     raise BenchError(f"subscribe {stream}: {sub}")
 
+        def rss() -> int:
+            return sum(rss_kib(pid) for pid in pids)
+
+        def cpu_now() -> float:
+            return sum(cpu_seconds(pid) for pid in pids)
+
         try:
-            await asyncio.gather(*(one(f"public:idle:w{i}") for i in range(WARM)))
+            await asyncio.gather(*(one(i, f"public:idle:w{i}") for i in range(WARM)))
             await asyncio.sleep(1)
-            before, began, cpu = rss_kib(s.proc.pid), time.monotonic(), cpu_seconds(s.proc.pid)
+            before, began, cpu, mine = rss(), time.monotonic(), cpu_now(), time.process_time()
             async with asyncio.timeout(120):
-                await asyncio.gather(*(one(f"public:idle:{i}") for i in range(n)))
-            seconds, cpu = time.monotonic() - began, cpu_seconds(s.proc.pid) - cpu
+                await asyncio.gather(*(one(i, f"public:idle:{i}") for i in range(n)))
+            seconds, cpu = time.monotonic() - began, cpu_now() - cpu
+            mine = time.process_time() - mine
             await asyncio.sleep(2)
-            after = rss_kib(s.proc.pid)
+            after = rss()
         finally:
             await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
     result = {"rss_before_kib": before, "rss_after_kib": after, "open_s": round(seconds, 2)}
     result["kib_per_conn"] = round((after - before) / n, 1)
-    result["cpu_ms_per_conn"] = round(cpu * 1000 / n, 2)  # the server's, while they opened
+    result["cpu_ms_per_conn"] = round(cpu * 1000 / n, 2)  # the servers', while they opened
+    result["client_cpu_ms_per_conn"] = round(mine * 1000 / n, 2)  # this process's (the clients)
     log(f"[{server}] idle run {run + 1}: {result}")
     return result
 
@@ -382,7 +404,9 @@ def spread(values: list[float]) -> str:
 
 
 def summary(result: dict[str, Any]) -> str:
-    head = ["server", *CHECKS, "idle KiB/conn", f"open {result['config']['connections']} s"]
+    config = result["config"]
+    over = f" on {config['processes']} processes" if config["processes"] > 1 else ""
+    head = ["server", *CHECKS, f"idle KiB/conn{over}", f"open {config['connections']} s{over}"]
     head.append("server CPU ms/open")
     lines = ["| " + " | ".join([*head, "deliveries/s", "server µs/delivery"]) + " |"]
     lines.append("|" + "---|" * (len(head) + 2))
@@ -450,6 +474,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="cost runs per server (default 3)")
     parser.add_argument("--connections", type=int, default=1000, help="idle connections")
     parser.add_argument("--deflate", action="store_true", help="idle clients offer deflate")
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="server processes for the idle step, the clients spread over them in turn",
+    )  # fmt: skip
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--rate", type=float, default=100.0, help="events/s published")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing")
@@ -460,6 +488,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown server {', '.join(sorted(unknown))}")
     procs.check_bounds(parser, [
         (args.runs, 1, 10, "--runs"), (args.connections, 1, 5000, "--connections"),
+        (args.processes, 1, 4, "--processes"),
         (args.subscribers, 1, 2000, "--subscribers"), (args.rate, 1, 1000, "--rate"),
         (args.duration, 1, 60, "--duration"),
     ])  # fmt: skip

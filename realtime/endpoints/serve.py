@@ -15,7 +15,7 @@ myproject.asgi:application``, every daphne option included) and changes these th
 * Autobahn's ``_connectionMade`` pretty-prints the connection's whole configuration for a
   debug log line on every connection, whether debug logging is on or not: about a tenth of
   a handshake's CPU (py-spy, docs/performance.md). Connections here format it only if that
-  line is logged.
+  line is logged; the same goes for the debug line of every read and every write.
 * What the server sends is not held to those limits: they guard the server against its
   clients, and autobahn applied them to its own frames too (a catch-up's ``batch`` frame
   over 64 KiB failed and closed the connection).
@@ -53,6 +53,7 @@ from daphne.ws_protocol import (  # type: ignore[import-untyped]
     WebSocketProtocol as DaphneWebSocketProtocol,
 )
 from django.core.exceptions import ImproperlyConfigured
+from txaio.tx import _no_op
 
 from realtime.conf import realtime_settings
 from realtime.endpoints.writes import write_now
@@ -152,6 +153,15 @@ class WebSocketProtocol(DaphneWebSocketProtocol):  # type: ignore[misc]
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         elif self.state in (self.STATE_CONNECTING, self.STATE_PROXY_CONNECTING):
             self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        # autobahn 26.11 ``WebSocketAdapterProtocol.dataReceived`` builds its debug line's
+        # arguments (``hltype``, ``hlval``: click styles) before txaio sees the level, on every
+        # read: 2-3 % of a handshake's CPU. txaio binds a disabled level to ``_no_op``.
+        if self.log.debug is _no_op:
+            self._dataReceived(data)
+        else:
+            super().dataReceived(data)
 
     def _connectionMade(self) -> None:
         from autobahn.websocket import protocol

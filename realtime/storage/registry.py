@@ -198,18 +198,51 @@ def _admit(todo: list[Admission]) -> list[str | None]:
             users[a.user_id] += 1
             ips[addr] += 1
             rows.append(
-                Connection(
-                    id=a.conn_id,
-                    server_id=a.server_id,
-                    user_id=a.user_id,
-                    transport=a.transport,
-                    remote_addr=addr,
-                    user_agent=a.user_agent[:300],
-                )
+                {
+                    "id": a.conn_id,
+                    "server_id": a.server_id,
+                    "user_id": a.user_id,
+                    "transport": a.transport,
+                    "remote_addr": addr,
+                    "user_agent": a.user_agent[:300],
+                }
             )
-    Connection.objects.bulk_create(rows)
-    _went_online({row.user_id for row in rows if row.user_id is not None})
+    _insert_connections(rows)
+    _went_online({row["user_id"] for row in rows if row["user_id"] is not None})
     return caps
+
+
+def _insert_connections(rows: list[dict[str, Any]]) -> None:
+    """The group's ``Connection`` rows in one ``executemany``, each value prepared by its
+    field as ``bulk_create`` would, the other fields at their defaults (one per group).
+
+    ``bulk_create`` builds a model instance and compiles every value of every row: it was
+    about 50 µs a row here, a tenth of a handshake's server time in a 2,000-connection open;
+    this is under 10 µs."""
+    if not rows:
+        return
+    connection = connections[router.db_for_write(Connection)]
+    fields, quote = Connection._meta.concrete_fields, connection.ops.quote_name
+    defaults = {
+        f.attname: f.get_db_prep_save(f.get_default(), connection)
+        for f in fields
+        if f.attname not in rows[0]
+    }
+    params = [
+        [
+            defaults[f.attname]
+            if f.attname in defaults
+            else f.get_db_prep_save(row[f.attname], connection)
+            for f in fields
+        ]
+        for row in rows
+    ]
+    columns = ", ".join(quote(f.column or f.attname) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {quote(Connection._meta.db_table)} ({columns}) VALUES ({marks})", params
+        )
 
 
 def _went_online(user_ids: set[Any]) -> None:

@@ -114,6 +114,30 @@ def test_handshakes_admitted_together_share_the_caps(db, settings) -> None:
     assert UserStatus.objects.get(user=alice).online
 
 
+def test_a_group_records_each_connection_as_one_on_its_own_would(db) -> None:
+    """The group's rows (one ``executemany``, not the ORM's ``bulk_create``) hold what
+    ``add_connection`` records through the ORM: every field, the cuts and the defaults."""
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    registry.register_server("srv", "x")
+    alice = User.objects.create(username="alice")
+    began = timezone.now()
+    agent, addr = "a" * 400, "2001:db8::1"
+    registry.add_connection("alone", "srv", alice.pk, "sse", addr, agent, check_limits=True)
+    got = registry.admit(
+        [registry.Admission("grouped", "srv", alice.pk, "sse", addr, agent), admission("anon")]
+    )
+    assert got == [None, None]
+    fields = ["server_id", "user_id", "transport", "remote_addr", "user_agent", "streams"]
+    alone, grouped = (Connection.objects.values(*fields).get(id=i) for i in ("alone", "grouped"))
+    assert grouped == alone
+    assert grouped["user_agent"] == "a" * 300 and grouped["streams"] == []
+    row = Connection.objects.get(id="grouped")
+    assert began <= row.connected_at <= timezone.now() and row.last_seen >= began
+    assert Connection.objects.get(id="anon").user_id is None
+
+
 def test_a_group_that_fails_is_admitted_one_by_one(db) -> None:
     """A handshake whose row cannot be written fails alone; the rest of its group gets in."""
     registry.register_server("srv", "x")
