@@ -20,13 +20,17 @@ import gc, os, django
 django.setup()
 from realtime.core import gcpauses
 assert gc.get_freeze_count() == 0
+assert gc.get_threshold() == (700, 10, 10)  # CPython's default
 assert gcpauses.freeze_startup_heap() is True
 frozen = gc.get_freeze_count()
 assert frozen > 10_000, frozen  # Django and the app: a large, permanent heap
+assert gc.get_threshold() == (gcpauses.YOUNG_THRESHOLD, 10, 10)
+gc.set_threshold(50_000, 10, 10)  # a project's own choice, if higher, is kept
 assert gcpauses.freeze_startup_heap() is False  # once per process
 if pid := os.fork():  # a forked child is a process of its own: it freezes once more
     os._exit(os.waitpid(pid, 0)[1] >> 8)
 assert gcpauses.freeze_startup_heap() is True
+assert gc.get_threshold() == (50_000, 10, 10)
 print("ok", frozen)
 """
 
