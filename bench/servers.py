@@ -61,6 +61,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bench import procs
 from bench.procs import BenchError, Proc, Processes, log, write_json
+from bench.report import cpu_reference, git_revision
 
 APP = "project.asgi:application"
 LIMIT = 65536  # the app's MAX_FRAME_SIZE, given to the servers that take a message limit
@@ -429,6 +430,7 @@ def summary(result: dict[str, Any]) -> str:
             losses = [(x["lost"], x["dups"], x["closes"]) for x in dl]
             notes.append(f"  deliveries lost, duplicated, closes per run: {losses}")
         notes += [f"  FAILED: {r['error']}"] if r.get("error") else []
+    notes.append(f"\nrevision {result['revision']}; CPU reference {result['cpu_reference_s']} s")
     return "\n".join(lines + notes)
 
 
@@ -450,7 +452,9 @@ class Bench:
             with contextlib.suppress(metadata.PackageNotFoundError):
                 versions[package] = metadata.version(package)
         out: dict[str, Any] = {"versions": versions, "config": vars(self.args), "servers": {}}
-        log(f"versions: {versions}")
+        out["revision"], out["cpu_reference_s"] = git_revision(), cpu_reference()
+        log(f"versions: {versions}; revision {out['revision']}")
+        log(f"CPU reference {out['cpu_reference_s']} s (a fixed loop; lower is a faster machine)")
         for name in self.args.servers:
             began, r = time.monotonic(), out["servers"].setdefault(name, {})
             try:
