@@ -27,6 +27,7 @@ from realtime.models import Event, Stream
 from realtime.storage import epochs, retention
 from realtime.storage.dbthreads import close_broken_connections, in_lane
 from realtime.storage.groupcommit import committer_for
+from realtime.storage.statements import statement_cursor
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,30 +110,6 @@ def _encode(data: Any) -> str:
     return json.dumps(data, cls=DjangoJSONEncoder)
 
 
-def _statement_cursor(connection: Any) -> Any:
-    """A cursor for the store's hot statements: on psycopg 3 one that binds parameters on the
-    server, so that PostgreSQL can keep them prepared when the connection allows it (Django's
-    ``OPTIONS["prepare_threshold"]``; off by default, for transaction-mode poolers). Django's
-    own cursors bind on the client (``ClientCursor``), which psycopg never prepares: the
-    append statement is then parsed and planned on every publish, about a fifth of its time.
-    Wrapped as Django wraps its cursors (query logging, ``execute_wrapper``)."""
-    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get(
-        "server_side_binding"
-    ):
-        return connection.cursor()
-    try:
-        from django.db.backends.postgresql import base
-    except ImportError:  # pragma: no cover - no PostgreSQL driver, yet a PostgreSQL alias
-        return connection.cursor()
-    binding: Any = getattr(base, "ServerBindingCursor", None)  # psycopg 3 only
-    if binding is None:
-        return connection.cursor()
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        return connection._prepare_cursor(binding(connection.connection))
-
-
 def _insert(
     connection: Any, name: str, event: str, text: str, ts: datetime | None, key: str | None
 ) -> tuple[int, int, str, int, int, datetime] | None:
@@ -148,7 +125,7 @@ def _insert(
         f"UPDATE {streams} SET last_seq = last_seq + 1 WHERE name = %s"
         " RETURNING id, epoch, last_seq, trimmed_seq"
     )
-    with _statement_cursor(connection) as cursor:
+    with statement_cursor(connection) as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"WITH s AS ({bump}), e AS (INSERT INTO {events}"
@@ -232,7 +209,7 @@ def _insert_rows(connection: Any, rows: list[Event], texts: list[str], ts: datet
     (``unnest``), so the statement is the same whatever the group's size, and its thousands
     of parameters are not quoted into the SQL one by one on the client."""
     table = connection.ops.quote_name(Event._meta.db_table)
-    with _statement_cursor(connection) as cursor:
+    with statement_cursor(connection) as cursor:
         cursor.execute(
             f"INSERT INTO {table} (stream_id, seq, event, data, ts)"
             " SELECT s, q, e, d::jsonb, %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[],"
@@ -258,7 +235,7 @@ def _bump(counts: dict[str, int]) -> dict[str, Stream]:
     table = connection.ops.quote_name(Stream._meta.db_table)
     names = sorted(counts)
     found: dict[str, Stream] = {}
-    with _statement_cursor(connection) as cursor:
+    with statement_cursor(connection) as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"WITH v(name, n) AS (SELECT * FROM unnest(%s::text[], %s::bigint[])),"

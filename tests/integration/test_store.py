@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 import realtime
@@ -60,6 +60,36 @@ def test_a_group_is_stored_as_the_orm_would_store_it():
     with transaction.atomic():
         (row,) = store.append_group([("g:a", "dec", {"d": Decimal("1.10")})])
     assert Event.objects.get(pk=row.pk).data == {"d": "1.10"}  # DjangoJSONEncoder, as save()
+
+
+def test_the_statements_cursor_is_kept_and_still_seen_by_django_tooling():
+    """On PostgreSQL the append runs on one cursor kept per connection; query capture
+    (``assertNumQueries``, ``DEBUG``) and ``execute_wrapper`` still see every statement, and a
+    new connection gets a new cursor. Elsewhere it is Django's own cursor, every time."""
+    from django.test.utils import CaptureQueriesContext
+
+    from realtime.storage.statements import statement_cursor
+
+    realtime.publish("kept", "e")
+    db = connections[store.database()]
+    with statement_cursor(db) as first, statement_cursor(db) as second:
+        assert (first is second) is (db.vendor == "postgresql")
+    with CaptureQueriesContext(connection) as captured:
+        assert realtime.publish("kept", "e").seq == 2
+    # (Django logs a statement psycopg has prepared with no SQL text: count them.)
+    assert len(captured.captured_queries) >= 1
+    seen: list[str] = []
+
+    def wrapper(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        assert realtime.publish("kept", "e").seq == 3
+    assert any("realtime_event" in sql for sql in seen)
+    connection.close()
+    assert realtime.publish("kept", "e").seq == 4  # on a new connection, with a new cursor
+    assert seqs("kept") == [1, 2, 3, 4]
 
 
 def test_concurrent_publishers_get_gapless_unique_seqs():
