@@ -1,7 +1,9 @@
 """Publish-path benchmark (issue 13): what storing and fanning out one event costs, per API.
 
 ``python -m bench.publish`` measures on SQLite and PostgreSQL: ``publish`` (a plain
-sync process calling ``realtime.publish`` per event), ``apublish`` (awaited one at a time),
+sync process calling ``realtime.publish`` per event), ``publish-full`` (the same on a stream
+already holding its ``max_events``, 10,000 by default, so that every publish also trims the
+oldest event: where a busy stream lives), ``apublish`` (awaited one at a time),
 ``apublish-64`` (64 calls in flight over 1,000 streams, round robin), ``publish_many`` (chunks
 of 100, the batched reference) and ``raw`` (one ``INSERT`` and commit per row with the bare
 driver: psycopg in autocommit, or sqlite3 on the WAL file with ``synchronous=NORMAL``; the
@@ -46,7 +48,7 @@ from bench.procs import (
 )
 from bench.report import git_revision, machine_info
 
-KINDS = ("publish", "apublish", "apublish-64", "publish_many", "raw")
+KINDS = ("publish", "publish-full", "apublish", "apublish-64", "publish_many", "raw")
 DATABASES = ("sqlite", "postgresql")
 CHILD_TIMEOUT = 120.0
 FLUSH_TIMEOUT = 30.0
@@ -137,8 +139,20 @@ def app_batch(kind: str, stream: str) -> Batch:
 
         await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
 
-    kinds = {"publish": publish, "publish_many": publish_many, "apublish": apublish}
+    kinds = {"publish": publish, "publish-full": publish, "publish_many": publish_many}
+    kinds["apublish"] = apublish
     return kinds.get(kind, apublish_64)
+
+
+def fill(stream: str) -> None:
+    """Publish the stream's ``max_events`` (untimed), so that each publish after trims one."""
+    import realtime
+    from realtime.storage import retention
+
+    cap = retention.rule_for(stream).max_events or 0
+    for first in range(0, cap, 1000):
+        events = [("bench.fill", {"n": i}) for i in range(first, min(first + 1000, cap))]
+        realtime.publish_many(stream, events)
 
 
 async def run_async(batch: Batch, warmup: int, events: int, flush: Flush) -> Timing:
@@ -170,8 +184,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         import django
 
         django.setup()
-        # A stream a run, so retention (10,000 events a stream) never trims while timed.
-        batch, flush = app_batch(kind, f"bench:{kind}:{args.run}"), flush_fan_out
+        # A stream a run, so retention (10,000 events a stream) never trims while timed;
+        # but for publish-full, whose stream is filled to its cap first.
+        stream = f"bench:{kind}:{args.run}"
+        if kind == "publish-full":
+            fill(stream)
+        batch, flush = app_batch(kind, stream), flush_fan_out
     if inspect.iscoroutinefunction(batch):
         wall, cpu, flushed = asyncio.run(run_async(batch, warmup, args.events, flush))
     else:

@@ -65,11 +65,11 @@ def append(
 
     Bumping ``last_seq`` takes the stream row's lock until the transaction ends, so concurrent
     publishers to one stream queue behind each other: seqs are allocated without duplicates
-    or gaps (a rolled-back seq is reused), and commit in seq order. On PostgreSQL the bump and
-    the insert are one statement (a CTE), which outside a transaction commits by itself: one
-    round trip per event (a ``max_events`` trim then follows in a transaction of its own).
-    SQLite takes two (``UPDATE … RETURNING``, ``INSERT``), so there the caller must hold a
-    transaction, as it must with an idempotency ``key``. ``data_json`` is ``data`` already
+    or gaps (a rolled-back seq is reused), and commit in seq order. On PostgreSQL the bump, the
+    insert and the ``max_events`` trim are one statement (a CTE), which outside a transaction
+    commits by itself: one round trip per event. SQLite takes two (``UPDATE … RETURNING``,
+    ``INSERT``) and the trim's ``DELETE``, so there the caller must hold a transaction, as it
+    must with an idempotency ``key``. ``data_json`` is ``data`` already
     encoded, as ``protocol.normalize`` does.
 
     With a ``key`` already used on the stream (and still retained), nothing is stored: the
@@ -86,10 +86,11 @@ def append(
             earlier.duplicate = True
             return earlier
     text = data_json if data_json is not None else _encode(data)
-    row = _insert(connection, name, event, text, ts, key)
+    cap = retention.rule_for(name).max_events
+    row = _insert(connection, name, event, text, ts, key, cap)
     if row is None:
         _create(name)
-        row = _insert(connection, name, event, text, ts, key)
+        row = _insert(connection, name, event, text, ts, key, cap)
         assert row is not None
     event_id, stream_id, epoch, seq, trimmed, ts = row
     stream = _stream(connection, stream_id, name, epoch, seq, trimmed)
@@ -97,7 +98,8 @@ def append(
         id=event_id, stream=stream, seq=seq, event=event, data=data, ts=ts, idempotency_key=key
     )
     stored._state.adding, stored._state.db = False, connection.alias
-    _retain(stream, locked=connection.in_atomic_block)
+    if connection.vendor not in ("postgresql", "sqlite") or not cap:
+        _retain(stream, locked=connection.in_atomic_block)
     return stored
 
 
@@ -111,13 +113,23 @@ def _encode(data: Any) -> str:
 
 
 def _insert(
-    connection: Any, name: str, event: str, text: str, ts: datetime | None, key: str | None
+    connection: Any,
+    name: str,
+    event: str,
+    text: str,
+    ts: datetime | None,
+    key: str | None,
+    cap: int | None = None,
 ) -> tuple[int, int, str, int, int, datetime] | None:
     """Bump the stream and insert the event: the new row's id, the stream's id, epoch, seq and
     trimmed seq, and the event's time; None if the stream has no row.
 
     Without a ``ts`` the event is stamped after the stream's lock is taken, so timestamps
-    follow seqs (on PostgreSQL by the database's clock, within the statement).
+    follow seqs (on PostgreSQL by the database's clock, within the statement). A ``cap``
+    (``max_events``, at least 1) is enforced here on PostgreSQL, in the same statement
+    (``_capped``), and on SQLite, by the bump advancing ``trimmed_seq`` and one ``DELETE``
+    (SQLite has one writer at a time, which the bump made this transaction); other databases
+    leave it to ``append``.
     """
     quote = connection.ops.quote_name
     streams, events = quote(Stream._meta.db_table), quote(Event._meta.db_table)
@@ -126,6 +138,8 @@ def _insert(
         " RETURNING id, epoch, last_seq, trimmed_seq"
     )
     with statement_cursor(connection) as cursor:
+        if connection.vendor == "postgresql" and cap:
+            return _capped(connection, cursor, name, event, text, ts, key, cap)
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"WITH s AS ({bump}), e AS (INSERT INTO {events}"
@@ -137,7 +151,13 @@ def _insert(
             )
             found = cursor.fetchone()
             return None if found is None else tuple(found)
-        cursor.execute(bump, [name])
+        capped = connection.vendor == "sqlite" and bool(cap)
+        if capped:
+            bump = bump.replace(
+                "last_seq = last_seq + 1",
+                "last_seq = last_seq + 1, trimmed_seq = MAX(trimmed_seq, last_seq + 1 - %s)",
+            )
+        cursor.execute(bump, [cap, name] if capped else [name])
         position = cursor.fetchone()
         if position is None:
             return None
@@ -148,7 +168,60 @@ def _insert(
             " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
             [stream_id, seq, event, text, connection.ops.adapt_datetimefield_value(ts), key],
         )
-        return cursor.fetchone()[0], stream_id, epoch, seq, trimmed, ts
+        event_id = cursor.fetchone()[0]
+        if capped and trimmed:
+            # Deleted rows leave SQLite's index at once: the range starts at the oldest kept.
+            cursor.execute(
+                f"DELETE FROM {events} WHERE stream_id = %s AND seq <= %s", [stream_id, trimmed]
+            )
+        return event_id, stream_id, epoch, seq, trimmed, ts
+
+
+def _capped(
+    connection: Any,
+    cursor: Any,
+    name: str,
+    event: str,
+    text: str,
+    ts: datetime | None,
+    key: str | None,
+    cap: int,
+) -> tuple[int, int, str, int, int, datetime] | None:
+    """The PostgreSQL append with its ``max_events`` trim: one statement, one round trip.
+
+    A stream at its cap deletes its oldest event with every publish; in a transaction of its
+    own after the append that cost a second commit and five more round trips (a ``publish()``
+    loop ran 6 times slower once its stream was full). Here the bump also advances
+    ``trimmed_seq`` and a ``DELETE`` takes the events from the old trimmed seq (as this
+    statement's snapshot saw it, ``o``) up to the new one. The ``DELETE`` sees that snapshot
+    too: events that publishers queued on the row lock committed after it are invisible to
+    it. They lie above the snapshot's ``last_seq``, so when the new trimmed seq reaches past
+    that (a cap smaller than the publishers racing on one stream), they are deleted right
+    after, on the same connection (``seq_seen`` is that ``last_seq``).
+    """
+    quote = connection.ops.quote_name
+    streams, events = quote(Stream._meta.db_table), quote(Event._meta.db_table)
+    cursor.execute(
+        f"WITH o AS (SELECT last_seq, trimmed_seq FROM {streams} WHERE name = %s),"
+        f" s AS (UPDATE {streams} SET last_seq = last_seq + 1,"
+        " trimmed_seq = GREATEST(trimmed_seq, last_seq + 1 - %s)"
+        " WHERE name = %s RETURNING id, epoch, last_seq, trimmed_seq),"
+        f" e AS (INSERT INTO {events} (stream_id, seq, event, data, ts, idempotency_key)"
+        " SELECT id, last_seq, %s, %s::jsonb, COALESCE(%s, clock_timestamp()), %s"
+        " FROM s RETURNING id, ts),"
+        f" d AS (DELETE FROM {events} AS x USING s, o WHERE x.stream_id = s.id"
+        " AND x.seq > o.trimmed_seq AND x.seq <= s.trimmed_seq)"
+        " SELECT e.id, s.id, s.epoch, s.last_seq, s.trimmed_seq, e.ts, o.last_seq"
+        " FROM s, e, o",
+        [name, cap, name, event, text, ts, key],
+    )
+    found = cursor.fetchone()
+    if found is None:
+        return None
+    event_id, stream_id, epoch, seq, trimmed, stamped, seq_seen = found
+    if trimmed > seq_seen and seq - 1 > seq_seen:
+        Event.objects.filter(stream_id=stream_id, seq__gt=seq_seen, seq__lte=trimmed).delete()
+    return event_id, stream_id, epoch, seq, trimmed, stamped
 
 
 def append_many(
@@ -289,8 +362,13 @@ def _retain(stream: Stream, locked: bool = True) -> None:
 
 
 def _trim(stream: Stream, upto: int) -> int:
-    """Delete the stream's events up to seq ``upto``; returns how many went."""
-    deleted, _ = Event.objects.filter(stream=stream, seq__lte=upto).delete()
+    """Delete the stream's events up to seq ``upto``; returns how many went.
+
+    Only those above ``trimmed_seq``: the ones below went with earlier trims, and their
+    index entries, until vacuumed, would make every trim of a full stream walk them all."""
+    deleted, _ = Event.objects.filter(
+        stream=stream, seq__gt=stream.trimmed_seq, seq__lte=upto
+    ).delete()
     if upto > stream.trimmed_seq:
         Stream.objects.filter(pk=stream.pk).update(trimmed_seq=upto)
         stream.trimmed_seq = upto

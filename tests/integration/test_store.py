@@ -140,6 +140,42 @@ def test_max_events_is_exact(settings):
     assert seqs("other") == [1]
 
 
+def test_max_events_holds_under_racing_publishers(settings):
+    """A cap smaller than the publishers racing on one stream: each append trims in its own
+    statement, whose snapshot misses the events committed while it waited for the row lock;
+    those are trimmed too, so the stream never keeps more than its cap, nor any event at or
+    below its trimmed seq (on PostgreSQL, where the trim is part of the append statement)."""
+    settings.REALTIME = {"RETENTION": {"*": {"max_events": 2}}}
+    threads, per_thread = 8, 25
+    start = threading.Barrier(threads)
+
+    def work(worker: int) -> None:
+        try:
+            start.wait(timeout=10)
+            for i in range(per_thread):
+                realtime.publish("race", "tick", {"w": worker, "i": i})
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    total = threads * per_thread
+    assert seqs("race") == [total - 1, total]
+    assert Stream.objects.get(name="race").trimmed_seq == total - 2
+
+
+def test_max_events_applies_at_once_when_tightened_and_inside_a_transaction(settings):
+    for _ in range(6):
+        realtime.publish("tight", "e")
+    settings.REALTIME = {"RETENTION": {"*": {"max_events": 2}}}
+    with transaction.atomic():
+        assert realtime.publish("tight", "e").seq == 7  # trims 1..5 in its own statement
+        assert seqs("tight") == [6, 7]
+        realtime.publish("tight", "e")
+    assert seqs("tight") == [7, 8]
+    assert Stream.objects.get(name="tight").trimmed_seq == 6
+
+
 def test_max_events_zero_keeps_only_the_position(settings):
     settings.REALTIME = {"RETENTION": {"*": {"max_events": 0}}}
     assert realtime.publish("z", "e").seq == 1
