@@ -24,10 +24,9 @@ from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from realtime.models import Event, Stream
-from realtime.storage import epochs, retention
+from realtime.storage import epochs, retention, statements
 from realtime.storage.dbthreads import close_broken_connections, in_lane
 from realtime.storage.groupcommit import committer_for
-from realtime.storage.statements import statement_cursor
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,13 +86,13 @@ def append(
             return earlier
     text = data_json if data_json is not None else _encode(data)
     cap = retention.rule_for(name).max_events
-    row = _insert(connection, name, event, text, ts, key, cap)
+    row = statements.insert(connection, name, event, text, ts, key, cap)
     if row is None:
         _create(name)
-        row = _insert(connection, name, event, text, ts, key, cap)
+        row = statements.insert(connection, name, event, text, ts, key, cap)
         assert row is not None
     event_id, stream_id, epoch, seq, trimmed, ts = row
-    stream = _stream(connection, stream_id, name, epoch, seq, trimmed)
+    stream = statements.stream_row(connection, stream_id, name, epoch, seq, trimmed)
     stored = Event(
         id=event_id, stream=stream, seq=seq, event=event, data=data, ts=ts, idempotency_key=key
     )
@@ -110,118 +109,6 @@ def needs_transaction(key: str | None) -> bool:
 
 def _encode(data: Any) -> str:
     return json.dumps(data, cls=DjangoJSONEncoder)
-
-
-def _insert(
-    connection: Any,
-    name: str,
-    event: str,
-    text: str,
-    ts: datetime | None,
-    key: str | None,
-    cap: int | None = None,
-) -> tuple[int, int, str, int, int, datetime] | None:
-    """Bump the stream and insert the event: the new row's id, the stream's id, epoch, seq and
-    trimmed seq, and the event's time; None if the stream has no row.
-
-    Without a ``ts`` the event is stamped after the stream's lock is taken, so timestamps
-    follow seqs (on PostgreSQL by the database's clock, within the statement). A ``cap``
-    (``max_events``, at least 1) is enforced here on PostgreSQL, in the same statement
-    (``_capped``), and on SQLite, by the bump advancing ``trimmed_seq`` and one ``DELETE``
-    (SQLite has one writer at a time, which the bump made this transaction); other databases
-    leave it to ``append``.
-    """
-    quote = connection.ops.quote_name
-    streams, events = quote(Stream._meta.db_table), quote(Event._meta.db_table)
-    bump = (
-        f"UPDATE {streams} SET last_seq = last_seq + 1 WHERE name = %s"
-        " RETURNING id, epoch, last_seq, trimmed_seq"
-    )
-    with statement_cursor(connection) as cursor:
-        if connection.vendor == "postgresql" and cap:
-            return _capped(connection, cursor, name, event, text, ts, key, cap)
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"WITH s AS ({bump}), e AS (INSERT INTO {events}"
-                " (stream_id, seq, event, data, ts, idempotency_key)"
-                " SELECT id, last_seq, %s, %s::jsonb, COALESCE(%s, clock_timestamp()), %s"
-                " FROM s RETURNING id, ts)"
-                " SELECT e.id, s.id, s.epoch, s.last_seq, s.trimmed_seq, e.ts FROM s, e",
-                [name, event, text, ts, key],
-            )
-            found = cursor.fetchone()
-            return None if found is None else tuple(found)
-        capped = connection.vendor == "sqlite" and bool(cap)
-        if capped:
-            bump = bump.replace(
-                "last_seq = last_seq + 1",
-                "last_seq = last_seq + 1, trimmed_seq = MAX(trimmed_seq, last_seq + 1 - %s)",
-            )
-        cursor.execute(bump, [cap, name] if capped else [name])
-        position = cursor.fetchone()
-        if position is None:
-            return None
-        stream_id, epoch, seq, trimmed = position
-        ts = ts or timezone.now()
-        cursor.execute(
-            f"INSERT INTO {events} (stream_id, seq, event, data, ts, idempotency_key)"
-            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            [stream_id, seq, event, text, connection.ops.adapt_datetimefield_value(ts), key],
-        )
-        event_id = cursor.fetchone()[0]
-        if capped and trimmed:
-            # Deleted rows leave SQLite's index at once: the range starts at the oldest kept.
-            cursor.execute(
-                f"DELETE FROM {events} WHERE stream_id = %s AND seq <= %s", [stream_id, trimmed]
-            )
-        return event_id, stream_id, epoch, seq, trimmed, ts
-
-
-def _capped(
-    connection: Any,
-    cursor: Any,
-    name: str,
-    event: str,
-    text: str,
-    ts: datetime | None,
-    key: str | None,
-    cap: int,
-) -> tuple[int, int, str, int, int, datetime] | None:
-    """The PostgreSQL append with its ``max_events`` trim: one statement, one round trip.
-
-    A stream at its cap deletes its oldest event with every publish; in a transaction of its
-    own after the append that cost a second commit and five more round trips (a ``publish()``
-    loop ran 6 times slower once its stream was full). Here the bump also advances
-    ``trimmed_seq`` and a ``DELETE`` takes the events from the old trimmed seq (as this
-    statement's snapshot saw it, ``o``) up to the new one. The ``DELETE`` sees that snapshot
-    too: events that publishers queued on the row lock committed after it are invisible to
-    it. They lie above the snapshot's ``last_seq``, so when the new trimmed seq reaches past
-    that (a cap smaller than the publishers racing on one stream), they are deleted right
-    after, on the same connection (``seq_seen`` is that ``last_seq``).
-    """
-    quote = connection.ops.quote_name
-    streams, events = quote(Stream._meta.db_table), quote(Event._meta.db_table)
-    cursor.execute(
-        f"WITH o AS (SELECT last_seq, trimmed_seq FROM {streams} WHERE name = %s),"
-        f" s AS (UPDATE {streams} SET last_seq = last_seq + 1,"
-        " trimmed_seq = GREATEST(trimmed_seq, last_seq + 1 - %s)"
-        " WHERE name = %s RETURNING id, epoch, last_seq, trimmed_seq),"
-        f" e AS (INSERT INTO {events} (stream_id, seq, event, data, ts, idempotency_key)"
-        " SELECT id, last_seq, %s, %s::jsonb, COALESCE(%s, clock_timestamp()), %s"
-        " FROM s RETURNING id, ts),"
-        f" d AS (DELETE FROM {events} AS x USING s, o WHERE x.stream_id = s.id"
-        " AND x.seq > o.trimmed_seq AND x.seq <= s.trimmed_seq)"
-        " SELECT e.id, s.id, s.epoch, s.last_seq, s.trimmed_seq, e.ts, o.last_seq"
-        " FROM s, e, o",
-        [name, cap, name, event, text, ts, key],
-    )
-    found = cursor.fetchone()
-    if found is None:
-        return None
-    event_id, stream_id, epoch, seq, trimmed, stamped, seq_seen = found
-    if trimmed > seq_seen and seq - 1 > seq_seen:
-        Event.objects.filter(stream_id=stream_id, seq__gt=seq_seen, seq__lte=trimmed).delete()
-    return event_id, stream_id, epoch, seq, trimmed, stamped
 
 
 def append_many(
@@ -251,7 +138,8 @@ def append_group(
     counts: dict[str, int] = {}
     for name, _, _ in events:
         counts[name] = counts.get(name, 0) + 1
-    streams = _bump(counts)
+    connection = connections[database()]
+    streams = statements.bump(connection, counts)
     missing = {name: count for name, count in counts.items() if name not in streams}
     if missing:
         # One statement for all the new streams (a captured bulk write may open thousands).
@@ -259,90 +147,21 @@ def append_group(
             [Stream(name=name, epoch=epochs.creation_epoch(name)) for name in sorted(missing)],
             ignore_conflicts=True,
         )
-        streams.update(_bump(missing))
+        streams.update(statements.bump(connection, missing))
     next_seq = {name: stream.last_seq - counts[name] + 1 for name, stream in streams.items()}
     now = timezone.now()
     rows = []
     for name, event, data in events:
         rows.append(Event(stream=streams[name], seq=next_seq[name], event=event, data=data, ts=now))
         next_seq[name] += 1
-    connection = connections[database()]
     if connection.vendor == "postgresql":
         texts = encoded if encoded is not None else [_encode(row.data) for row in rows]
-        _insert_rows(connection, rows, texts, now)
+        statements.insert_rows(connection, rows, texts, now)
     else:
         Event.objects.bulk_create(rows)
     for stream in streams.values():
         _retain(stream)
     return rows
-
-
-def _insert_rows(connection: Any, rows: list[Event], texts: list[str], ts: datetime) -> None:
-    """``bulk_create`` for PostgreSQL in one preparable statement: the columns as arrays
-    (``unnest``), so the statement is the same whatever the group's size, and its thousands
-    of parameters are not quoted into the SQL one by one on the client."""
-    table = connection.ops.quote_name(Event._meta.db_table)
-    with statement_cursor(connection) as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (stream_id, seq, event, data, ts)"
-            " SELECT s, q, e, d::jsonb, %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[],"
-            " %s::text[]) AS u(s, q, e, d) RETURNING id, stream_id, seq",
-            [
-                ts,
-                [row.stream_id for row in rows],
-                [row.seq for row in rows],
-                [row.event for row in rows],
-                texts,
-            ],
-        )
-        ids = {(stream_id, seq): pk for pk, stream_id, seq in cursor.fetchall()}
-    for row in rows:
-        row.pk = ids[row.stream_id, row.seq]
-        row._state.adding, row._state.db = False, connection.alias
-
-
-def _bump(counts: dict[str, int]) -> dict[str, Stream]:
-    """Reserve each named stream's next ``count`` seqs, taking the rows' locks in name order;
-    the streams that have a row, by name, positioned after the bump."""
-    connection = connections[database()]
-    table = connection.ops.quote_name(Stream._meta.db_table)
-    names = sorted(counts)
-    found: dict[str, Stream] = {}
-    with statement_cursor(connection) as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"WITH v(name, n) AS (SELECT * FROM unnest(%s::text[], %s::bigint[])),"
-                f" locked AS (SELECT s.id FROM {table} s JOIN v ON s.name = v.name"
-                f" ORDER BY s.name FOR UPDATE OF s)"
-                f" UPDATE {table} s SET last_seq = s.last_seq + v.n FROM v"
-                f" WHERE s.name = v.name AND s.id IN (SELECT id FROM locked)"
-                f" RETURNING s.id, s.name, s.epoch, s.last_seq, s.trimmed_seq",
-                [names, [counts[name] for name in names]],
-            )
-            rows = cursor.fetchall()
-        else:
-            rows = []
-            for name in names:
-                cursor.execute(
-                    f"UPDATE {table} SET last_seq = last_seq + %s WHERE name = %s"
-                    " RETURNING id, name, epoch, last_seq, trimmed_seq",
-                    [counts[name], name],
-                )
-                rows.extend(cursor.fetchall())
-    for stream_id, name, epoch, last_seq, trimmed_seq in rows:
-        found[name] = _stream(connection, stream_id, name, epoch, last_seq, trimmed_seq)
-    return found
-
-
-def _stream(
-    connection: Any, stream_id: int, name: str, epoch: str, last_seq: int, trimmed_seq: int
-) -> Stream:
-    """The ``Stream`` of a row read back by raw SQL, as the ORM would have loaded it."""
-    stream = Stream(
-        id=stream_id, name=name, epoch=epoch, last_seq=last_seq, trimmed_seq=trimmed_seq
-    )
-    stream._state.adding, stream._state.db = False, connection.alias
-    return stream
 
 
 def _create(name: str) -> None:

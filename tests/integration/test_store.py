@@ -68,11 +68,11 @@ def test_the_statements_cursor_is_kept_and_still_seen_by_django_tooling():
     new connection gets a new cursor. Elsewhere it is Django's own cursor, every time."""
     from django.test.utils import CaptureQueriesContext
 
-    from realtime.storage.statements import statement_cursor
+    from realtime.storage.statements import cursor_for
 
     realtime.publish("kept", "e")
     db = connections[store.database()]
-    with statement_cursor(db) as first, statement_cursor(db) as second:
+    with cursor_for(db) as first, cursor_for(db) as second:
         assert (first is second) is (db.vendor == "postgresql")
     with CaptureQueriesContext(connection) as captured:
         assert realtime.publish("kept", "e").seq == 2
