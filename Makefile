@@ -128,7 +128,8 @@ test: install $(JS_STAMP)
 	echo; echo "== unit tests (tests/unit), with no service: no Redis, no database URL =="; \
 	env -u REDIS_URL -u DATABASE_URL $(PY) -m pytest tests/unit $(PYTEST_ARGS); unit=$$?; \
 	echo; echo "== integration and end-to-end tests on SQLite ($(TEST_WORKERS) workers) =="; \
-	env -u DATABASE_URL $(PY) -m pytest -n $(TEST_WORKERS) tests/integration tests/e2e $(PYTEST_ARGS); \
+	env -u DATABASE_URL $(PY) -m pytest -n $(TEST_WORKERS) -m "not postgresql" \
+		tests/integration tests/e2e $(PYTEST_ARGS); \
 	sqlite=$$?; \
 	echo; echo "== integration and end-to-end tests on PostgreSQL ($$PG_DATABASE_URL) =="; \
 	DATABASE_URL="$$PG_DATABASE_URL" $(PY) -m pytest -n $(TEST_WORKERS) tests/integration tests/e2e \

@@ -66,6 +66,21 @@ def pytest_configure(config: pytest.Config) -> None:
 TIERS = ("unit", "integration", "e2e")
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``postgresql`` test on another database fails rather than skips: a skip would hide
+    that it never ran. ``make test`` deselects them on SQLite (``-m "not postgresql"``)."""
+    if item.get_closest_marker("postgresql") is None:
+        return
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.fail(
+            f"{item.nodeid} needs PostgreSQL: set DATABASE_URL to one (make test does, in its "
+            'PostgreSQL pass), or deselect it with -m "not postgresql".',
+            pytrace=False,
+        )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its tier (its folder), and stop early if a tier that needs the
     services is collected without them.

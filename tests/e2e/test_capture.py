@@ -174,10 +174,7 @@ async def test_snapshot_after_a_bulk_path(daphne_server: Any) -> None:
         assert event[1:3] == (7, "card.updated")
 
 
-pg_only = pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="writes outside the ORM are captured by PostgreSQL triggers (DATABASE_URL)",
-)
+pg_only = pytest.mark.postgresql  # writes outside the ORM are captured by PostgreSQL triggers
 
 WRITER = """
 import os, sys, psycopg

@@ -22,9 +22,7 @@ from realtime.models import Event, Stream
 from realtime.storage import epochs
 from tests.live_capture.models import Board, Card, Note
 
-on_postgresql = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="capture triggers are PostgreSQL's (DATABASE_URL)"
-)
+on_postgresql = pytest.mark.postgresql  # capture triggers are PostgreSQL's
 
 
 def stored(stream: str) -> list[tuple[int, str, Any]]:
