@@ -94,8 +94,10 @@ def insert(
     """
     quote = connection.ops.quote_name
     streams, events = quote(Stream._meta.db_table), quote(Event._meta.db_table)
+    trims = connection.vendor == "sqlite" and bool(cap)
+    trim_sql = ", trimmed_seq = MAX(trimmed_seq, last_seq + 1 - %s)" if trims else ""
     bump_sql = (
-        f"UPDATE {streams} SET last_seq = last_seq + 1 WHERE name = %s"
+        f"UPDATE {streams} SET last_seq = last_seq + 1{trim_sql} WHERE name = %s"
         " RETURNING id, epoch, last_seq, trimmed_seq"
     )
     with cursor_for(connection) as cursor:
@@ -112,12 +114,6 @@ def insert(
             )
             found = cursor.fetchone()
             return None if found is None else tuple(found)
-        trims = connection.vendor == "sqlite" and bool(cap)
-        if trims:
-            bump_sql = bump_sql.replace(
-                "last_seq = last_seq + 1",
-                "last_seq = last_seq + 1, trimmed_seq = MAX(trimmed_seq, last_seq + 1 - %s)",
-            )
         cursor.execute(bump_sql, [cap, name] if trims else [name])
         position = cursor.fetchone()
         if position is None:

@@ -97,8 +97,8 @@ def append(
         id=event_id, stream=stream, seq=seq, event=event, data=data, ts=ts, idempotency_key=key
     )
     stored._state.adding, stored._state.db = False, connection.alias
-    if connection.vendor not in ("postgresql", "sqlite") or not cap:
-        _retain(stream, locked=connection.in_atomic_block)
+    # A no-op where ``insert`` already trimmed (PostgreSQL, SQLite): the stream is at its cap.
+    _retain(stream, locked=connection.in_atomic_block)
     return stored
 
 
