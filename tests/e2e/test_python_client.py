@@ -408,7 +408,9 @@ async def test_a_draining_servers_reconnect_delays_are_honoured(
         for delay, wait in zip(delays, waited, strict=True):
             assert delay - 0.02 <= wait <= delay + 1.5, (delays, waited)
         assert max(delays) - min(delays) > SPREAD / 4, f"reconnects not spread: {delays}"
-        assert len(set(delays)) == len(delays)
+        # Drawn per connection, uniformly: two of eight may coincide at the close reason's
+        # millisecond (about 1 run in 70, seen in CI), half of them cannot by chance.
+        assert len(set(delays)) > len(delays) // 2, delays
     finally:
         for client in clients:
             await client.close()
@@ -621,10 +623,13 @@ async def test_the_documented_example_runs(daphne_server: ServerFactory) -> None
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
+    # The example's keys are in the order PostgreSQL's jsonb keeps them (shorter first), so its
+    # own message prints the same whether it arrives live or read back from history, where
+    # a replayed object's keys may come back in another order (docs/protocol.md).
     assert out.decode().splitlines() == [
         "stored as seq 2",
         "1 {'text': 'earlier'}",
-        "2 {'author': 'py', 'text': 'hello'}",
+        "2 {'text': 'hello', 'author': 'py'}",
         "present: ['anon:py-example']",
     ]
 
