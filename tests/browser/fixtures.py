@@ -44,6 +44,8 @@ NETWORK_ERRORS = (
     r"^WebSocket connection to '.*' failed",
     r"^Failed to load resource: net::ERR_",
     r"^Failed to load resource: the server responded with a status of 403",
+    # A draining server's answer to a new connection (an SSE client reconnecting to it).
+    r"^Failed to load resource: the server responded with a status of 503",
 )
 
 # The client driven directly, in a document at the server's origin: the client module itself
