@@ -45,8 +45,11 @@ _HOMES = {
 
 def __getattr__(name: str) -> Any:
     # Lazy, so ``import realtime`` works before the app registry is ready.
+    # Once found, kept as a module attribute: ``realtime.publish(...)`` in a loop then pays
+    # an attribute lookup, not an import lookup per call.
     if name in _HOMES:
         from importlib import import_module
 
-        return getattr(import_module(f"realtime.{_HOMES[name]}"), name)
+        found = globals()[name] = getattr(import_module(f"realtime.{_HOMES[name]}"), name)
+        return found
     raise AttributeError(f"module 'realtime' has no attribute {name!r}")

@@ -150,7 +150,7 @@ def _store(
     try:
         alias = store.database()
         outer = transaction.get_connection(alias).in_atomic_block
-        if outer or store.needs_transaction(key):
+        if outer or store.needs_transaction(key, alias):
             with transaction.atomic(using=alias):
                 stored = store.append(stream, event, data, key=key, data_json=data_json)
         else:

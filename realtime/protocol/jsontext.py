@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
+# One encoder for every call: ``json.dumps(cls=...)`` builds a new one each time.
+_encoder = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def dumps(value: Any) -> str:
     """Compact JSON; datetimes, UUIDs and Decimals become strings (DjangoJSONEncoder)."""
-    return json.dumps(
-        value, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _encoder.encode(value)
 
 
 def _no_constants(name: str) -> Any:
@@ -25,11 +26,14 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text, parse_constant=_no_constants)
 
 
+_ZERO = timedelta(0)
+
+
 def format_ts(value: datetime) -> str:
     """ISO 8601 in UTC with milliseconds: ``2026-11-27T21:00:00.123Z``."""
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    if value.utcoffset() != _ZERO:  # a naive value is local time, as ``astimezone`` takes it
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def normalize(data: Any) -> tuple[Any, str]:

@@ -85,7 +85,8 @@ def append(
             earlier.duplicate = True
             return earlier
     text = data_json if data_json is not None else _encode(data)
-    cap = retention.rule_for(name).max_events
+    rule = retention.rule_for(name)
+    cap = rule.max_events
     row = statements.insert(connection, name, event, text, ts, key, cap)
     if row is None:
         _create(name)
@@ -93,18 +94,15 @@ def append(
         assert row is not None
     event_id, stream_id, epoch, seq, trimmed, ts = row
     stream = statements.stream_row(connection, stream_id, name, epoch, seq, trimmed)
-    stored = Event(
-        id=event_id, stream=stream, seq=seq, event=event, data=data, ts=ts, idempotency_key=key
-    )
-    stored._state.adding, stored._state.db = False, connection.alias
+    stored = statements.event_row(connection, event_id, stream, seq, event, data, ts, key)
     # A no-op where ``insert`` already trimmed (PostgreSQL, SQLite): the stream is at its cap.
-    _retain(stream, locked=connection.in_atomic_block)
+    _retain(stream, locked=connection.in_atomic_block, rule=rule)
     return stored
 
 
-def needs_transaction(key: str | None) -> bool:
+def needs_transaction(key: str | None, using: str | None = None) -> bool:
     """Whether ``append`` must run in ``transaction.atomic`` (see its docstring)."""
-    return key is not None or connections[database()].vendor != "postgresql"
+    return key is not None or connections[using or database()].vendor != "postgresql"
 
 
 def _encode(data: Any) -> str:
@@ -169,10 +167,10 @@ def _create(name: str) -> None:
     Stream.objects.get_or_create(name=name, defaults={"epoch": epochs.creation_epoch(name)})
 
 
-def _retain(stream: Stream, locked: bool = True) -> None:
+def _retain(stream: Stream, locked: bool = True, rule: retention.Rule | None = None) -> None:
     """Enforce the stream's ``max_events``: in the publishing transaction, which holds the
     stream's row lock, or (``locked=False``, after a one-statement append) in one of its own."""
-    rule = retention.rule_for(stream.name)
+    rule = rule or retention.rule_for(stream.name)
     if rule.max_events is not None and stream.last_seq - stream.trimmed_seq > rule.max_events:
         if locked:
             _trim(stream, stream.last_seq - rule.max_events)

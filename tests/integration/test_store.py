@@ -92,6 +92,60 @@ def test_the_statements_cursor_is_kept_and_still_seen_by_django_tooling():
     assert seqs("kept") == [1, 2, 3, 4]
 
 
+def assert_published_as_loaded(name: str) -> None:
+    """``publish`` builds the returned ``Event`` and ``Stream`` from what its statement
+    returned (on PostgreSQL the time as microseconds): the ORM loads the same from the row."""
+    db = connections[store.database()]
+    db.close()  # the session's time zone is set when a connection opens
+    for n in range(7):  # past psycopg's prepare threshold
+        stored = realtime.publish(name, "e", {"n": n})
+        loaded = Event.objects.select_related("stream").get(pk=stored.pk)
+        assert (stored.seq, stored.event, stored.data, stored.ts) == (
+            loaded.seq, loaded.event, loaded.data, loaded.ts,
+        )  # fmt: skip
+        assert (stored.ts.tzinfo is None) is (loaded.ts.tzinfo is None)
+        if loaded.ts.tzinfo is not None:
+            assert stored.ts.utcoffset() == loaded.ts.utcoffset()
+        assert stored.stream == loaded.stream and stored.stream_id == loaded.stream_id
+        assert not stored._state.adding and stored._state.db == db.alias
+    # The stream's creation time was not read: it loads when used, as with ``only()``.
+    assert stored.stream.get_deferred_fields() == {"created_at"}
+    assert stored.stream.created_at == loaded.stream.created_at
+
+
+def test_a_published_event_is_what_the_orm_loads(settings):
+    from realtime.storage.statements import EVENT_FIELDS, STREAM_FIELDS
+
+    assert tuple(f.attname for f in Event._meta.concrete_fields) == EVENT_FIELDS
+    assert tuple(f.attname for f in Stream._meta.concrete_fields) == STREAM_FIELDS
+    assert_published_as_loaded("orm")
+    settings.USE_TZ, settings.TIME_ZONE = False, "America/New_York"  # naive, local times
+    assert_published_as_loaded("orm:naive")
+    assert realtime.publish("orm:naive", "e").ts.tzinfo is None
+
+
+@pytest.mark.postgresql
+def test_a_published_event_is_what_the_orm_loads_in_the_database_time_zone():
+    """A database ``TIME_ZONE`` (PostgreSQL's session time zone): aware times in that zone."""
+    db = connections[store.database()]
+    before, db.settings_dict["TIME_ZONE"] = db.settings_dict["TIME_ZONE"], "Asia/Kolkata"
+    try:
+        retime(db)
+        assert_published_as_loaded("orm:kolkata")
+        assert realtime.publish("orm:kolkata", "e").ts.utcoffset() == timedelta(hours=5, minutes=30)
+    finally:
+        db.settings_dict["TIME_ZONE"] = before
+        retime(db)
+
+
+def retime(db) -> None:  # type: ignore[no-untyped-def]
+    """What Django does when ``TIME_ZONE`` changes (``update_connections_time_zone``): forget
+    the cached zone, and close the pool, whose connections have their session's zone set."""
+    db.close()
+    db.__dict__.pop("timezone", None), db.__dict__.pop("timezone_name", None)
+    db.ensure_timezone()
+
+
 def test_concurrent_publishers_get_gapless_unique_seqs():
     """Many threads, each with its own database connection, publish to one stream at once."""
     threads, per_thread = 8, 25

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from channels.layers import BaseChannelLayer
@@ -44,6 +44,12 @@ def test_ephemeral_event_frame_has_no_seq():
 def test_format_ts_is_utc_with_milliseconds():
     value = datetime(2026, 3, 4, 5, 6, 7, 891234, tzinfo=UTC)
     assert format_ts(value) == "2026-03-04T05:06:07.891Z"
+    # Other zones are converted; whole seconds keep their milliseconds; years keep 4 digits.
+    plus_two = timezone(timedelta(hours=2))
+    assert format_ts(datetime(2026, 1, 1, 1, 30, tzinfo=plus_two)) == "2025-12-31T23:30:00.000Z"
+    assert format_ts(datetime(812, 5, 6, 7, 8, 9, 999, tzinfo=UTC)) == "0812-05-06T07:08:09.000Z"
+    naive = datetime(2026, 3, 4, 5, 6, 7, 891234)  # local time, as ``astimezone`` reads it
+    assert format_ts(naive) == format_ts(naive.astimezone(UTC))
 
 
 @pytest.mark.parametrize(
