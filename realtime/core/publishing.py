@@ -195,7 +195,8 @@ def publish(
 ) -> Event:
     """Store ``data`` as the next event of ``stream`` and deliver it to every subscriber.
 
-    Returns the stored ``Event`` (with ``seq``). Inside ``transaction.atomic()`` delivery waits
+    Returns the stored ``Event`` (with ``seq``, and its ``stream``, whose ``created_at`` is
+    deferred: it loads when first used). Inside ``transaction.atomic()`` delivery waits
     for the commit and a rollback delivers nothing. ``ephemeral=True`` skips storage: no seq,
     no history, sent at once, best effort (cursor moves, typing indicators). A publish that
     repeats an ``idempotency_key`` of the stream returns the first event (``duplicate`` set)
