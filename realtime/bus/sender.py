@@ -99,6 +99,7 @@ class Sender:
         self._lock = threading.Condition()
         self._queue: deque[tuple[str, Message]] = deque()
         self._busy = False  # a send is under way
+        self._holding = False  # paced: the sender will look at the queue when its hold ends
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._pid = 0
@@ -125,7 +126,7 @@ class Sender:
                 )
                 return
             self._queue.append((group, message))
-            if len(self._queue) == 1 and not self._busy:
+            if len(self._queue) == 1 and not self._busy and not self._holding:
                 assert self._loop is not None and self._wake is not None
                 self._loop.call_soon_threadsafe(self._wake.set)
 
@@ -162,8 +163,12 @@ class Sender:
             while True:
                 delay = pacer.delay(clock())
                 if delay:
+                    # What is submitted meanwhile needs no wake-up (a write to the loop's
+                    # self-pipe and a thread switch for each pass): the queue is read next.
+                    self._holding = True
                     await asyncio.sleep(delay)
                 with self._lock:
+                    self._holding = False
                     queued = list(self._queue)
                     self._queue.clear()
                     self._busy = bool(queued)

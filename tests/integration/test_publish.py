@@ -412,6 +412,49 @@ def test_the_sender_spaces_its_sends_while_messages_keep_coming(monkeypatch):
     assert min(gaps) >= sender_module.SEND_HOLD * 0.99, gaps
 
 
+def test_what_comes_during_the_senders_hold_needs_no_wake_up(monkeypatch):
+    """A message submitted while the sender holds (paced) is read when the hold ends: no
+    write to the loop's self-pipe and thread switch for it, as a ``publish()`` loop would
+    otherwise pay once per send. A message after a quiet spell still wakes it at once."""
+    from realtime.bus import messages
+    from realtime.bus import sender as sender_module
+
+    monkeypatch.setattr(sender_module, "SEND_HOLD", 0.2)
+    sent: list[tuple[float, list]] = []
+    real = sender_module.group_send_many
+
+    async def recording(items):
+        sent.append((time.monotonic(), [e["seq"] for _, m in items for e in m.get("events", [m])]))
+        await real(items)
+
+    monkeypatch.setattr(sender_module, "group_send_many", recording)
+    own = sender_module.Sender()  # its own thread and loop, paced by the 0.2 s hold
+    own.submit("held", messages.event("held", "e0", 1, "tick", "{}"))
+    assert own._loop is not None
+    wakes: list[object] = []
+    schedule = own._loop.call_soon_threadsafe
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        wakes.append(args)
+        return schedule(*args)
+
+    monkeypatch.setattr(own._loop, "call_soon_threadsafe", counting)
+    deadline = time.monotonic() + 5
+    while not own._holding and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert own._holding, "the sender never held after its first send"
+    began = time.monotonic()
+    own.submit("held", messages.event("held", "e0", 2, "tick", "{}"))
+    own.submit("held", messages.event("held", "e0", 3, "tick", "{}"))
+    assert own.flush(5)
+    assert wakes == []
+    assert [seqs for _, seqs in sent] == [[1], [2, 3]]  # one send, when the hold ended
+    assert sent[1][0] - began < 0.2 + 0.1
+    time.sleep(0.25)  # quiet for longer than the hold: the next message wakes the sender
+    own.submit("held", messages.event("held", "e0", 4, "tick", "{}"))
+    assert own.flush(5) and len(wakes) == 1 and [seqs for _, seqs in sent][2] == [4]
+
+
 async def test_concurrent_apublishes_are_group_committed(listener):
     """Outside a caller's transaction, concurrent ``apublish`` calls share one transaction and
     one layer message per stream, and each caller learns its own seq."""
