@@ -13,9 +13,13 @@ statement was then parsed and planned on every publish, about a fifth of its tim
 cursor is kept per database connection: a new psycopg cursor builds its loaders for every
 column of its first result, which with creating and closing it cost a ``publish()`` loop
 tens of µs per event. The kept cursor is wrapped as Django wraps its cursors
-(``execute_wrapper`` and query logging apply; Django reads the wrappers at each call); it is
-made again when the connection, or whether its queries are logged (``assertNumQueries``,
-``DEBUG``), changes. Other databases get Django's cursor.
+(``execute_wrapper`` applies; Django reads the wrappers at each call); it is made again for a
+new connection. While the connection logs its queries (``DEBUG``, ``assertNumQueries``,
+``CaptureQueriesContext``) the statements run on Django's own cursor instead, unprepared:
+Django logs a statement psycopg has prepared with no SQL text (its ``last_executed_query``
+reads the client-side cursor's composed query), and tools that wrap ``connection.cursor()``
+(django-debug-toolbar's SQL panel) would not see the kept one. Other databases get Django's
+cursor.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from django.utils import timezone
 
 from realtime.models import Event, Stream
 
-# psycopg connection -> (whether its queries were logged, the Django cursor wrapper kept).
-_kept: weakref.WeakKeyDictionary[Any, tuple[bool, Any]] = weakref.WeakKeyDictionary()
+# psycopg connection -> the Django cursor wrapper kept for it.
+_kept: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The models' fields, in the order ``stream_row`` and ``event_row`` give their values.
 STREAM_FIELDS = ("id", "name", "epoch", "last_seq", "trimmed_seq", "created_at")
@@ -58,8 +62,10 @@ class _Kept:
 def cursor_for(connection: Any) -> Any:
     """A cursor for one of the store's hot statements on ``connection`` (a Django
     ``DatabaseWrapper``), to use as ``with cursor_for(connection) as cursor:``."""
-    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get(
-        "server_side_binding"
+    if (
+        connection.vendor != "postgresql"
+        or connection.queries_logged
+        or connection.settings_dict["OPTIONS"].get("server_side_binding")
     ):
         return connection.cursor()
     try:
@@ -72,13 +78,13 @@ def cursor_for(connection: Any) -> Any:
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    raw, logged = connection.connection, connection.queries_logged
+    raw = connection.connection
     kept = _kept.get(raw)
-    if kept is None or kept[0] != logged or kept[1].db is not connection or kept[1].cursor.closed:
+    if kept is None or kept.db is not connection or kept.cursor.closed:
         # ``db``: a pooled connection handed to another thread's ``DatabaseWrapper``.
         with connection.wrap_database_errors:
-            kept = _kept[raw] = (logged, connection._prepare_cursor(binding(raw)))
-    return _Kept(kept[1])
+            kept = _kept[raw] = connection._prepare_cursor(binding(raw))
+    return _Kept(kept)
 
 
 def tables(connection: Any) -> tuple[str, str]:

@@ -74,10 +74,18 @@ def test_the_statements_cursor_is_kept_and_still_seen_by_django_tooling():
     db = connections[store.database()]
     with cursor_for(db) as first, cursor_for(db) as second:
         assert (first is second) is (db.vendor == "postgresql")
+    for _ in range(7):  # past psycopg's prepare threshold, where one is set
+        realtime.publish("prepared", "e")
     with CaptureQueriesContext(connection) as captured:
         assert realtime.publish("kept", "e").seq == 2
-    # (Django logs a statement psycopg has prepared with no SQL text: count them.)
-    assert len(captured.captured_queries) >= 1
+        assert realtime.publish("prepared", "e").seq == 8
+    # Logged with their SQL: while queries are logged the statements run on Django's cursor
+    # (on PostgreSQL one statement a publish; psycopg's prepared ones had no SQL text).
+    logged = [query["sql"] for query in captured.captured_queries]
+    assert all(isinstance(sql, str) for sql in logged), logged
+    assert len([sql for sql in logged if "realtime_event" in sql]) == 2, logged
+    if db.vendor == "postgresql":
+        assert len(logged) == 2, logged
     seen: list[str] = []
 
     def wrapper(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
