@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -38,13 +39,26 @@ def test_streams_count_separately():
     assert realtime.publish("b", "e").seq == 2
 
 
-def test_a_group_is_stored_as_the_orm_would_store_it():
+@pytest.mark.parametrize("logged", [False, True], ids=["kept-cursor", "queries-logged"])
+def test_a_group_is_stored_as_the_orm_would_store_it(logged):
     """``append_group`` (group commit, ``publish_many``): on PostgreSQL one ``unnest`` insert
     whose statement is prepared after a few runs; the rows it returns are the stored rows,
-    pk, seq, data and time alike, on every run."""
+    pk, seq, data and time alike, on every run. The same while queries are logged, when the
+    statements run on Django's client-side binding cursor (arrays quoted into the SQL)."""
+    from django.test.utils import CaptureQueriesContext
+
+    capture = CaptureQueriesContext(connections[store.database()])
+    with capture if logged else contextlib.nullcontext():
+        append_groups_as_stored()
+    if logged:
+        assert all(isinstance(query["sql"], str) for query in capture.captured_queries)
+
+
+def append_groups_as_stored() -> None:
     from decimal import Decimal
 
     values = [{"n": 1}, None, [1, "two"], "text", 3.5, {"deep": {"list": [True, None]}}]
+    values += ['q"uo{te},\\', {"k,}": '{"a": [1, 2]}'}]  # what array quoting must escape
     for _ in range(7):  # psycopg prepares a statement on its fifth run (prepare_threshold)
         with transaction.atomic():
             rows = store.append_group(
@@ -56,16 +70,18 @@ def test_a_group_is_stored_as_the_orm_would_store_it():
                 row.stream.name, row.seq, row.event, row.data, row.ts,
             )  # fmt: skip
             assert not row._state.adding
-    assert seqs("g:a") == list(range(1, 22)) and seqs("g:b") == list(range(1, 22))
+    each = list(range(1, len(values) // 2 * 7 + 1))
+    assert seqs("g:a") == each and seqs("g:b") == each
     with transaction.atomic():
         (row,) = store.append_group([("g:a", "dec", {"d": Decimal("1.10")})])
     assert Event.objects.get(pk=row.pk).data == {"d": "1.10"}  # DjangoJSONEncoder, as save()
 
 
 def test_the_statements_cursor_is_kept_and_still_seen_by_django_tooling():
-    """On PostgreSQL the append runs on one cursor kept per connection; query capture
-    (``assertNumQueries``, ``DEBUG``) and ``execute_wrapper`` still see every statement, and a
-    new connection gets a new cursor. Elsewhere it is Django's own cursor, every time."""
+    """On PostgreSQL the append runs on one cursor kept per connection, and a new connection
+    gets a new cursor; ``execute_wrapper`` sees every statement, and query capture
+    (``assertNumQueries``, ``DEBUG``) every statement with its SQL, on Django's own cursor.
+    Elsewhere it is Django's own cursor, every time."""
     from django.test.utils import CaptureQueriesContext
 
     from realtime.storage.statements import cursor_for
