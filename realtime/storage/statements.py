@@ -37,6 +37,8 @@ from realtime.models import Event, Stream
 # psycopg connection -> the Django cursor wrapper kept for it.
 _kept: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The appended event's time as the statements return it (``_from_micros`` reads it back).
+TS_MICROS = "(EXTRACT(EPOCH FROM e.ts) * 1000000)::bigint"
 # The models' fields, in the order ``stream_row`` and ``event_row`` give their values.
 STREAM_FIELDS = ("id", "name", "epoch", "last_seq", "trimmed_seq", "created_at")
 EVENT_FIELDS = ("id", "stream_id", "seq", "event", "data", "ts", "idempotency_key")
@@ -118,24 +120,23 @@ def insert(
     (SQLite has one writer at a time, which the bump made this transaction); other databases
     leave it to ``append``.
     """
-    streams, events = tables(connection)
-    trims = connection.vendor == "sqlite" and bool(cap)
-    trim_sql = ", trimmed_seq = MAX(trimmed_seq, last_seq + 1 - %s)" if trims else ""
-    bump_sql = (
-        f"UPDATE {streams} SET last_seq = last_seq + 1{trim_sql} WHERE name = %s"
-        " RETURNING id, epoch, last_seq, trimmed_seq"
-    )
     with cursor_for(connection) as cursor:
         if connection.vendor == "postgresql" and cap:
             return capped(connection, cursor, name, event, text, ts, key, cap)
+        streams, events = tables(connection)
+        trims = connection.vendor == "sqlite" and bool(cap)
+        trim_sql = ", trimmed_seq = MAX(trimmed_seq, last_seq + 1 - %s)" if trims else ""
+        bump_sql = (
+            f"UPDATE {streams} SET last_seq = last_seq + 1{trim_sql} WHERE name = %s"
+            " RETURNING id, epoch, last_seq, trimmed_seq"
+        )
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"WITH s AS ({bump_sql}), e AS (INSERT INTO {events}"
                 " (stream_id, seq, event, data, ts, idempotency_key)"
                 " SELECT id, last_seq, %s, %s::jsonb, COALESCE(%s, clock_timestamp()), %s"
                 " FROM s RETURNING id, ts)"
-                " SELECT e.id, s.id, s.epoch, s.last_seq, s.trimmed_seq,"
-                " (EXTRACT(EPOCH FROM e.ts) * 1000000)::bigint FROM s, e",
+                f" SELECT e.id, s.id, s.epoch, s.last_seq, s.trimmed_seq, {TS_MICROS} FROM s, e",
                 [name, event, text, ts, key],
             )
             found = cursor.fetchone()
@@ -195,8 +196,8 @@ def capped(
         " FROM s RETURNING id, ts),"
         f" d AS (DELETE FROM {events} AS x USING s, o WHERE x.stream_id = s.id"
         " AND x.seq > o.trimmed_seq AND x.seq <= s.trimmed_seq)"
-        " SELECT e.id, s.id, s.epoch, s.last_seq, s.trimmed_seq,"
-        " (EXTRACT(EPOCH FROM e.ts) * 1000000)::bigint, o.last_seq FROM s, e, o",
+        f" SELECT e.id, s.id, s.epoch, s.last_seq, s.trimmed_seq, {TS_MICROS}, o.last_seq"
+        " FROM s, e, o",
         [name, cap, name, event, text, ts, key],
     )
     found = cursor.fetchone()
@@ -226,7 +227,7 @@ def insert_rows(connection: Any, rows: list[Event], texts: list[str], ts: dateti
     """``bulk_create`` for PostgreSQL in one preparable statement: the columns as arrays
     (``unnest``), so the statement is the same whatever the group's size, and its thousands
     of parameters are not quoted into the SQL one by one on the client."""
-    table = connection.ops.quote_name(Event._meta.db_table)
+    _, table = tables(connection)
     with cursor_for(connection) as cursor:
         cursor.execute(
             f"INSERT INTO {table} (stream_id, seq, event, data, ts)"
@@ -249,7 +250,7 @@ def insert_rows(connection: Any, rows: list[Event], texts: list[str], ts: dateti
 def bump(connection: Any, counts: dict[str, int]) -> dict[str, Stream]:
     """Reserve each named stream's next ``count`` seqs, taking the rows' locks in name order;
     the streams that have a row, by name, positioned after the bump."""
-    table = connection.ops.quote_name(Stream._meta.db_table)
+    table, _ = tables(connection)
     names = sorted(counts)
     found: dict[str, Stream] = {}
     with cursor_for(connection) as cursor:
