@@ -148,26 +148,26 @@ def test_a_published_event_is_what_the_orm_loads(settings):
     assert realtime.publish("orm:naive", "e").ts.tzinfo is None
 
 
+def retime() -> None:
+    """What Django does when the time zone setting changes: forget the connections' cached
+    zone and close the pool, whose connections have their session's zone set."""
+    from django.test.signals import update_connections_time_zone
+
+    update_connections_time_zone(setting="USE_TZ")
+
+
 @pytest.mark.postgresql
 def test_a_published_event_is_what_the_orm_loads_in_the_database_time_zone():
     """A database ``TIME_ZONE`` (PostgreSQL's session time zone): aware times in that zone."""
     db = connections[store.database()]
     before, db.settings_dict["TIME_ZONE"] = db.settings_dict["TIME_ZONE"], "Asia/Kolkata"
     try:
-        retime(db)
+        retime()
         assert_published_as_loaded("orm:kolkata")
         assert realtime.publish("orm:kolkata", "e").ts.utcoffset() == timedelta(hours=5, minutes=30)
     finally:
         db.settings_dict["TIME_ZONE"] = before
-        retime(db)
-
-
-def retime(db) -> None:  # type: ignore[no-untyped-def]
-    """What Django does when ``TIME_ZONE`` changes (``update_connections_time_zone``): forget
-    the cached zone, and close the pool, whose connections have their session's zone set."""
-    db.close()
-    db.__dict__.pop("timezone", None), db.__dict__.pop("timezone_name", None)
-    db.ensure_timezone()
+        retime()
 
 
 def test_concurrent_publishers_get_gapless_unique_seqs():
